@@ -1,0 +1,43 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Each sets up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORK ?= work/demo
+DATA ?=
+CONFIG ?= configs/demo.yaml
+DEMO_DATA := $(if $(DATA),$(DATA),$(WORK)/data)
+export HF_HUB_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo test test-slow bench-preprocess clean-work
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: setup
+ifeq ($(DATA),)
+	$(PY) preprocess/00_make_synthetic.py --out $(WORK)/data --config $(CONFIG)
+endif
+	$(PY) preprocess/01_dicom_to_cache.py --data $(DEMO_DATA) --out $(WORK)/cache --config $(CONFIG)
+	$(PY) preprocess/02_make_folds.py --data $(DEMO_DATA) --out $(WORK)/folds.csv --config $(CONFIG)
+	$(PY) -m volslice.baseline --data $(DEMO_DATA) --submission submissions/prior_baseline.csv --report $(WORK)/report.json
+	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+bench-preprocess: setup
+	$(PY) benchmarks/bench_preprocess.py --work work/bench512
+
+clean-work:
+	rm -rf work

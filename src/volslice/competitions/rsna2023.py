@@ -1,0 +1,187 @@
+"""RSNA 2023 Abdominal Trauma Detection: labels, metric, submission format and windows.
+
+The metric restates the competition's own scoring code: per-group probabilities are
+normalised to sum to one, each group gets a sample-weighted log loss (sklearn semantics)
+with weights taken from the true class, ``any_injury`` is derived from the healthy
+columns, and the score is the plain mean of the six losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, log_loss
+
+from volslice.competitions.base import SubmissionError, check_patients, check_values
+
+NAME = "rsna2023"
+ID_COLUMN = "patient_id"
+
+BINARY_GROUPS = ("bowel", "extravasation")
+TRIPLE_GROUPS = ("kidney", "liver", "spleen")
+GROUPS: dict[str, list[str]] = {
+    **{g: [f"{g}_healthy", f"{g}_injury"] for g in BINARY_GROUPS},
+    **{g: [f"{g}_healthy", f"{g}_low", f"{g}_high"] for g in TRIPLE_GROUPS},
+}
+GROUP_NAMES = tuple(GROUPS)
+PREDICTION_COLUMNS = [c for cols in GROUPS.values() for c in cols]
+SUBMISSION_COLUMNS = [ID_COLUMN, *PREDICTION_COLUMNS]
+LABEL_COLUMNS = [ID_COLUMN, *PREDICTION_COLUMNS, "any_injury"]
+WEIGHT_COLUMNS = [f"{g}_weight" for g in GROUP_NAMES] + ["any_injury_weight"]
+
+# Weight of a row in a group's loss, by the row's TRUE class (index into GROUPS[g]).
+CLASS_WEIGHTS: dict[str, tuple[float, ...]] = {
+    "bowel": (1.0, 2.0),
+    "extravasation": (1.0, 6.0),
+    "kidney": (1.0, 2.0, 4.0),
+    "liver": (1.0, 2.0, 4.0),
+    "spleen": (1.0, 2.0, 4.0),
+}
+ANY_INJURY_WEIGHTS = (1.0, 6.0)
+
+# Default CT windows (level, width) in HU used by strong public solutions.
+WINDOWS = {"soft_tissue": (50.0, 400.0), "liver": (80.0, 150.0), "bone": (400.0, 1800.0)}
+
+# Injury names as they appear in image_level_labels.csv.
+IMAGE_LEVEL_INJURIES = ("Active_Extravasation", "Bowel")
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    score: float
+    group_losses: dict[str, float]
+
+    def as_dict(self) -> dict:
+        return {"score": self.score, "group_losses": dict(self.group_losses)}
+
+
+def true_classes(labels: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Index of the true class per group, from one-hot label columns."""
+    out = {}
+    for group, cols in GROUPS.items():
+        onehot = labels[cols].to_numpy()
+        if not np.all(onehot.sum(axis=1) == 1):
+            bad = labels.loc[onehot.sum(axis=1) != 1, ID_COLUMN].tolist()[:5]
+            raise ValueError(f"labels of group {group!r} are not one-hot for patients {bad}")
+        out[group] = onehot.argmax(axis=1)
+    return out
+
+
+def any_injury(labels: pd.DataFrame) -> np.ndarray:
+    """any_injury = 1 where any group's true class is not healthy."""
+    return (1 - labels[[cols[0] for cols in GROUPS.values()]].to_numpy()).max(axis=1).astype(int)
+
+
+def sample_weights(labels: pd.DataFrame) -> pd.DataFrame:
+    """The metric's weight columns (`<group>_weight`, `any_injury_weight`) from the true labels."""
+    classes = true_classes(labels)
+    weights = {f"{g}_weight": np.asarray(CLASS_WEIGHTS[g])[classes[g]] for g in GROUP_NAMES}
+    weights["any_injury_weight"] = np.asarray(ANY_INJURY_WEIGHTS)[any_injury(labels)]
+    return pd.DataFrame(weights, index=labels.index)
+
+
+def normalise_groups(pred: pd.DataFrame) -> pd.DataFrame:
+    """Scale each group's probabilities to sum to one per row, as the metric does."""
+    out = pred.copy()
+    for cols in GROUPS.values():
+        out[cols] = out[cols].to_numpy(dtype=float) / out[cols].to_numpy(dtype=float).sum(axis=1, keepdims=True)
+    return out
+
+
+def validate_submission(submission: pd.DataFrame, patient_ids=None) -> None:
+    """Raise SubmissionError listing every problem: columns, patients, duplicates, values."""
+    problems = []
+    missing = [c for c in SUBMISSION_COLUMNS if c not in submission.columns]
+    if missing:
+        problems.append(f"missing columns: {missing}")
+    extra = [c for c in submission.columns if c not in SUBMISSION_COLUMNS]
+    if extra:
+        problems.append(f"unexpected columns: {extra}")
+    if ID_COLUMN in submission.columns:
+        problems += check_patients(submission[ID_COLUMN], patient_ids, ID_COLUMN)
+    present = [c for c in PREDICTION_COLUMNS if c in submission.columns]
+    problems += check_values(submission, present, ID_COLUMN)
+    for group, cols in GROUPS.items():
+        if all(c in submission.columns for c in cols):
+            sums = submission[cols].apply(pd.to_numeric, errors="coerce").sum(axis=1)
+            zero = submission.loc[sums == 0, ID_COLUMN].tolist() if ID_COLUMN in submission else []
+            if zero:
+                problems.append(f"group {group!r} sums to 0 for {len(zero)} rows, e.g. {ID_COLUMN} {zero[:5]}")
+    if problems:
+        raise SubmissionError(problems)
+
+
+def score(solution: pd.DataFrame, submission: pd.DataFrame) -> ScoreResult:
+    """The competition metric. Lower is better."""
+    validate_submission(submission, solution[ID_COLUMN])
+    sol = solution.set_index(ID_COLUMN).sort_index()
+    sub = normalise_groups(submission.set_index(ID_COLUMN).loc[sol.index])
+    sol_reset = sol.reset_index()
+    classes = true_classes(sol_reset)
+    weights = sample_weights(sol_reset)
+    losses = {}
+    for group, cols in GROUPS.items():
+        losses[group] = float(
+            log_loss(
+                classes[group],
+                sub[cols].to_numpy(dtype=float),
+                sample_weight=weights[f"{group}_weight"].to_numpy(),
+                labels=list(range(len(cols))),
+            )
+        )
+    healthy = [cols[0] for cols in GROUPS.values()]
+    any_pred = (1 - sub[healthy].to_numpy(dtype=float)).max(axis=1)
+    losses["any_injury"] = float(
+        log_loss(
+            any_injury(sol_reset),
+            any_pred,
+            sample_weight=weights["any_injury_weight"].to_numpy(),
+            labels=[0, 1],
+        )
+    )
+    return ScoreResult(score=float(np.mean(list(losses.values()))), group_losses=losses)
+
+
+def extra_metrics(solution: pd.DataFrame, submission: pd.DataFrame, threshold: float = 0.5) -> dict:
+    """The 2D-VoCo paper's extra metrics: average precision per injury label and their mean,
+    and micro precision/recall of the injury labels at ``threshold``."""
+    sol = solution.set_index(ID_COLUMN).sort_index()
+    sub = normalise_groups(submission.set_index(ID_COLUMN).loc[sol.index])
+    injury_cols = [c for cols in GROUPS.values() for c in cols[1:]]
+    ap = {}
+    tp = fp = fn = 0
+    for col in injury_cols:
+        y, p = sol[col].to_numpy(), sub[col].to_numpy(dtype=float)
+        ap[col] = float(average_precision_score(y, p)) if y.any() else float("nan")
+        hit = p >= threshold
+        tp += int((hit & (y == 1)).sum())
+        fp += int((hit & (y == 0)).sum())
+        fn += int((~hit & (y == 1)).sum())
+    defined = [v for v in ap.values() if not np.isnan(v)]
+    return {
+        "average_precision": ap,
+        "mAP": float(np.mean(defined)) if defined else float("nan"),
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+    }
+
+
+def prior_probabilities(train_labels: pd.DataFrame) -> dict[str, float]:
+    """Class frequencies of the training labels, per submission column."""
+    return {c: float(train_labels[c].mean()) for c in PREDICTION_COLUMNS}
+
+
+def constant_submission(patient_ids, probabilities: dict[str, float]) -> pd.DataFrame:
+    ids = pd.Series(sorted(set(int(p) for p in patient_ids)), name=ID_COLUMN)
+    sub = pd.DataFrame({ID_COLUMN: ids})
+    for c in PREDICTION_COLUMNS:
+        sub[c] = probabilities[c]
+    return sub[SUBMISSION_COLUMNS]
+
+
+def sample_submission(patient_ids) -> pd.DataFrame:
+    """The competition's sample submission: 0.5 per binary column, 1/3 per three-level column."""
+    probs = {c: 1.0 / len(cols) for cols in GROUPS.values() for c in cols}
+    return constant_submission(patient_ids, probs)

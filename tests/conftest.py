@@ -1,0 +1,23 @@
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from volslice.config import SyntheticConfig  # noqa: E402
+from volslice.synthetic.generate import generate  # noqa: E402
+
+TINY = dict(train_patients=6, test_patients=3, extra_unlabeled=1, size=64, slices_min=24, slices_max=36,
+            seed=7, workers=1, segmentation_fraction=1.0)
+
+
+def tiny_config(**changes) -> SyntheticConfig:
+    return SyntheticConfig(**{**TINY, **changes})
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A small synthetic dataset in the competition layout, shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    generate(tiny_config(), root)
+    return root

@@ -1,0 +1,23 @@
+import pytest
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from volslice.config import DEFAULT_CONFIG_FILE, PROJECT_ROOT, Config, load_config, save_config, to_dict
+
+
+def test_default_yaml_lists_every_key_with_the_schema_default():
+    assert OmegaConf.to_container(OmegaConf.load(DEFAULT_CONFIG_FILE)) == to_dict(Config())
+
+
+def test_layering_and_overrides(tmp_path):
+    cfg = load_config(PROJECT_ROOT / "configs" / "demo.yaml", overrides=["cache.size=96", "folds.seed=3"])
+    assert cfg.cache.size == 96 and cfg.cache.n_slices == 64 and cfg.folds.seed == 3
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_bad_keys_and_types_are_named():
+    with pytest.raises(ConfigKeyError, match="not_a_key"):
+        load_config(overrides=["cache.not_a_key=1"])
+    with pytest.raises(ValidationError, match="size"):
+        load_config(overrides=["cache.size=big"])
