@@ -1,0 +1,227 @@
+"""DICOM series -> cached, windowed uint8 slice stacks, one memory-mappable ``.npy`` per series.
+
+Per series: HU volume -> optional body crop (largest body contour, made square) -> in-plane resize
+-> optional z resampling (a fixed count or a fixed spacing) -> one uint8 channel per window.
+Layout of ``images/<series_id>.npy``: (z, channel, y, x), z ascending along the slice normal.
+Organ masks are sampled at the cached pixels' world coordinates into ``masks/<series_id>.npy``
+(z, y, x). Every output is written atomically; ``meta/<series_id>.json`` is written last, so its
+presence means the series is complete and a rerun skips it. No torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from volslice.config import CacheConfig, to_dict
+from volslice.data.geometry import MaskVolume, SliceGrid
+from volslice.dicom import Series, SeriesReadError, read_series
+from volslice.io import atomic_save_npy, atomic_write_json
+
+AIR_HU = -1024.0
+SPLITS = ("train", "test")
+MANIFEST_LIST_COLUMNS = ("z_mm", "instance_numbers", "crop")
+MANIFEST_COLUMNS = [
+    "patient_id", "series_id", "split", "image_path", "mask_path", "slices", "channels", "height", "width",
+    "source_slices", "dropped_slices", "pixel_spacing_mm", "source_slice_spacing_mm", "crop", "z_mm",
+    "instance_numbers",
+]
+
+
+@dataclass(frozen=True)
+class SeriesTask:
+    patient_id: int
+    series_id: int
+    split: str
+    series_dir: str
+    mask_path: str | None
+
+
+def find_series(data_root) -> list[SeriesTask]:
+    """Every series folder under train_images/ and test_images/, with its mask if there is one."""
+    root = Path(data_root)
+    tasks = []
+    for split in SPLITS:
+        images = root / f"{split}_images"
+        if not images.is_dir():
+            continue
+        for patient_dir in sorted(p for p in images.iterdir() if p.is_dir()):
+            for series_dir in sorted(p for p in patient_dir.iterdir() if p.is_dir()):
+                mask = next((root / "segmentations" / f"{series_dir.name}{ext}" for ext in (".nii.gz", ".nii")
+                             if (root / "segmentations" / f"{series_dir.name}{ext}").exists()), None)
+                tasks.append(SeriesTask(int(patient_dir.name), int(series_dir.name), split, str(series_dir),
+                                        None if mask is None else str(mask)))
+    return tasks
+
+
+def body_crop(hu: np.ndarray, threshold: float, margin: float = 0.04) -> tuple[int, int, int]:
+    """Square (top, left, side) around the largest body contour of the max projection over z."""
+    step = max(1, len(hu) // 16)
+    body = (hu[::step] > threshold).any(axis=0)
+    labels, count = ndimage.label(body)
+    h, w = body.shape
+    if count == 0:
+        return 0, 0, max(h, w)
+    largest = 1 + int(np.argmax(ndimage.sum_labels(body, labels, range(1, count + 1))))
+    rows, cols = np.nonzero(labels == largest)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    side = int(np.ceil(max(bottom - top, right - left) * (1 + 2 * margin)))
+    cy, cx = (top + bottom) / 2, (left + right) / 2
+    top, left = int(round(cy - side / 2)), int(round(cx - side / 2))
+    # shift the square inside the image where it fits
+    top = min(max(top, 0), max(h - side, 0)) if side <= h else top
+    left = min(max(left, 0), max(w - side, 0)) if side <= w else left
+    return top, left, side
+
+
+def crop_square(image: np.ndarray, crop: tuple[int, int, int], fill: float) -> np.ndarray:
+    top, left, side = crop
+    h, w = image.shape
+    if top >= 0 and left >= 0 and top + side <= h and left + side <= w:
+        return image[top : top + side, left : left + side]
+    out = np.full((side, side), fill, image.dtype)
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + side, h), min(left + side, w)
+    out[y0 - top : y1 - top, x0 - left : x1 - left] = image[y0:y1, x0:x1]
+    return out
+
+
+def target_positions(z: np.ndarray, cfg: CacheConfig) -> np.ndarray:
+    """Fractional source-slice index of every cached slice."""
+    n = len(z)
+    if cfg.z_mode not in ("keep", "count", "spacing"):
+        raise ValueError(f"cache.z_mode must be keep, count or spacing, got {cfg.z_mode!r}")
+    if cfg.z_mode == "keep":
+        return np.arange(n, dtype=float)
+    if n == 1:
+        return np.zeros(cfg.n_slices if cfg.z_mode == "count" else 1)
+    if cfg.z_mode == "count":
+        z_target = np.linspace(z[0], z[-1], cfg.n_slices)
+    else:
+        z_target = np.arange(z[0], z[-1] + 1e-6, cfg.z_spacing_mm)
+    return np.interp(z_target, z, np.arange(n))
+
+
+def window_lut(windows) -> np.ndarray:
+    """(C, 4096) uint8 lookup table from HU + 1024 (clipped to [-1024, 3071])."""
+    hu = np.arange(-1024, 3072, dtype=np.float32)
+    tables = []
+    for w in windows:
+        lo = w.level - w.width / 2
+        tables.append(np.clip(np.rint((hu - lo) * (255.0 / w.width)), 0, 255).astype(np.uint8))
+    return np.stack(tables)
+
+
+def cache_series(series: Series, cfg: CacheConfig, mask: MaskVolume | None = None):
+    """(images (z, C, size, size) uint8, masks (z, size, size) uint8 or None, metadata dict)."""
+    crop = body_crop(series.hu, cfg.body_threshold_hu) if cfg.body_crop else (0, 0, max(series.hu.shape[1:]))
+    pos = target_positions(series.z, cfg)
+    lower = np.floor(pos).astype(int)
+    upper = np.minimum(lower + 1, len(series.z) - 1)
+    frac = (pos - lower).astype(np.float32)
+    lut = window_lut(cfg.windows)
+    size = cfg.size
+    interp = cv2.INTER_AREA if crop[2] > size else cv2.INTER_LINEAR
+    images = np.empty((len(pos), len(cfg.windows), size, size), np.uint8)
+    for k in range(len(pos)):
+        hu = series.hu[lower[k]].astype(np.float32)
+        if frac[k] > 0:
+            hu += frac[k] * (series.hu[upper[k]].astype(np.float32) - hu)
+        hu = cv2.resize(crop_square(hu, crop, AIR_HU), (size, size), interpolation=interp)
+        index = np.clip(np.rint(hu), -1024, 3071).astype(np.int32) + 1024
+        images[k] = lut[:, index]
+    masks = None
+    if mask is not None:
+        grid = SliceGrid(series.orientation, series.pixel_spacing, crop, size)
+        masks = np.empty((len(pos), size, size), np.uint8)
+        for k in range(len(pos)):
+            position = series.positions[lower[k]] + frac[k] * (series.positions[upper[k]] - series.positions[lower[k]])
+            masks[k] = mask.labels_at(grid.world_lps(position))
+    nearest = np.rint(pos).astype(int)
+    meta = {
+        "z_mm": np.round(series.z[lower] + frac * (series.z[upper] - series.z[lower]), 3).tolist(),
+        "instance_numbers": series.instance_numbers[nearest].astype(int).tolist(),
+        "crop": list(map(int, crop)),
+        "pixel_spacing_mm": float(series.pixel_spacing[0] * crop[2] / size),
+        "source_slice_spacing_mm": series.slice_spacing,
+        "source_slices": len(series.z),
+    }
+    return images, masks, meta
+
+
+def process_series(task: SeriesTask, cfg: CacheConfig, out: Path, decoder: str = "auto") -> dict:
+    """Cache one series (or skip it if done). Never raises for bad input: returns the failure."""
+    meta_path = out / "meta" / f"{task.series_id}.json"
+    result = {"task": task, "status": "skipped", "slices": 0, "problems": []}
+    if meta_path.exists():
+        result["problems"] = json.loads(meta_path.read_text())["problems"]
+        return result
+    start = time.perf_counter()
+    try:
+        series = read_series(task.series_dir, decoder=decoder)
+        mask = MaskVolume(task.mask_path) if task.mask_path else None
+        images, masks, meta = cache_series(series, cfg, mask)
+    except SeriesReadError as err:
+        result.update(status="failed", problems=[_problem(task, p.file, p.reason, "series skipped") for p in err.problems])
+        return result
+    except Exception as err:  # noqa: BLE001  (a bad series must not stop the run; it is reported)
+        result.update(status="failed", problems=[_problem(task, task.series_dir, f"{type(err).__name__}: {err}",
+                                                          "series skipped")])
+        return result
+    image_rel = f"images/{task.series_id}.npy"
+    atomic_save_npy(out / image_rel, images)
+    mask_rel = None
+    if masks is not None:
+        mask_rel = f"masks/{task.series_id}.npy"
+        atomic_save_npy(out / mask_rel, masks)
+    problems = [_problem(task, p.file, p.reason, "slice dropped" if p.dropped else "warning") for p in series.problems]
+    row = {
+        "patient_id": task.patient_id, "series_id": task.series_id, "split": task.split,
+        "image_path": image_rel, "mask_path": mask_rel,
+        "slices": images.shape[0], "channels": images.shape[1], "height": images.shape[2], "width": images.shape[3],
+        "dropped_slices": sum(p["action"] == "slice dropped" for p in problems),
+        **meta, "problems": problems,
+    }
+    atomic_write_json(meta_path, row)
+    result.update(status="done", row=row, slices=meta["source_slices"], problems=problems,
+                  seconds=time.perf_counter() - start)
+    return result
+
+
+def _problem(task: SeriesTask, file, reason: str, action: str) -> dict:
+    return {"patient_id": task.patient_id, "series_id": task.series_id, "file": str(file), "reason": reason,
+            "action": action}
+
+
+def cache_config_fingerprint(cfg: CacheConfig) -> dict:
+    """The part of the config that decides the cache's content (workers do not)."""
+    fingerprint = to_dict(cfg)
+    fingerprint.pop("workers")
+    return fingerprint
+
+
+def manifest_from_rows(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    if frame.empty:
+        return frame
+    for col in MANIFEST_LIST_COLUMNS:
+        frame[col] = frame[col].map(json.dumps)
+    return frame.sort_values(["split", "patient_id", "series_id"]).reset_index(drop=True)
+
+
+def load_manifest(cache_dir) -> pd.DataFrame:
+    """The manifest with its list columns (z_mm, instance_numbers, crop) parsed."""
+    frame = pd.read_csv(Path(cache_dir) / "manifest.csv")
+    for col in MANIFEST_LIST_COLUMNS:
+        frame[col] = frame[col].map(json.loads)
+    return frame
+
+
+def load_images(cache_dir, row, mmap: bool = True) -> np.ndarray:
+    return np.load(Path(cache_dir) / row["image_path"], mmap_mode="r" if mmap else None)

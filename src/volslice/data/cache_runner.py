@@ -1,0 +1,125 @@
+"""Run the cache step over a whole data root: parallel, shardable, resumable, reported."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from volslice.config import CacheConfig
+from volslice.data.cache import (
+    SeriesTask,
+    cache_config_fingerprint,
+    find_series,
+    manifest_from_rows,
+    process_series,
+)
+from volslice.io import atomic_write_csv, atomic_write_text
+
+PROBLEM_COLUMNS = ["patient_id", "series_id", "file", "reason", "action"]
+
+
+class CacheConfigMismatch(RuntimeError):
+    pass
+
+
+@dataclass
+class CacheSummary:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    slices: int = 0
+    seconds: float = 0.0
+    problems: list = field(default_factory=list)
+
+    @property
+    def slices_per_second(self) -> float:
+        return self.slices / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        return (f"series: {self.done} done, {self.skipped} already cached, {self.failed} failed; "
+                f"{self.slices} slices in {self.seconds:.1f} s ({self.slices_per_second:.0f} slices/s); "
+                f"{len(self.problems)} problems")
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 1
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def check_config(out: Path, cfg: CacheConfig, force: bool) -> None:
+    """A cache folder holds one config: refuse to mix, unless --force."""
+    path = out / "config.yaml"
+    fingerprint = cache_config_fingerprint(cfg)
+    if path.exists() and not force:
+        previous = yaml.safe_load(path.read_text())
+        if previous != fingerprint:
+            changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+            raise CacheConfigMismatch(
+                f"{out} was cached with a different config (keys {changed}); use --force to rebuild it or another --out")
+    atomic_write_text(path, yaml.safe_dump(fingerprint, sort_keys=True))
+
+
+def missing_listed_series(data_root: Path, tasks: list[SeriesTask]) -> list[dict]:
+    """Series listed in the meta CSVs that have no folder."""
+    found = {t.series_id for t in tasks}
+    problems = []
+    for split in ("train", "test"):
+        meta = data_root / f"{split}_series_meta.csv"
+        if meta.exists():
+            for row in pd.read_csv(meta).itertuples():
+                if int(row.series_id) not in found:
+                    problems.append({"patient_id": int(row.patient_id), "series_id": int(row.series_id),
+                                     "file": str(data_root / f"{split}_images" / str(row.patient_id) / str(row.series_id)),
+                                     "reason": f"listed in {meta.name} but the folder is missing", "action": "series skipped"})
+    return problems
+
+
+def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, force: bool = False,
+              decoder: str = "auto", progress: bool = True) -> CacheSummary:
+    data_root, out = Path(data_root), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_config(out, cfg, force)
+    if force:
+        for meta in (out / "meta").glob("*.json"):
+            meta.unlink()
+    all_tasks = find_series(data_root)
+    index, count = parse_shard(shard)
+    tasks = [t for i, t in enumerate(sorted(all_tasks, key=lambda t: t.series_id)) if i % count == index]
+    summary = CacheSummary(problems=missing_listed_series(data_root, all_tasks) if index == 0 else [])
+    start = time.perf_counter()
+    jobs = (delayed(process_series)(t, cfg, out, decoder) for t in tasks)
+    parallel = Parallel(n_jobs=cfg.workers, return_as="generator_unordered", batch_size=1)
+    for result in tqdm(parallel(jobs), total=len(tasks), desc="cache", unit="series", disable=not progress):
+        setattr(summary, result["status"], getattr(summary, result["status"]) + 1)
+        summary.slices += result["slices"]
+        summary.problems += result["problems"]
+    summary.seconds = time.perf_counter() - start
+    write_manifest(out, all_tasks)
+    atomic_write_csv(out / "problems.csv", pd.DataFrame(summary.problems, columns=PROBLEM_COLUMNS))
+    return summary
+
+
+def write_manifest(out: Path, tasks: list[SeriesTask]) -> pd.DataFrame:
+    """manifest.csv from every completed series' metadata (so shards and reruns add up)."""
+    rows = []
+    for task in tasks:
+        meta = out / "meta" / f"{task.series_id}.json"
+        if meta.exists():
+            rows.append(json.loads(meta.read_text()))
+    manifest = manifest_from_rows(rows)
+    atomic_write_csv(out / "manifest.csv", manifest)
+    return manifest

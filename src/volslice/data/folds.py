@@ -1,0 +1,37 @@
+"""Patient-grouped, label-stratified k folds: one row per series, both series of a patient share a fold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+# Stratification classes, most important first: a patient takes the first that applies.
+STRATA = ("extravasation", "bowel", "high", "low", "healthy")
+
+
+def stratum(labels: pd.DataFrame) -> pd.Series:
+    """One class per patient from the RSNA 2023 labels, so that rare injuries spread over folds."""
+    high = labels[["kidney_high", "liver_high", "spleen_high"]].max(axis=1) == 1
+    low = labels[["kidney_low", "liver_low", "spleen_low"]].max(axis=1) == 1
+    conditions = [labels.extravasation_injury == 1, labels.bowel_injury == 1, high, low]
+    return pd.Series(np.select(conditions, STRATA[:4], default="healthy"), index=labels.index)
+
+
+def make_folds(labels: pd.DataFrame, series: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+    """Columns: patient_id, series_id, fold, stratum (one row per series)."""
+    if n_folds < 2:
+        raise ValueError(f"folds.n_folds must be at least 2, got {n_folds}")
+    if len(labels) < n_folds:
+        raise ValueError(f"{len(labels)} patients cannot make {n_folds} folds")
+    unknown = sorted(set(series.patient_id) - set(labels.patient_id))
+    if unknown:
+        raise ValueError(f"train_series_meta.csv has patients missing from train.csv: {unknown[:5]}")
+    patients = labels[["patient_id"]].copy()
+    patients["stratum"] = stratum(labels).to_numpy()
+    patients["fold"] = -1
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for fold, (_, val) in enumerate(splitter.split(patients, patients.stratum, groups=patients.patient_id)):
+        patients.iloc[val, patients.columns.get_loc("fold")] = fold
+    out = series[["patient_id", "series_id"]].merge(patients, on="patient_id", how="left")
+    return out.sort_values(["fold", "patient_id", "series_id"]).reset_index(drop=True)

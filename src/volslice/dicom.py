@@ -1,0 +1,294 @@
+"""Read a DICOM CT series into an HU volume ordered along the slice normal.
+
+Decoding uses dicomsdl first (fast; RLE, JPEG 2000, JPEG-LS, uncompressed) and pydicom with the
+pylibjpeg plugins as fallback. Stored values get the signed-pixel fix, MONOCHROME1 inversion and
+RescaleSlope/Intercept. Bad slices are dropped and listed, never silently: every problem names
+the file and the reason. This module must not import torch (the preprocessing workers use it).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import dicomsdl
+import numpy as np
+import pydicom
+
+dicomsdl.set_loglevel(dicomsdl.LogLevel.DISABLE)  # its messages go to stderr; we report problems ourselves
+logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+HEADER_KEYS = (
+    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "InstanceNumber",
+    "SOPInstanceUID", "RescaleSlope", "RescaleIntercept", "BitsAllocated", "BitsStored", "PixelRepresentation",
+    "PhotometricInterpretation", "SliceThickness",
+)
+NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}  # uncompressed
+REQUIRED_KEYS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
+
+# (stored pixels, header) -> (stored pixels, header): a competition-specific repair of raw values.
+PixelFix = Callable[[np.ndarray, dict], tuple]
+
+
+class DicomReadError(Exception):
+    """One file could not be read."""
+
+
+class SeriesReadError(Exception):
+    """No usable volume could be made from a series; ``problems`` says why, file by file."""
+
+    def __init__(self, series_dir, problems):
+        self.series_dir, self.problems = str(series_dir), list(problems)
+        lines = "\n  ".join(f"{p.file}: {p.reason}" for p in self.problems[:20])
+        super().__init__(f"cannot read series {series_dir}:\n  {lines}")
+
+
+@dataclass(frozen=True)
+class SliceProblem:
+    file: str
+    reason: str
+    dropped: bool = True  # False: a warning about the series (e.g. a gap), nothing removed
+
+
+@dataclass
+class Series:
+    """A CT series sorted by position along the slice normal, ascending."""
+
+    hu: np.ndarray  # (z, y, x) int16 where exact, else float32
+    positions: np.ndarray  # (z, 3) ImagePositionPatient, mm
+    orientation: np.ndarray  # (6,) ImageOrientationPatient
+    pixel_spacing: np.ndarray  # (row spacing, column spacing), mm
+    instance_numbers: np.ndarray  # (z,)
+    sop_uids: list
+    files: list
+    problems: list = field(default_factory=list)
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(self.orientation[:3], self.orientation[3:])
+
+    @property
+    def z(self) -> np.ndarray:
+        """Slice positions projected on the normal, mm (ascending)."""
+        return self.positions @ self.normal
+
+    @property
+    def slice_spacing(self) -> float:
+        return float(np.median(np.diff(self.z))) if len(self.z) > 1 else float("nan")
+
+
+def sign_fix(stored: np.ndarray, bits_allocated: int, bits_stored: int, pixel_representation: int) -> np.ndarray:
+    """Sign-extend signed values stored in fewer bits than allocated (idempotent)."""
+    if pixel_representation != 1 or bits_stored >= bits_allocated:
+        return stored
+    dtype = np.dtype(f"int{bits_allocated}")
+    shift = bits_allocated - bits_stored
+    return (stored.astype(dtype, copy=False) << shift) >> shift
+
+
+def rsna2019_intercept_fix(stored: np.ndarray, header: dict):
+    """The RSNA 2019 ICH quirk: 12-bit unsigned images with an intercept above -100 are offset.
+
+    Add 1000, wrap values >= 4096 by subtracting 4096, and use intercept -1000.
+    """
+    if header.get("BitsStored") == 12 and header.get("PixelRepresentation") == 0 and float(
+            header.get("RescaleIntercept") or 0) > -100:
+        values = stored.astype(np.int32) + 1000
+        values[values >= 4096] -= 4096
+        return values, {**header, "RescaleIntercept": -1000.0}
+    return stored, header
+
+
+def to_hu(stored: np.ndarray, header: dict) -> np.ndarray:
+    """Stored values -> HU: sign fix, MONOCHROME1 inversion, slope and intercept."""
+    bits_allocated = int(header.get("BitsAllocated") or 16)
+    bits_stored = int(header.get("BitsStored") or bits_allocated)
+    pixel_rep = int(header.get("PixelRepresentation") or 0)
+    values = sign_fix(stored, bits_allocated, bits_stored, pixel_rep)
+    if header.get("PhotometricInterpretation") == "MONOCHROME1":
+        values = (-1 - values.astype(np.int32)) if pixel_rep else ((1 << bits_stored) - 1 - values.astype(np.int32))
+    slope = float(header.get("RescaleSlope") or 1.0)
+    intercept = float(header.get("RescaleIntercept") or 0.0)
+    if slope == 1.0 and intercept.is_integer():
+        return values.astype(np.int32) + int(intercept)
+    return values.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def read_dicom(path, decoder: str = "auto") -> tuple[dict, np.ndarray]:
+    """(header, stored pixel values) of one file. decoder: auto | dicomsdl | pydicom."""
+    errors = []
+    if decoder in ("auto", "dicomsdl"):
+        try:
+            return _read_dicomsdl(path)
+        except Exception as err:  # noqa: BLE001  (reported, then the fallback tries)
+            errors.append(f"dicomsdl: {err}".strip())
+    if decoder in ("auto", "pydicom"):
+        try:
+            return _read_pydicom(path)
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"pydicom: {type(err).__name__}: {err}".strip())
+    raise DicomReadError("; ".join(e.splitlines()[0] for e in errors) or f"unknown decoder {decoder!r}")
+
+
+def _read_dicomsdl(path) -> tuple[dict, np.ndarray]:
+    dset = dicomsdl.open(str(path))
+    header = dict(zip(HEADER_KEYS, dset.getValues(list(HEADER_KEYS))))
+    if header["Rows"] is None or header["Columns"] is None:
+        raise DicomReadError("not a DICOM image (no Rows/Columns)")
+    element = dset.getDataElement("PixelData")
+    if element.tag() == 0:  # checked first: dicomsdl crashes on pixelData() without the element
+        raise DicomReadError("no pixel data")
+    native_bytes = header["Rows"] * header["Columns"] * ((header["BitsAllocated"] or 16) // 8)
+    if str(dset.TransferSyntaxUID) in NATIVE_SYNTAXES and element.length() < native_bytes:
+        raise DicomReadError(f"pixel data truncated: {element.length()} bytes, expected {native_bytes}")
+    pixels = dset.pixelData(storedvalue=True)
+    if pixels is None or pixels.size == 0:
+        raise DicomReadError("no pixel data")
+    return header, pixels
+
+
+def _read_pydicom(path) -> tuple[dict, np.ndarray]:
+    with warnings.catch_warnings(record=True) as caught:  # e.g. a truncated file: named in the error instead
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path)
+            if "PixelData" not in ds:
+                raise DicomReadError("no pixel data")
+            header = {key: _plain(ds.get(key)) for key in HEADER_KEYS}
+            return header, ds.pixel_array
+        except Exception as err:
+            if caught:
+                raise DicomReadError(f"{type(err).__name__}: {err} ({caught[0].message})") from err
+            raise
+
+
+def _plain(value):
+    if value is None:
+        return None
+    if isinstance(value, (pydicom.multival.MultiValue, list, tuple)):
+        return [float(v) for v in value]
+    if isinstance(value, (pydicom.valuerep.DSfloat, pydicom.valuerep.IS)):
+        return float(value)
+    return value if isinstance(value, (int, float)) else str(value)
+
+
+def list_dicom_files(series_dir) -> list[Path]:
+    """Every file of the folder except hidden ones (a non-DICOM file is reported, not ignored)."""
+    return sorted(p for p in Path(series_dir).iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def read_series(series_dir, *, decoder: str = "auto", pixel_fix: PixelFix | None = None,
+                files=None) -> Series:
+    """Read every slice of ``series_dir``; drop and list the ones that cannot join the volume.
+
+    Raises SeriesReadError when no slice is usable (empty folder, every file broken).
+    """
+    series_dir = Path(series_dir)
+    paths = list_dicom_files(series_dir) if files is None else [Path(f) for f in files]
+    problems: list[SliceProblem] = []
+    slices = []
+    for path in paths:
+        try:
+            header, stored = read_dicom(path, decoder)
+        except DicomReadError as err:
+            problems.append(SliceProblem(str(path), f"unreadable: {err}"))
+            continue
+        missing = [k for k in REQUIRED_KEYS if header.get(k) is None]
+        if missing:
+            problems.append(SliceProblem(str(path), f"missing {', '.join(missing)}"))
+            continue
+        if stored.ndim != 2:
+            problems.append(SliceProblem(str(path), f"expected one 2D frame, got pixel array of shape {stored.shape}"))
+            continue
+        if pixel_fix is not None:
+            stored, header = pixel_fix(stored, header)
+        slices.append((path, header, stored))
+    if not slices:
+        if not paths:
+            problems.append(SliceProblem(str(series_dir), "no files in the series folder"))
+        raise SeriesReadError(series_dir, problems)
+
+    slices = _keep_majority(slices, problems, lambda s: s[2].shape, "size {}x{} differs from the series' {}x{}")
+    slices = _keep_majority(slices, problems, lambda s: tuple(np.round(s[1]["ImageOrientationPatient"], 3)),
+                            "orientation {} differs from the series' {}")
+    orientation = np.asarray(slices[0][1]["ImageOrientationPatient"], float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    slices.sort(key=lambda s: (float(np.dot(s[1]["ImagePositionPatient"], normal)), _instance(s[1])))
+    slices = _drop_duplicate_positions(slices, normal, problems)
+    hu = _stack_hu(slices)
+    series = Series(
+        hu=hu,
+        positions=np.array([s[1]["ImagePositionPatient"] for s in slices], float),
+        orientation=orientation,
+        pixel_spacing=np.asarray(slices[0][1]["PixelSpacing"], float),
+        instance_numbers=np.array([_instance(s[1]) for s in slices]),
+        sop_uids=[str(s[1].get("SOPInstanceUID") or "") for s in slices],
+        files=[str(s[0]) for s in slices],
+        problems=problems,
+    )
+    _report_gaps(series, problems)
+    if len(slices) == 1:
+        problems.append(SliceProblem(str(series_dir), "only one slice: slice spacing unknown", dropped=False))
+    return series
+
+
+def _instance(header: dict) -> int:
+    value = header.get("InstanceNumber")
+    return int(value) if value is not None else -1
+
+
+def _keep_majority(slices, problems, key, message):
+    counts = Counter(key(s) for s in slices)
+    if len(counts) == 1:
+        return slices
+    majority = counts.most_common(1)[0][0]
+    kept = []
+    for s in slices:
+        value = key(s)
+        if value == majority:
+            kept.append(s)
+        else:
+            problems.append(SliceProblem(str(s[0]), message.format(*value, *majority) if "{}x{}" in message
+                                         else message.format(value, majority)))
+    return kept
+
+
+def _drop_duplicate_positions(slices, normal, problems, tolerance_mm: float = 1e-3):
+    kept = [slices[0]]
+    for s in slices[1:]:
+        prev = kept[-1]
+        if abs(np.dot(s[1]["ImagePositionPatient"], normal) - np.dot(prev[1]["ImagePositionPatient"], normal)) < tolerance_mm:
+            problems.append(SliceProblem(str(s[0]), f"duplicate position (same as {Path(prev[0]).name})"))
+        else:
+            kept.append(s)
+    return kept
+
+
+def _stack_hu(slices) -> np.ndarray:
+    first = to_hu(slices[0][2], slices[0][1])
+    exact = all(float(s[1].get("RescaleSlope") or 1) == 1 and float(s[1].get("RescaleIntercept") or 0).is_integer()
+                for s in slices)
+    out = np.empty((len(slices), *first.shape), np.int16 if exact else np.float32)
+    for k, (_, header, stored) in enumerate(slices):
+        hu = first if k == 0 else to_hu(stored, header)
+        if exact and (hu.min() < -32768 or hu.max() > 32767):
+            return np.stack([to_hu(s[2], s[1]).astype(np.float32) for s in slices])
+        out[k] = hu
+    return out
+
+
+def _report_gaps(series: Series, problems) -> None:
+    if len(series.files) < 3:
+        return
+    steps = np.diff(series.z)
+    median = float(np.median(steps))
+    for k in np.flatnonzero(steps > 1.5 * median):
+        missing = int(round(steps[k] / median)) - 1
+        problems.append(SliceProblem(
+            series.files[k + 1],
+            f"gap of {steps[k]:.2f} mm before this slice (median spacing {median:.2f} mm): about {missing} missing slice(s)",
+            dropped=False))
