@@ -18,6 +18,13 @@ def stratum(labels: pd.DataFrame) -> pd.Series:
     return pd.Series(np.select(conditions, STRATA[:4], default="healthy"), index=labels.index)
 
 
+def _merge_rare(strata: pd.Series, n_folds: int) -> pd.Series:
+    """Strata with fewer patients than folds cannot be spread; pool them with the largest one."""
+    counts = strata.value_counts()
+    rare = counts[counts < n_folds].index
+    return strata.where(~strata.isin(rare), counts.index[0]) if len(rare) else strata
+
+
 def make_folds(labels: pd.DataFrame, series: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
     """Columns: patient_id, series_id, fold, stratum (one row per series)."""
     if n_folds < 2:
@@ -28,7 +35,7 @@ def make_folds(labels: pd.DataFrame, series: pd.DataFrame, n_folds: int, seed: i
     if unknown:
         raise ValueError(f"train_series_meta.csv has patients missing from train.csv: {unknown[:5]}")
     patients = labels[["patient_id"]].copy()
-    patients["stratum"] = stratum(labels).to_numpy()
+    patients["stratum"] = _merge_rare(stratum(labels), n_folds).to_numpy()
     patients["fold"] = -1
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for fold, (_, val) in enumerate(splitter.split(patients, patients.stratum, groups=patients.patient_id)):

@@ -1,0 +1,220 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from volslice.config import CacheConfig, WindowConfig
+from volslice.data.cache import (
+    body_crop,
+    crop_square,
+    find_series,
+    load_images,
+    load_manifest,
+    target_positions,
+    window_lut,
+)
+from volslice.data.cache_runner import CacheConfigMismatch, parse_shard, run_cache
+from volslice.dicom import read_series
+
+NATIVE = CacheConfig(size=64, body_crop=False, z_mode="keep", workers=1,
+                     windows=[WindowConfig("soft_tissue", 50, 400), WindowConfig("voco", 37.5, 425)])
+
+
+def window(hu, level, width):
+    lo = level - width / 2
+    return np.clip(np.rint((np.clip(hu, -1024, 3071) - lo) * 255.0 / width), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def native_cache(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("native_cache")
+    summary = run_cache(tiny_data, out, NATIVE, progress=False)
+    return out, summary
+
+
+def test_every_series_is_cached_with_a_manifest(tiny_data, native_cache):
+    out, summary = native_cache
+    tasks = find_series(tiny_data)
+    assert summary.done == len(tasks) and summary.failed == 0 and summary.skipped == 0
+    manifest = load_manifest(out)
+    assert sorted(manifest.series_id) == sorted(t.series_id for t in tasks)
+    assert set(manifest.split) == {"train", "test"}
+    assert manifest.mask_path.notna().sum() == len(pd.read_csv(tiny_data / "train_series_meta.csv"))
+    row = manifest.iloc[0]
+    images = load_images(out, row)
+    assert isinstance(images, np.memmap) and images.dtype == np.uint8
+    assert images.shape == (row.slices, 2, 64, 64) == (row.source_slices, row.channels, row.height, row.width)
+    assert (out / "config.yaml").exists() and (out / "problems.csv").exists()
+
+
+def test_native_cache_is_exactly_the_windowed_hu(native_cache):
+    out, _ = native_cache
+    manifest = load_manifest(out)
+    for _, row in manifest.head(3).iterrows():
+        series = read_series(row_series_dir(row))
+        images = load_images(out, row)
+        np.testing.assert_array_equal(images[:, 0], window(series.hu, 50, 400))
+        np.testing.assert_array_equal(images[:, 1], window(series.hu, 37.5, 425))
+        assert row.instance_numbers == series.instance_numbers.tolist()
+        np.testing.assert_allclose(row.z_mm, series.z, atol=1e-3)
+
+
+ROOTS = {}
+
+
+def row_series_dir(row):
+    return ROOTS["data"] / f"{row.split}_images" / str(row.patient_id) / str(row.series_id)
+
+
+@pytest.fixture(autouse=True)
+def _remember_root(tiny_data):
+    ROOTS["data"] = tiny_data
+
+
+def test_masks_follow_geometry_not_voxel_order(tiny_data, native_cache):
+    import nibabel as nib
+
+    out, _ = native_cache
+    manifest = load_manifest(out)
+    row = manifest[manifest.mask_path.notna()].iloc[0]
+    cached = np.load(out / row.mask_path)
+    nifti = np.asarray(nib.load(tiny_data / "segmentations" / f"{row.series_id}.nii.gz").dataobj)
+    # the NIfTI is (x reversed, y reversed, z ascending); the cache is (z, y, x) in DICOM order
+    expected = nifti[::-1, ::-1, :].transpose(2, 1, 0)
+    assert cached.shape == expected.shape
+    np.testing.assert_array_equal(cached, expected)
+    assert set(np.unique(cached)) >= {0, 1}
+
+
+def test_resized_cropped_resampled_cache_keeps_organs_in_place(tiny_data, tmp_path):
+    cfg = CacheConfig(size=32, z_mode="count", n_slices=20, workers=1)
+    run_cache(tiny_data, tmp_path, cfg, progress=False)
+    manifest = load_manifest(tmp_path)
+    assert (manifest.slices == 20).all() and (manifest.height == 32).all()
+    liver_values, outside_values = [], []
+    for _, row in manifest[manifest.mask_path.notna()].iterrows():
+        images = load_images(tmp_path, row)[:, 0]
+        masks = np.load(tmp_path / row.mask_path)
+        assert masks.shape == (20, 32, 32)
+        liver_values.append(images[masks == 1])
+        outside_values.append(images[(masks == 0)])
+        assert len(row.instance_numbers) == 20
+    # enhanced liver (65-120 HU) is about 140-175 in the soft-tissue window; the rest averages far lower
+    assert 120 < np.median(np.concatenate(liver_values)) < 190
+    assert np.median(np.concatenate(outside_values)) < 100
+
+
+def test_rerun_does_no_work_and_force_redoes(tiny_data, tmp_path):
+    cfg = CacheConfig(size=16, z_mode="count", n_slices=8, workers=1)
+    first = run_cache(tiny_data, tmp_path, cfg, progress=False)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "images").glob("*.npy")}
+    again = run_cache(tiny_data, tmp_path, cfg, progress=False)
+    assert again.done == 0 and again.skipped == first.done
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "images").glob("*.npy")} == stamps
+    forced = run_cache(tiny_data, tmp_path, cfg, force=True, progress=False)
+    assert forced.done == first.done
+
+
+def test_an_interrupted_series_is_redone(tiny_data, tmp_path):
+    cfg = CacheConfig(size=16, z_mode="count", n_slices=8, workers=1)
+    run_cache(tiny_data, tmp_path, cfg, progress=False)
+    victim = sorted((tmp_path / "meta").glob("*.json"))[0]
+    series_id = victim.stem
+    victim.unlink()  # as if the run died after the image but before its metadata
+    (tmp_path / "images" / f"{series_id}.npy").write_bytes(b"half")
+    rerun = run_cache(tiny_data, tmp_path, cfg, progress=False)
+    assert rerun.done == 1
+    assert np.load(tmp_path / "images" / f"{series_id}.npy").shape == (8, 1, 16, 16)
+    assert not list(tmp_path.rglob("*.tmp*"))
+
+
+def test_changed_config_is_refused(tiny_data, tmp_path):
+    run_cache(tiny_data, tmp_path, CacheConfig(size=16, z_mode="count", n_slices=8, workers=1), progress=False)
+    with pytest.raises(CacheConfigMismatch, match="size"):
+        run_cache(tiny_data, tmp_path, CacheConfig(size=24, z_mode="count", n_slices=8, workers=1), progress=False)
+    # workers do not change the content
+    run_cache(tiny_data, tmp_path, CacheConfig(size=16, z_mode="count", n_slices=8, workers=2), progress=False)
+
+
+def test_shards_split_the_work(tiny_data, tmp_path):
+    cfg = CacheConfig(size=16, z_mode="count", n_slices=8, workers=1)
+    a = run_cache(tiny_data, tmp_path, cfg, shard="0/2", progress=False)
+    b = run_cache(tiny_data, tmp_path, cfg, shard="1/2", progress=False)
+    total = len(find_series(tiny_data))
+    assert a.done + b.done == total and a.done > 0 and b.done > 0
+    assert len(load_manifest(tmp_path)) == total
+    with pytest.raises(ValueError, match="i/n"):
+        parse_shard("3")
+    with pytest.raises(ValueError):
+        parse_shard("2/2")
+
+
+def test_bad_series_are_reported_and_the_run_goes_on(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    series_dirs = sorted((data / "train_images").glob("*/*"))
+    broken, partial = series_dirs[0], series_dirs[1]
+    for f in broken.glob("*.dcm"):
+        f.write_bytes(b"garbage")
+    first = sorted(partial.glob("*.dcm"))[0]
+    first.write_bytes(first.read_bytes()[:500])
+    meta = pd.read_csv(data / "test_series_meta.csv")
+    ghost = pd.DataFrame([{"patient_id": 1, "series_id": 424242, "aortic_hu": 200.0}])
+    pd.concat([meta, ghost]).to_csv(data / "test_series_meta.csv", index=False)
+
+    summary = run_cache(data, tmp_path / "cache", CacheConfig(size=16, z_mode="count", n_slices=8, workers=2),
+                        progress=False)
+    assert summary.failed == 1 and summary.done == len(series_dirs) + len(list((data / "test_images").glob("*/*"))) - 1
+    problems = pd.read_csv(tmp_path / "cache" / "problems.csv")
+    failed = problems[problems.series_id == int(broken.name)]
+    assert (failed.action == "series skipped").all() and len(failed) == len(list(broken.glob("*.dcm")))
+    dropped = problems[problems.series_id == int(partial.name)]
+    assert dropped.file.tolist() == [str(first)] and dropped.action.tolist() == ["slice dropped"]
+    assert "folder is missing" in problems[problems.series_id == 424242].reason.iloc[0]
+    manifest = load_manifest(tmp_path / "cache")
+    assert int(broken.name) not in set(manifest.series_id)
+    assert manifest.set_index("series_id").loc[int(partial.name), "dropped_slices"] == 1
+
+
+def test_target_positions():
+    z = np.arange(10) * 2.0
+    assert target_positions(z, CacheConfig(z_mode="keep")).tolist() == list(range(10))
+    np.testing.assert_allclose(target_positions(z, CacheConfig(z_mode="count", n_slices=4)), [0, 3, 6, 9])
+    np.testing.assert_allclose(target_positions(z, CacheConfig(z_mode="spacing", z_spacing_mm=5.0)), [0, 2.5, 5, 7.5])
+    assert target_positions(np.array([3.0]), CacheConfig(z_mode="count", n_slices=5)).tolist() == [0] * 5
+    with pytest.raises(ValueError, match="z_mode"):
+        target_positions(z, CacheConfig(z_mode="bogus"))
+
+
+def test_body_crop_is_square_around_the_body():
+    hu = np.full((4, 100, 120), -1000, np.int16)
+    hu[:, 30:70, 20:100] = 40  # body 40 x 80
+    hu[:, 95:, :] = 100  # a thin table strip, smaller than the body
+    top, left, side = body_crop(hu, -500)
+    assert side >= 80 and top <= 30 and top + side >= 70 and left <= 20 and left + side >= 100
+    crop = crop_square(hu[0].astype(np.float32), (top, left, side), -1024)
+    assert crop.shape == (side, side)
+    assert crop_square(np.zeros((4, 4)), (-2, -2, 8), -1).min() == -1
+
+
+def test_window_lut_matches_formula():
+    lut = window_lut([WindowConfig("w", 40, 80)])
+    hu = np.array([-1024, -10, 0, 40, 80, 3071])
+    assert lut[0, hu + 1024].tolist() == window(hu, 40, 80).tolist()
+
+
+def test_cli(tiny_data, tmp_path, capsys):
+    import importlib.util
+    from volslice.config import PROJECT_ROOT
+
+    spec = importlib.util.spec_from_file_location("step01", PROJECT_ROOT / "preprocess" / "01_dicom_to_cache.py")
+    step01 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step01)
+    args = ["--data", str(tiny_data), "--out", str(tmp_path), "--workers", "1", "cache.size=16", "cache.n_slices=4"]
+    assert step01.main(args) == 0
+    assert "failed" in capsys.readouterr().out
+    assert json.loads(next((tmp_path / "meta").glob("*.json")).read_text())["slices"] == 4
+    assert step01.main(args[:-1] + ["cache.n_slices=6"]) == 2
+    assert "different config" in capsys.readouterr().err
