@@ -104,7 +104,10 @@ def rsna2019_intercept_fix(stored: np.ndarray, header: dict):
 
 
 def to_hu(stored: np.ndarray, header: dict) -> np.ndarray:
-    """Stored values -> HU: sign fix, MONOCHROME1 inversion, slope and intercept."""
+    """Stored values -> HU: sign fix, MONOCHROME1 inversion, slope and intercept.
+
+    Integer HU (int16 where it provably fits, else int32) when the rescale is exact, else float32.
+    """
     bits_allocated = int(header.get("BitsAllocated") or 16)
     bits_stored = int(header.get("BitsStored") or bits_allocated)
     pixel_rep = int(header.get("PixelRepresentation") or 0)
@@ -114,16 +117,28 @@ def to_hu(stored: np.ndarray, header: dict) -> np.ndarray:
     slope = float(header.get("RescaleSlope") or 1.0)
     intercept = float(header.get("RescaleIntercept") or 0.0)
     if slope == 1.0 and intercept.is_integer():
+        if values.dtype in (np.int16, np.uint16) and bits_stored <= 13 and abs(intercept) <= 16384:
+            # |value| < 2**13 and |intercept| <= 2**14: the sum fits in int16
+            return values.view(np.int16) + np.int16(intercept)
         return values.astype(np.int32) + int(intercept)
     return values.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
 def read_dicom(path, decoder: str = "auto") -> tuple[dict, np.ndarray]:
     """(header, stored pixel values) of one file. decoder: auto | dicomsdl | pydicom."""
+    header, source = open_dicom(path, decoder)
+    return header, _pixels(source, path)
+
+
+def open_dicom(path, decoder: str = "auto"):
+    """(header, pixel source) of one file, pixels not decoded yet where the decoder allows it.
+
+    The source is an open dicomsdl DataSet, or the decoded array where pydicom had to read it.
+    """
     errors = []
     if decoder in ("auto", "dicomsdl"):
         try:
-            return _read_dicomsdl(path)
+            return _open_dicomsdl(path)
         except Exception as err:  # noqa: BLE001  (reported, then the fallback tries)
             errors.append(f"dicomsdl: {err}".strip())
     if decoder in ("auto", "pydicom"):
@@ -134,7 +149,7 @@ def read_dicom(path, decoder: str = "auto") -> tuple[dict, np.ndarray]:
     raise DicomReadError("; ".join(e.splitlines()[0] for e in errors) or f"unknown decoder {decoder!r}")
 
 
-def _read_dicomsdl(path) -> tuple[dict, np.ndarray]:
+def _open_dicomsdl(path):
     dset = dicomsdl.open(str(path))
     header = dict(zip(HEADER_KEYS, dset.getValues(list(HEADER_KEYS))))
     if header["Rows"] is None or header["Columns"] is None:
@@ -145,10 +160,22 @@ def _read_dicomsdl(path) -> tuple[dict, np.ndarray]:
     native_bytes = header["Rows"] * header["Columns"] * ((header["BitsAllocated"] or 16) // 8)
     if str(dset.TransferSyntaxUID) in NATIVE_SYNTAXES and element.length() < native_bytes:
         raise DicomReadError(f"pixel data truncated: {element.length()} bytes, expected {native_bytes}")
-    pixels = dset.pixelData(storedvalue=True)
+    return header, dset
+
+
+def _pixels(source, path) -> np.ndarray:
+    if isinstance(source, np.ndarray):
+        return source
+    try:
+        pixels = source.pixelData(storedvalue=True)
+    except Exception as err:  # noqa: BLE001  (a corrupt frame: retry with pydicom, else report)
+        try:
+            return _read_pydicom(path)[1]
+        except Exception as fallback:  # noqa: BLE001
+            raise DicomReadError(f"dicomsdl: {err}; pydicom: {fallback}".splitlines()[0]) from fallback
     if pixels is None or pixels.size == 0:
         raise DicomReadError("no pixel data")
-    return header, pixels
+    return pixels
 
 
 def _read_pydicom(path) -> tuple[dict, np.ndarray]:
@@ -190,10 +217,10 @@ def read_series(series_dir, *, decoder: str = "auto", pixel_fix: PixelFix | None
     series_dir = Path(series_dir)
     paths = list_dicom_files(series_dir) if files is None else [Path(f) for f in files]
     problems: list[SliceProblem] = []
-    slices = []
+    slices = []  # (path, header, pixel source)
     for path in paths:
         try:
-            header, stored = read_dicom(path, decoder)
+            header, source = open_dicom(path, decoder)
         except DicomReadError as err:
             problems.append(SliceProblem(str(path), f"unreadable: {err}"))
             continue
@@ -201,25 +228,24 @@ def read_series(series_dir, *, decoder: str = "auto", pixel_fix: PixelFix | None
         if missing:
             problems.append(SliceProblem(str(path), f"missing {', '.join(missing)}"))
             continue
-        if stored.ndim != 2:
-            problems.append(SliceProblem(str(path), f"expected one 2D frame, got pixel array of shape {stored.shape}"))
-            continue
-        if pixel_fix is not None:
-            stored, header = pixel_fix(stored, header)
-        slices.append((path, header, stored))
+        slices.append((path, header, source))
     if not slices:
         if not paths:
             problems.append(SliceProblem(str(series_dir), "no files in the series folder"))
         raise SeriesReadError(series_dir, problems)
 
-    slices = _keep_majority(slices, problems, lambda s: s[2].shape, "size {}x{} differs from the series' {}x{}")
+    slices = _keep_majority(slices, problems, lambda s: (int(s[1]["Rows"]), int(s[1]["Columns"])),
+                            "size {}x{} differs from the series' {}x{}")
     slices = _keep_majority(slices, problems, lambda s: tuple(np.round(s[1]["ImageOrientationPatient"], 3)),
                             "orientation {} differs from the series' {}")
     orientation = np.asarray(slices[0][1]["ImageOrientationPatient"], float)
     normal = np.cross(orientation[:3], orientation[3:])
     slices.sort(key=lambda s: (float(np.dot(s[1]["ImagePositionPatient"], normal)), _instance(s[1])))
     slices = _drop_duplicate_positions(slices, normal, problems)
-    hu = _stack_hu(slices)
+    hu, decoded = _decode_volume(slices, pixel_fix, problems)
+    slices = [s for s, ok in zip(slices, decoded) if ok]
+    if not slices:
+        raise SeriesReadError(series_dir, problems)
     series = Series(
         hu=hu,
         positions=np.array([s[1]["ImagePositionPatient"] for s in slices], float),
@@ -268,17 +294,60 @@ def _drop_duplicate_positions(slices, normal, problems, tolerance_mm: float = 1e
     return kept
 
 
-def _stack_hu(slices) -> np.ndarray:
-    first = to_hu(slices[0][2], slices[0][1])
-    exact = all(float(s[1].get("RescaleSlope") or 1) == 1 and float(s[1].get("RescaleIntercept") or 0).is_integer()
-                for s in slices)
-    out = np.empty((len(slices), *first.shape), np.int16 if exact else np.float32)
-    for k, (_, header, stored) in enumerate(slices):
-        hu = first if k == 0 else to_hu(stored, header)
-        if exact and (hu.min() < -32768 or hu.max() > 32767):
-            return np.stack([to_hu(s[2], s[1]).astype(np.float32) for s in slices])
-        out[k] = hu
-    return out
+def _fast_path(header: dict) -> bool:
+    """Stored 16-bit values that become int16 HU in place: slope 1, small integer intercept,
+    MONOCHROME2, at most 13 bits stored (so value + intercept fits in int16)."""
+    return (int(header.get("BitsAllocated") or 16) == 16 and int(header.get("BitsStored") or 16) <= 13
+            and float(header.get("RescaleSlope") or 1) == 1
+            and float(header.get("RescaleIntercept") or 0).is_integer()
+            and abs(float(header.get("RescaleIntercept") or 0)) <= 16384
+            and header.get("PhotometricInterpretation", "MONOCHROME2") != "MONOCHROME1")
+
+
+def _decode_volume(slices, pixel_fix, problems):
+    """Decode every slice into one preallocated (z, y, x) volume, in order.
+
+    dicomsdl decodes straight into the volume where the values allow it (no per-slice arrays);
+    other slices go through to_hu. Returns the volume and which slices decoded.
+    """
+    rows, cols = int(slices[0][1]["Rows"]), int(slices[0][1]["Columns"])
+    exact = pixel_fix is None and all(float(s[1].get("RescaleSlope") or 1) == 1
+                                      and float(s[1].get("RescaleIntercept") or 0).is_integer() for s in slices)
+    out = np.empty((len(slices), rows, cols), np.int16 if exact else np.float32)
+    decoded = np.ones(len(slices), bool)
+    for k, (path, header, source) in enumerate(slices):
+        try:
+            if exact and not isinstance(source, np.ndarray) and _fast_path(header):
+                _decode_in_place(source, header, out[k])
+                continue
+            stored = _pixels(source, path)
+            if stored.shape != (rows, cols):
+                raise DicomReadError(f"pixel array of shape {stored.shape} does not match Rows x Columns")
+            if pixel_fix is not None:
+                stored, header = pixel_fix(stored, header)
+            hu = to_hu(stored, header)
+            if out.dtype == np.int16 and hu.dtype == np.int32 and (hu.min() < -32768 or hu.max() > 32767):
+                out, exact = out.astype(np.float32), False
+            out[k] = hu
+        except Exception as err:  # noqa: BLE001  (one bad frame drops one slice, reported)
+            problems.append(SliceProblem(str(path), f"unreadable pixel data: {err}"))
+            decoded[k] = False
+    return (out if decoded.all() else out[decoded]), decoded
+
+
+def _decode_in_place(dset, header: dict, target: np.ndarray) -> None:
+    info_dtype = np.dtype(dset.getPixelDataInfo()["dtype"])
+    if info_dtype.itemsize != 2:
+        raise DicomReadError(f"unexpected pixel dtype {info_dtype}")
+    dset.copyFrameData(0, target.view(info_dtype))
+    bits_stored = int(header.get("BitsStored") or 16)
+    if int(header.get("PixelRepresentation") or 0) == 1 and bits_stored < 16:
+        shift = 16 - bits_stored
+        np.left_shift(target, shift, out=target)
+        np.right_shift(target, shift, out=target)
+    intercept = int(float(header.get("RescaleIntercept") or 0))
+    if intercept:
+        np.add(target, np.int16(intercept), out=target)
 
 
 def _report_gaps(series: Series, problems) -> None:

@@ -201,8 +201,8 @@ def test_body_crop_is_square_around_the_body():
 
 def test_window_lut_matches_formula():
     lut = window_lut([WindowConfig("w", 40, 80)])
-    hu = np.array([-1024, -10, 0, 40, 80, 3071])
-    assert lut[0, hu + 1024].tolist() == window(hu, 40, 80).tolist()
+    hu = np.array([-32768, -2000, -1024, -10, 0, 40, 80, 3071, 32767], np.int16)
+    assert lut[0, hu.view(np.uint16)].tolist() == window(hu, 40, 80).tolist()
 
 
 def test_cli(tiny_data, tmp_path, capsys):
@@ -218,3 +218,56 @@ def test_cli(tiny_data, tmp_path, capsys):
     assert json.loads(next((tmp_path / "meta").glob("*.json")).read_text())["slices"] == 4
     assert step01.main(args[:-1] + ["cache.n_slices=6"]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+def test_fast_mask_lookup_matches_point_lookup_on_oblique_grids(tmp_path):
+    import nibabel as nib
+
+    from volslice.data.geometry import MaskVolume, SliceGrid
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 6, (40, 50, 30)).astype(np.uint8)
+    affine = np.array([[0.9, 0.1, 0.0, -20], [-0.1, 1.1, 0.05, 10], [0.0, 0.0, 2.5, -30], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "m.nii.gz")
+    mask = MaskVolume(tmp_path / "m.nii.gz")
+    angle = 0.2
+    oblique = np.array([np.cos(angle), np.sin(angle), 0, -np.sin(angle), np.cos(angle), 0.1])
+    oblique[3:] /= np.linalg.norm(oblique[3:])
+    axial = np.array([1.0, 0, 0, 0, 1, 0])
+    axis_aligned = MaskVolume.__new__(MaskVolume)
+    aligned_affine = np.diag([0.9, 1.1, 2.5, 1.0])
+    aligned_affine[:3, 3] = [-60, -70, -40]
+    axis_aligned.data, axis_aligned.inverse = data, np.linalg.inv(aligned_affine)
+    for volume, orientation, y in ((mask, oblique, -20.0), (axis_aligned, axial, 20.0)):
+        grid = SliceGrid(orientation, np.array([0.8, 0.7]), (-3, 5, 47), 23)
+        for z in (-25.0, -5.0, 12.5):
+            position = np.array([10.0, y, z])
+            fast = volume.labels_on(grid, position)
+            np.testing.assert_array_equal(fast, volume.labels_at(grid.world_lps(position)))
+            assert fast.any()
+
+
+def test_masks_can_be_switched_off(tiny_data, tmp_path):
+    run_cache(tiny_data, tmp_path, CacheConfig(size=16, z_mode="count", n_slices=4, workers=1, masks=False),
+              progress=False)
+    assert load_manifest(tmp_path).mask_path.isna().all()
+    assert not (tmp_path / "masks").exists()
+
+
+def test_z_resampling_interpolates_between_slices():
+    from volslice.data.cache import cache_series
+    from volslice.dicom import Series
+
+    n = 5
+    hu = np.repeat((np.arange(n, dtype=np.int16) * 100 - 150)[:, None, None], 8, axis=1).repeat(8, axis=2)
+    series = Series(hu=hu, positions=np.array([[0, 0, 2.0 * k] for k in range(n)]),
+                    orientation=np.array([1.0, 0, 0, 0, 1, 0]), pixel_spacing=np.array([1.0, 1.0]),
+                    instance_numbers=np.arange(10, 10 + n), sop_uids=[""] * n, files=[""] * n)
+    cfg = CacheConfig(size=8, body_crop=False, z_mode="count", n_slices=9,
+                      windows=[WindowConfig("wide", 50, 1000)])
+    images, masks, meta = cache_series(series, cfg)
+    expected_hu = -150 + 50 * np.arange(9)  # halfway slices get the mean of their neighbours
+    np.testing.assert_array_equal(images[:, 0, 4, 4], window(expected_hu, 50, 1000))
+    np.testing.assert_allclose(meta["z_mm"], np.arange(9) * 1.0)
+    assert meta["instance_numbers"] == [10, 10, 11, 12, 12, 12, 13, 14, 14]
+    assert masks is None

@@ -36,6 +36,7 @@ class CacheSummary:
     failed: int = 0
     slices: int = 0
     seconds: float = 0.0
+    peak_worker_rss_mb: float = 0.0
     problems: list = field(default_factory=list)
 
     @property
@@ -45,7 +46,7 @@ class CacheSummary:
     def line(self) -> str:
         return (f"series: {self.done} done, {self.skipped} already cached, {self.failed} failed; "
                 f"{self.slices} slices in {self.seconds:.1f} s ({self.slices_per_second:.0f} slices/s); "
-                f"{len(self.problems)} problems")
+                f"peak worker memory {self.peak_worker_rss_mb:.0f} MB; {len(self.problems)} problems")
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -107,6 +108,7 @@ def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, for
         setattr(summary, result["status"], getattr(summary, result["status"]) + 1)
         summary.slices += result["slices"]
         summary.problems += result["problems"]
+        summary.peak_worker_rss_mb = max(summary.peak_worker_rss_mb, result.get("peak_rss_mb", 0.0))
     summary.seconds = time.perf_counter() - start
     write_manifest(out, all_tasks)
     atomic_write_csv(out / "problems.csv", pd.DataFrame(summary.problems, columns=PROBLEM_COLUMNS))

@@ -25,14 +25,18 @@ class SliceGrid:
 
     def world_lps(self, position: np.ndarray) -> np.ndarray:
         """(size, size, 3) LPS coordinates of the cache pixel centres for a slice at ``position``."""
+        origin, row_step, col_step = self.affine(position)
+        steps = np.arange(self.size, dtype=float)
+        return origin + steps[:, None, None] * row_step + steps[None, :, None] * col_step
+
+    def affine(self, position: np.ndarray):
+        """(origin, step per cache row, step per cache column) in LPS mm for a slice at ``position``."""
         top, left, side = self.crop
         scale = side / self.size
-        centres = (np.arange(self.size) + 0.5) * scale - 0.5
-        rows, cols = centres[:, None], centres[None, :]
         row_dir, col_dir = self.orientation[:3], self.orientation[3:]
-        return (position
-                + ((left + cols) * self.pixel_spacing[1])[..., None] * row_dir
-                + ((top + rows) * self.pixel_spacing[0])[..., None] * col_dir)
+        first = 0.5 * scale - 0.5
+        origin = position + (left + first) * self.pixel_spacing[1] * row_dir + (top + first) * self.pixel_spacing[0] * col_dir
+        return origin, scale * self.pixel_spacing[0] * col_dir, scale * self.pixel_spacing[1] * row_dir
 
 
 class MaskVolume:
@@ -47,7 +51,42 @@ class MaskVolume:
             raise ValueError(f"{path}: expected a 3D label volume, got shape {self.data.shape}")
         self.inverse = np.linalg.inv(img.affine)
 
+    def labels_on(self, grid: SliceGrid, position: np.ndarray) -> np.ndarray:
+        """(size, size) labels at the cache pixels of one slice: the grid is affine, so the voxel
+        index is too, and is computed per axis by broadcasting rather than per point."""
+        origin, row_step, col_step = (v * LPS_TO_RAS for v in grid.affine(position))
+        linear, shift = self.inverse[:3, :3], self.inverse[:3, 3]
+        o, dr, dc = linear @ origin + shift, linear @ row_step, linear @ col_step
+        steps = np.arange(grid.size, dtype=float)
+        eps = 1e-9
+        if all(abs(dr[a]) < eps or abs(dc[a]) < eps for a in range(3)):
+            # separable (axis-aligned grids, the usual case): 1D index per axis, broadcast in the gather
+            index, valid = [], np.ones((grid.size, grid.size), bool)
+            for a in range(3):
+                if abs(dr[a]) < eps and abs(dc[a]) < eps:
+                    idx = np.full((1, 1), np.rint(o[a]), np.int64)
+                else:
+                    step, shape = (dr[a], (-1, 1)) if abs(dr[a]) >= eps else (dc[a], (1, -1))
+                    idx = np.rint(o[a] + steps * step).astype(np.int64).reshape(shape)
+                valid &= (idx >= 0) & (idx < self.data.shape[a])
+                index.append(np.clip(idx, 0, self.data.shape[a] - 1))
+            constant = [a for a in range(3) if index[a].size == 1]
+            if constant:  # the usual case: one voxel plane; a scalar index there halves the gather time
+                a = constant[0]
+                plane = self.data[(slice(None),) * a + (int(index[a].item()),)]  # a view
+                index = [index[b] for b in range(3) if b != a]
+                return np.where(valid, plane[index[0], index[1]], 0).astype(np.uint8)
+            return np.where(valid, self.data[index[0], index[1], index[2]], 0).astype(np.uint8)
+        out = np.zeros((grid.size, grid.size), np.uint8)
+        ijk = [np.rint(o[a] + steps[:, None] * dr[a] + steps[None, :] * dc[a]).astype(np.int64) for a in range(3)]
+        inside = np.ones(out.shape, bool)
+        for a in range(3):
+            inside &= (ijk[a] >= 0) & (ijk[a] < self.data.shape[a])
+        out[inside] = self.data[ijk[0][inside], ijk[1][inside], ijk[2][inside]]
+        return out
+
     def labels_at(self, lps: np.ndarray) -> np.ndarray:
+        """Labels at arbitrary LPS points (the reference that labels_on must agree with)."""
         ijk = np.rint(nib.affines.apply_affine(self.inverse, lps * LPS_TO_RAS)).astype(np.int64)
         inside = np.all((ijk >= 0) & (ijk < self.data.shape), axis=-1)
         out = np.zeros(lps.shape[:-1], np.uint8)

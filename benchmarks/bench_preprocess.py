@@ -1,0 +1,145 @@
+"""Benchmark step 01 (DICOM -> cache) on synthetic 512 px RLE data.
+
+    python benchmarks/bench_preprocess.py --work work/bench512 [--patients 8] [--workers 2]
+
+Rows, all on the same files in one run (page cache warmed first; the parallel rows are the best
+of two runs, so that worker start-up and imports, paid once per run, do not dominate a small set):
+- plain baseline: one process, pydicom reads each file, sort by position, soft-tissue window,
+  one PNG per slice (cv2.imwrite) -- what most public notebooks do;
+- decode floor: dicomsdl decodes every file on all workers and does nothing else;
+- volslice 01: the cache step end to end (default config: 256 px, 96 slices, one window), and the
+  same with three windows and all slices kept.
+Peak memory of the cache workers is measured in fresh processes on half and on all series.
+Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+from joblib import Parallel, delayed
+
+from volslice.config import PROJECT_ROOT, CacheConfig, WindowConfig, load_config
+from volslice.data.cache import find_series
+from volslice.data.cache_runner import run_cache
+from volslice.dicom import list_dicom_files, read_dicom
+
+
+def make_data(root: Path, patients: int, workers: int) -> None:
+    subprocess.run([sys.executable, str(PROJECT_ROOT / "preprocess" / "00_make_synthetic.py"), "--out", str(root),
+                    "--size", "512", "--train-patients", str(patients), "--test-patients", "0",
+                    "--extra-unlabeled", "0", "--slices", "80", "120", "--seed", "1", "--workers", str(workers)],
+                   check=True)
+
+
+def plain_baseline(series_dirs, out: Path) -> int:
+    slices = 0
+    for series_dir in series_dirs:
+        target = out / series_dir.name
+        target.mkdir(parents=True, exist_ok=True)
+        datasets = [pydicom.dcmread(f) for f in sorted(series_dir.glob("*.dcm"))]
+        datasets.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))
+        for k, ds in enumerate(datasets):
+            hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+            image = np.clip((hu - (50 - 200)) / 400 * 255, 0, 255).astype(np.uint8)
+            cv2.imwrite(str(target / f"{k:04d}.png"), image)
+            slices += 1
+    return slices
+
+
+def _decode_series(series_dir) -> int:
+    files = list_dicom_files(series_dir)
+    for f in files:
+        read_dicom(f, "dicomsdl")
+    return len(files)
+
+
+def decode_floor(series_dirs, workers: int) -> int:
+    return sum(Parallel(n_jobs=workers, batch_size=1)(delayed(_decode_series)(d) for d in series_dirs))
+
+
+def timed(fn, *args, repeats: int = 1, before=None):
+    """(result, best wall time of ``repeats`` runs); ``before`` runs untimed ahead of each."""
+    best = float("inf")
+    for _ in range(repeats):
+        if before:
+            before()
+        start = time.perf_counter()
+        result = fn(*args)
+        best = min(best, time.perf_counter() - start)
+    return result, best
+
+
+def peak_memory_mb(data: Path, out: Path, workers: int, shard: str | None) -> float:
+    """Run step 01 in a fresh process; return the peak worker memory it reports."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, str(PROJECT_ROOT / "preprocess" / "01_dicom_to_cache.py"), "--data", str(data),
+           "--out", str(out), "--workers", str(workers)] + (["--shard", shard] if shard else [])
+    text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(re.search(r"peak worker memory (\d+) MB", text).group(1))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("work/bench512"))
+    parser.add_argument("--patients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    args = parser.parse_args(argv)
+    data = args.work / "data"
+    make_data(data, args.patients, args.workers)
+    series_dirs = [Path(t.series_dir) for t in find_series(data)]
+    n_files = sum(len(list_dicom_files(d)) for d in series_dirs)
+    for d in series_dirs:  # warm the page cache so that every row reads from memory
+        for f in d.iterdir():
+            f.read_bytes()
+    Parallel(n_jobs=args.workers)(delayed(int)(i) for i in range(args.workers))  # start the worker pool
+
+    rows = []
+    shutil.rmtree(args.work / "png", ignore_errors=True)
+    slices, seconds = timed(plain_baseline, series_dirs, args.work / "png")
+    rows.append(("plain baseline (pydicom, 1 process, PNG per slice)", slices, seconds))
+    slices, seconds = timed(decode_floor, series_dirs, args.workers, repeats=2)
+    rows.append((f"decode floor (dicomsdl, {args.workers} workers, decode only)", slices, seconds))
+    default = load_config().cache
+    default.workers = args.workers
+    three = CacheConfig(size=256, z_mode="keep", workers=args.workers, windows=[
+        WindowConfig("soft_tissue", 50, 400), WindowConfig("voco", 37.5, 425), WindowConfig("bone", 400, 1800)])
+    no_masks = load_config(overrides=[f"cache.workers={args.workers}", "cache.masks=false"]).cache
+    for label, cfg in ((f"volslice 01, default config ({default.size} px, {default.n_slices} slices, 1 window)",
+                        default),
+                       ("volslice 01, default config without masks (the floor reads no masks)", no_masks),
+                       ("volslice 01, 256 px, all slices, 3 windows", three)):
+        out = args.work / "cache"
+        summary, seconds = timed(run_cache, data, out, cfg, repeats=2,
+                                 before=lambda: shutil.rmtree(out, ignore_errors=True))
+        assert summary.failed == 0 and summary.slices == n_files
+        rows.append((f"{label}, {args.workers} workers", summary.slices, seconds))
+
+    half = peak_memory_mb(data, args.work / "cache_mem", args.workers, "0/2")
+    full = peak_memory_mb(data, args.work / "cache_mem", args.workers, None)
+    baseline_rate = rows[0][1] / rows[0][2]
+    floor_rate = rows[1][1] / rows[1][2]
+    print(f"\n{len(series_dirs)} series, {n_files} slices of 512 x 512, RLE Lossless; {os.cpu_count()} cores\n")
+    print("| pipeline | slices | seconds | slices/s | vs plain baseline | floor / this |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label, slices, seconds in rows:
+        rate = slices / seconds
+        print(f"| {label} | {slices} | {seconds:.2f} | {rate:.0f} | {rate / baseline_rate:.2f}x | "
+              f"{floor_rate / rate:.2f}x |")
+    print(f"\npeak memory of one cache worker: {half:.0f} MB on {len(series_dirs[::2])} series, "
+          f"{full:.0f} MB on {len(series_dirs)} series")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
