@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 WORK ?= work/demo
 DATA ?=
 CONFIG ?= configs/demo.yaml
+SUBMISSIONS ?= submissions
 DEMO_DATA := $(if $(DATA),$(DATA),$(WORK)/data)
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
@@ -27,7 +28,7 @@ ifeq ($(DATA),)
 endif
 	$(PY) preprocess/01_dicom_to_cache.py --data $(DEMO_DATA) --out $(WORK)/cache --config $(CONFIG)
 	$(PY) preprocess/02_make_folds.py --data $(DEMO_DATA) --out $(WORK)/folds.csv --config $(CONFIG)
-	$(PY) -m volslice.baseline --data $(DEMO_DATA) --submission submissions/prior_baseline.csv --report $(WORK)/report.json
+	$(PY) -m volslice.baseline --data $(DEMO_DATA) --submission $(SUBMISSIONS)/prior_baseline.csv --report $(WORK)/report.json
 	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
 
 test: setup

@@ -1,6 +1,6 @@
 """Benchmark step 01 (DICOM -> cache) on synthetic 512 px RLE data.
 
-    python benchmarks/bench_preprocess.py --work work/bench512 [--patients 8] [--workers 2]
+    python benchmarks/bench_preprocess.py --work work/bench512 [--patients 16] [--workers 2]
 
 Rows, all on the same files in one run (page cache warmed first; the parallel rows are the best
 of two runs, so that worker start-up and imports, paid once per run, do not dominate a small set):
@@ -92,7 +92,7 @@ def peak_memory_mb(data: Path, out: Path, workers: int, shard: str | None) -> fl
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("work/bench512"))
-    parser.add_argument("--patients", type=int, default=8)
+    parser.add_argument("--patients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args(argv)
     data = args.work / "data"
