@@ -215,3 +215,19 @@ def test_prevalence_modes():
     for group in comp.GROUP_NAMES:
         assert (balanced[group] > 0).mean() > 0.2
         assert (real[group] > 0).mean() < 0.2
+
+
+@pytest.mark.parametrize("compression, syntax", [("none", pydicom.uid.ExplicitVRLittleEndian),
+                                                  ("j2k", pydicom.uid.JPEG2000Lossless)])
+def test_other_compressions_hold_the_same_hu(tmp_path, compression, syntax):
+    from volslice.dicom import read_series
+
+    cfg = dict(train_patients=2, test_patients=0, extra_unlabeled=0, slices_min=6, slices_max=8, size=32)
+    generate(tiny_config(**cfg), tmp_path / "rle")
+    generate(tiny_config(**cfg, compression=compression), tmp_path / compression)
+    series = sorted(p.relative_to(tmp_path / "rle") for p in (tmp_path / "rle" / "train_images").glob("*/*"))
+    assert series
+    for rel in series:
+        files = sorted((tmp_path / compression / rel).glob("*.dcm"))
+        assert pydicom.dcmread(files[0], stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
+        np.testing.assert_array_equal(read_series(tmp_path / compression / rel).hu, read_series(tmp_path / "rle" / rel).hu)
