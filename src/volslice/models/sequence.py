@@ -1,0 +1,90 @@
+"""The CNN-LSTM of 2D-VoCo, and its stronger variants: a timm 2D backbone per slice, a sequence
+model across slices, pooling over slices, one head per organ group.
+
+Input: (batch, slices, channels, height, width). Output: dict head -> logits (batch, classes),
+plus ``"slices"``: per-slice logits (batch, slices, n_slice_labels) for the auxiliary loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    name: str
+    classes: int  # 1: binary (one logit), 3: healthy/low/high
+
+
+RSNA2023_HEADS = (HeadSpec("bowel", 1), HeadSpec("extravasation", 1), HeadSpec("kidney", 3), HeadSpec("liver", 3),
+                  HeadSpec("spleen", 3))
+
+
+class AttentionPool(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, x):  # (B, S, D)
+        weights = self.score(x).softmax(dim=1)
+        return (weights * x).sum(dim=1), weights.squeeze(-1)
+
+
+class SliceSequenceModel(nn.Module):
+    def __init__(self, backbone: str = "efficientnet_lite0", in_chans: int = 1, sequence: str = "lstm",
+                 hidden: int = 128, layers: int = 1, pooling: str = "max", heads=RSNA2023_HEADS,
+                 slice_labels: int = 0, dropout: float = 0.2, drop_path: float = 0.0):
+        super().__init__()
+        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_chans,
+                                          drop_path_rate=drop_path)
+        features = self.backbone.num_features
+        if sequence in ("lstm", "gru"):
+            rnn = nn.LSTM if sequence == "lstm" else nn.GRU
+            self.sequence = rnn(features, hidden, num_layers=layers, batch_first=True, bidirectional=True)
+            width = 2 * hidden
+        elif sequence == "transformer":
+            self.project = nn.Linear(features, 2 * hidden)
+            layer = nn.TransformerEncoderLayer(2 * hidden, nhead=4, dim_feedforward=4 * hidden, dropout=0.1,
+                                               batch_first=True)
+            self.sequence = nn.TransformerEncoder(layer, num_layers=layers)
+            width = 2 * hidden
+        elif sequence == "none":
+            self.sequence, width = None, features
+        else:
+            raise ValueError(f"model.sequence must be lstm, gru, transformer or none, got {sequence!r}")
+        self.kind, self.pooling = sequence, pooling
+        if pooling == "attention":
+            self.attention = AttentionPool(width)
+        elif pooling not in ("max", "mean"):
+            raise ValueError(f"model.pooling must be max, mean or attention, got {pooling!r}")
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({h.name: nn.Linear(width, h.classes) for h in heads})
+        self.slice_head = nn.Linear(width, slice_labels) if slice_labels else None
+
+    def slice_features(self, x: torch.Tensor) -> torch.Tensor:
+        b, s = x.shape[:2]
+        feats = self.backbone(x.flatten(0, 1))
+        return feats.view(b, s, -1)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        seq = self.slice_features(x)
+        if self.kind in ("lstm", "gru"):
+            seq, _ = self.sequence(seq)
+        elif self.kind == "transformer":
+            seq = self.sequence(self.project(seq))
+        out = {}
+        if self.pooling == "max":
+            pooled = seq.max(dim=1).values
+        elif self.pooling == "mean":
+            pooled = seq.mean(dim=1)
+        else:
+            pooled, out["slice_weights"] = self.attention(seq)
+        pooled = self.dropout(pooled)
+        out.update({name: head(pooled) for name, head in self.heads.items()})
+        if self.slice_head is not None:
+            out["slices"] = self.slice_head(seq)
+        return out
