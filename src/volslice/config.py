@@ -58,11 +58,56 @@ class FoldsConfig:
 
 
 @dataclass
+class ModelConfig:
+    backbone: str = "efficientnet_lite0"
+    init: str = "imagenet"  # scratch | imagenet | file
+    weights: str = ""  # init=file: a state dict / safetensors / pretraining checkpoint
+    weights_prefix: str = ""  # sub-module of that checkpoint, e.g. student.backbone.
+    context: int = 0  # 2.5D: adjacent slices on each side stacked as channels
+    sequence: str = "lstm"  # lstm | gru | transformer | none
+    hidden: int = 128
+    layers: int = 1
+    pooling: str = "max"  # max | mean | attention
+    heads: list[str] = field(default_factory=lambda: ["bowel", "extravasation", "kidney", "liver", "spleen"])
+    dropout: float = 0.2
+    drop_path: float = 0.0
+    slice_loss_weight: float = 0.0  # auxiliary image-level loss (bowel, extravasation)
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "work/runs/default"
+    n_slices: int = 48
+    crop: int = 192  # random crop in training, centre crop in validation
+    flip: bool = True
+    rotate_degrees: float = 10.0
+    intensity: float = 0.1  # random contrast/brightness scale
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 1.25e-4
+    weight_decay: float = 1e-5
+    warmup_epochs: float = 1.0
+    grad_accum: int = 1
+    clip_grad: float = 1.0
+    amp: str = "auto"  # auto | bf16 | fp16 | off
+    ema: float = 0.0  # EMA decay of the weights (0: off)
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"
+    workers: int = 2
+    seed: int = 42
+    series_aggregation: str = "mean"  # mean | max over a patient's series
+    progress: bool = True
+
+
+@dataclass
 class Config:
     competition: str = "rsna2023"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

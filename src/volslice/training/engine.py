@@ -1,0 +1,304 @@
+"""One training machinery for every model of the project (fine-tuning, pretraining, segmentation).
+
+A *task* says what differs: how a batch becomes a loss, how a model predicts on a loader, and
+how predictions are scored. The trainer does the rest: device and DDP (``torchrun``), AMP,
+channels_last, optional ``torch.compile``, gradient accumulation and clipping, EMA, a warmup +
+cosine schedule by optimizer step, per-epoch seeding, atomic checkpoints with everything resume
+needs, ``summary.csv``, a learning-curve PNG and rank-0 progress bars.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
+from tqdm import tqdm
+
+from volslice.config import TrainConfig
+from volslice.io import atomic_path, atomic_write_csv, atomic_write_text
+
+
+class Task(Protocol):
+    def train_loss(self, model, batch, device) -> tuple[torch.Tensor, dict]: ...
+
+    def predict(self, model, loader, device, progress: bool) -> Any: ...
+
+    def score(self, predictions: list) -> dict: ...  # must hold "score" (lower is better)
+
+
+@dataclass
+class DistContext:
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "DistContext":
+        """torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them, one process."""
+        ctx = cls(int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0)),
+                  int(os.environ.get("LOCAL_RANK", 0)))
+        if ctx.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return ctx
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def gather(self, obj) -> list:
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def resolve_device(name: str, ctx: DistContext) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{ctx.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(name)
+
+
+def amp_dtype(mode: str, device: torch.device):
+    """None (full precision), torch.bfloat16 or torch.float16. ``auto``: bf16 (or fp16) on GPU, off on CPU."""
+    if mode == "off":
+        return None
+    if mode == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if mode in ("bf16", "fp16"):
+        return torch.bfloat16 if mode == "bf16" else torch.float16
+    raise ValueError(f"train.amp must be auto, bf16, fp16 or off, got {mode!r}")
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, min_factor: float = 0.01):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    model = model.module if isinstance(model, DistributedDataParallel) else model
+    return getattr(model, "_orig_mod", model)
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Checkpoints hold tensors and plain values only: loaded with weights_only=True."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+class Trainer:
+    def __init__(self, model: torch.nn.Module, task: Task, train_set, val_set, cfg: TrainConfig, out_dir,
+                 *, collate_fn=None, config_yaml: str = ""):
+        self.cfg, self.task, self.out = cfg, task, Path(out_dir)
+        self.ctx = DistContext.from_env()
+        self.device = resolve_device(cfg.device, self.ctx)
+        self.dtype = amp_dtype(cfg.amp, self.device)
+        self.train_set, self.val_set, self.collate_fn = train_set, val_set, collate_fn
+        self.config_yaml = config_yaml
+        model = model.to(self.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.ema = None
+        if cfg.ema > 0:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(model, decay=cfg.ema)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = math.ceil(len(self.train_loader(0)) / cfg.grad_accum)
+        total = self.steps_per_epoch * cfg.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(total, int(cfg.warmup_epochs * self.steps_per_epoch)))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                           else None) if self.ctx.enabled else model
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+        self.epoch, self.step, self.best = 0, 0, float("inf")
+        self.history: list[dict] = []
+
+    def train_loader(self, epoch: int) -> DataLoader:
+        """The same shuffled order for any number of processes: rank r takes every world_size-th
+        sample, so the union of the ranks' k-th batches is the single process's k-th batch
+        (with batch_size per rank = global batch / world size)."""
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+        sampler = DistributedSampler(self.train_set, self.ctx.world_size, self.ctx.rank, shuffle=True,
+                                     seed=self.cfg.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        return DataLoader(self.train_set, batch_size=self.cfg.batch_size, sampler=sampler, drop_last=True,
+                          num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False, collate_fn=self.collate_fn, generator=generator,
+                          worker_init_fn=_seed_worker)
+
+    def val_loader(self) -> DataLoader:
+        if self.ctx.enabled:
+            sampler = DistributedSampler(self.val_set, self.ctx.world_size, self.ctx.rank, shuffle=False)
+        else:
+            sampler = SequentialSampler(self.val_set)
+        return DataLoader(self.val_set, batch_size=self.cfg.batch_size, sampler=sampler,
+                          num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda",
+                          collate_fn=self.collate_fn)
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema else {},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "step": self.step, "best": self.best,
+            "history": [{k: (float(v) if isinstance(v, (int, float, np.floating)) else str(v)) for k, v in row.items()}
+                        for row in self.history],
+            "config": self.config_yaml,
+        }
+
+    def save(self, name: str) -> None:
+        if not self.ctx.main:
+            return
+        with atomic_path(self.out / name) as tmp:
+            torch.save(self.state(), tmp)
+
+    def resume(self, path=None) -> bool:
+        path = Path(path) if path else self.out / "last.pt"
+        if not path.exists():
+            return False
+        state = load_checkpoint(path, map_location=self.device)
+        unwrap(self.model).load_state_dict(state["model"])
+        if self.ema and state["ema"]:
+            self.ema.module.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step, self.best = int(state["epoch"]), int(state["step"]), float(state["best"])
+        self.history = list(state["history"])
+        return True
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> list[dict]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.ctx.main and self.config_yaml:
+            atomic_write_text(self.out / "config.yaml", self.config_yaml)
+        if resume and self.resume() and self.ctx.main:
+            print(f"resumed from {self.out / 'last.pt'} after epoch {self.epoch} (step {self.step})")
+        while self.epoch < self.cfg.epochs:
+            start = time.perf_counter()
+            train_logs = self.train_epoch(self.epoch)
+            metrics = self.evaluate()
+            self.epoch += 1
+            row = {"epoch": self.epoch, **train_logs, **{f"val_{k}": v for k, v in metrics.items()},
+                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start}
+            self.history.append(row)
+            improved = metrics["score"] < self.best
+            if improved:
+                self.best = metrics["score"]
+            self.save("last.pt")
+            if improved:
+                self.save("best.pt")
+            if self.ctx.main:
+                atomic_write_csv(self.out / "summary.csv", pd.DataFrame(self.history))
+                plot_history(self.history, self.out / "learning_curve.png")
+                print(f"epoch {self.epoch}/{self.cfg.epochs}: train loss {train_logs['train_loss']:.4f}, "
+                      f"val score {metrics['score']:.4f}{' (best)' if improved else ''}")
+            self.ctx.barrier()
+        return self.history
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed * 1000 + epoch * 10 + self.ctx.rank)
+        loader = self.train_loader(epoch)
+        self.net.train()
+        totals: dict[str, float] = {}
+        count = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not self.ctx.main or not cfg.progress, leave=False)
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(bar):
+            last_micro = (i + 1) % cfg.grad_accum == 0 or i + 1 == len(loader)
+            sync = contextlib.nullcontext() if last_micro or not self.ctx.enabled else self.net.no_sync()
+            with sync:
+                with self.autocast():
+                    loss, logs = self.task.train_loss(self.net, batch, self.device)
+                self.scaler.scale(loss / cfg.grad_accum).backward()
+            if last_micro:
+                self.scaler.unscale_(self.optimizer)
+                if cfg.clip_grad > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.step += 1
+                if self.ema:
+                    self.ema.update(unwrap(self.model), step=self.step)
+            logs = {"train_loss": float(loss.detach()), **logs}
+            for k, v in logs.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            count += 1
+            bar.set_postfix(loss=f"{totals['train_loss'] / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        return {k: v / max(count, 1) for k, v in totals.items()}
+
+    def evaluation_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema else unwrap(self.model)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        model = self.evaluation_model()
+        model.eval()
+        with self.autocast():
+            predictions = self.task.predict(model, self.val_loader(), self.device, self.ctx.main and self.cfg.progress)
+        gathered = self.ctx.gather(predictions)
+        return self.task.score(gathered)
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+
+
+def plot_history(history: list[dict], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame(history)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(frame.epoch, frame.train_loss, marker="o", label="train loss")
+    if "val_score" in frame:
+        ax.plot(frame.epoch, frame.val_score, marker="o", label="validation score")
+    ax.set_xlabel("epoch")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
