@@ -44,8 +44,9 @@ ANY_INJURY_WEIGHTS = (1.0, 6.0)
 # Default CT windows (level, width) in HU used by strong public solutions.
 WINDOWS = {"soft_tissue": (50.0, 400.0), "liver": (80.0, 150.0), "bone": (400.0, 1800.0)}
 
-# Injury names as they appear in image_level_labels.csv.
+# Injury names as they appear in image_level_labels.csv, and the patient label each belongs to.
 IMAGE_LEVEL_INJURIES = ("Active_Extravasation", "Bowel")
+IMAGE_LEVEL_COLUMNS = {"Active_Extravasation": "extravasation_injury", "Bowel": "bowel_injury"}
 
 
 @dataclass(frozen=True)

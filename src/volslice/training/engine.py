@@ -155,6 +155,8 @@ class Trainer:
                           worker_init_fn=_seed_worker)
 
     def val_loader(self) -> DataLoader:
+        if self.val_set is None:
+            return None
         if self.ctx.enabled:
             sampler = DistributedSampler(self.val_set, self.ctx.world_size, self.ctx.rank, shuffle=False)
         else:
@@ -213,7 +215,8 @@ class Trainer:
         while self.epoch < self.cfg.epochs:
             start = time.perf_counter()
             train_logs = self.train_epoch(self.epoch)
-            metrics = self.evaluate()
+            # without a validation set (fold -1: train on everything) the last epoch is kept as best
+            metrics = self.evaluate() if self.val_set is not None else {"score": -float(self.epoch)}
             self.epoch += 1
             row = {"epoch": self.epoch, **train_logs, **{f"val_{k}": v for k, v in metrics.items()},
                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start}

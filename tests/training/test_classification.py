@@ -1,0 +1,103 @@
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from volslice.competitions import rsna2023 as comp
+from volslice.config import CacheConfig, ModelConfig, TrainConfig
+from volslice.data.cache_runner import run_cache
+from volslice.data.folds import make_folds
+from volslice.models.build import build_classifier
+from volslice.train import main as train_main
+from volslice.training.classification import ClassificationTask, augment
+from volslice.training.engine import load_checkpoint
+
+
+def test_losses_use_the_metric_weights():
+    task = ClassificationTask(comp, ["extravasation", "liver"], TrainConfig())
+    outputs = {"extravasation": torch.zeros(2, 1), "liver": torch.zeros(2, 3)}
+    batch = {"target_extravasation": torch.tensor([0.0, 1.0]), "target_liver": torch.tensor([0, 2])}
+    losses = task.losses(outputs, batch, "cpu")
+    assert float(losses["extravasation"]) == pytest.approx(math.log(2))  # (1*l + 6*l) / 7
+    assert float(losses["liver"]) == pytest.approx(math.log(3))
+    outputs["extravasation"] = torch.tensor([[0.0], [2.0]])
+    expected = (1 * math.log(2) + 6 * -math.log(1 / (1 + math.exp(-2)))) / 7
+    assert float(task.losses(outputs, batch, "cpu")["extravasation"]) == pytest.approx(expected)
+
+
+def test_aggregate_series_per_patient():
+    task = ClassificationTask(comp, ["bowel"], TrainConfig(series_aggregation="max"))
+    series = pd.DataFrame({"patient_id": [1, 1, 2], "series_id": [10, 11, 20], "bowel_healthy": [0.9, 0.6, 0.5],
+                           "bowel_injury": [0.1, 0.4, 0.5]})
+    sub = task.aggregate(series)
+    assert list(sub.columns) == comp.SUBMISSION_COLUMNS
+    assert sub.set_index("patient_id").loc[1, "bowel_injury"] == 0.4
+    assert sub.set_index("patient_id").loc[1, "liver_low"] == pytest.approx(1 / 3)  # absent head: uniform
+    task.cfg.series_aggregation = "mean"
+    assert task.aggregate(series).set_index("patient_id").loc[1, "bowel_injury"] == pytest.approx(0.25)
+
+
+def test_augment_keeps_shape_and_identity_without_randomness():
+    x = torch.randn(2, 3, 1, 16, 16)
+    y = augment(x, TrainConfig(flip=False, rotate_degrees=0.0, intensity=0.0))
+    torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
+    assert augment(x, TrainConfig()).shape == x.shape
+
+
+def test_init_choices_are_checked():
+    with pytest.raises(ValueError, match="no local ImageNet weights"):
+        build_classifier(ModelConfig(backbone="resnet10t", init="imagenet"), 1, comp)
+    with pytest.raises(ValueError, match="model.weights"):
+        build_classifier(ModelConfig(backbone="resnet10t", init="file"), 1, comp)
+    with pytest.raises(ValueError, match="model.heads"):
+        build_classifier(ModelConfig(backbone="resnet10t", init="scratch", heads=["lungs"]), 1, comp)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    run_cache(tiny_data, root / "cache", CacheConfig(size=32, z_mode="count", n_slices=8, workers=1), progress=False)
+    folds = make_folds(pd.read_csv(tiny_data / "train.csv"), pd.read_csv(tiny_data / "train_series_meta.csv"), 2, 0)
+    folds.to_csv(root / "folds.csv", index=False)
+    return root
+
+
+SMALL = ["model.backbone=resnet10t", "model.init=scratch", "model.hidden=8", "model.slice_loss_weight=0.5",
+         "train.n_slices=4", "train.crop=24", "train.batch_size=2", "train.epochs=1", "train.workers=0",
+         "train.progress=false", "train.lr=0.001"]
+
+
+def test_train_all_folds_writes_oof_and_report(tiny_data, prepared, tmp_path, capsys):
+    out, report = tmp_path / "run", tmp_path / "report.json"
+    args = ["--data", str(tiny_data), "--cache", str(prepared / "cache"), "--folds", str(prepared / "folds.csv"),
+            "--report", str(report), *SMALL, f"train.out_dir={out}"]
+    assert train_main(args) == 0
+    oof = pd.read_csv(out / "oof.csv")
+    assert sorted(oof.patient_id) == sorted(pd.read_csv(tiny_data / "train.csv").patient_id)
+    comp.validate_submission(oof, oof.patient_id)
+    result = json.loads(report.read_text())
+    assert result["oof"] > 0 and result["oof_prior"] > 0 and "mAP" in result["oof_extra"]
+    assert "OOF score" in capsys.readouterr().out
+    for fold in (0, 1):
+        state = load_checkpoint(out / f"fold{fold}" / "best.pt")
+        assert "model:" in state["config"] and (out / f"fold{fold}" / "summary.csv").exists()
+    # --resume on a finished fold does no more epochs
+    assert train_main(args + ["--fold", "0", "--resume"]) == 0
+    assert len(pd.read_csv(out / "fold0" / "summary.csv")) == 1
+
+
+def test_fold_minus_one_and_pretrained_file(tiny_data, prepared, tmp_path):
+    out = tmp_path / "all"
+    args = ["--data", str(tiny_data), "--cache", str(prepared / "cache"), "--folds", str(prepared / "folds.csv"),
+            "--fold", "-1", *SMALL, f"train.out_dir={out}"]
+    assert train_main(args) == 0
+    assert (out / "fold-1" / "best.pt").exists() and not (out / "oof.csv").exists()
+    # a checkpoint's backbone initialises the next model (as a pretraining checkpoint would)
+    model, report = build_classifier(ModelConfig(backbone="resnet10t", init="file", hidden=8,
+                                                 weights=str(out / "fold-1" / "best.pt"), weights_prefix="backbone."),
+                                     1, comp)
+    assert report.missing == [] and report.loaded > 10
+    state = load_checkpoint(out / "fold-1" / "best.pt")["model"]
+    torch.testing.assert_close(model.backbone.conv1[0].weight, state["backbone.conv1.0.weight"])
