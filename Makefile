@@ -29,6 +29,8 @@ endif
 	$(PY) preprocess/01_dicom_to_cache.py --data $(DEMO_DATA) --out $(WORK)/cache --config $(CONFIG)
 	$(PY) preprocess/02_make_folds.py --data $(DEMO_DATA) --out $(WORK)/folds.csv --config $(CONFIG)
 	$(PY) -m volslice.baseline --data $(DEMO_DATA) --submission $(SUBMISSIONS)/prior_baseline.csv --report $(WORK)/report.json
+	$(PY) -m volslice.train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
+		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier
 	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
 
 test: setup

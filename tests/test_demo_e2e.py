@@ -14,6 +14,8 @@ SMALL = """
 synthetic: {train_patients: 8, test_patients: 4, extra_unlabeled: 1, size: 64, slices_min: 16, slices_max: 24}
 cache: {size: 32, n_slices: 12}
 folds: {n_folds: 2}
+model: {backbone: resnet10t, init: scratch, hidden: 8}
+train: {n_slices: 4, crop: 24, epochs: 1, batch_size: 2, workers: 0, progress: false}
 """
 
 
@@ -34,6 +36,8 @@ def test_make_demo_generates_then_reuses_data(tmp_path):
         pd.read_csv(work / "data" / "test_series_meta.csv"))
     assert set(pd.read_csv(work / "folds.csv").fold) == {0, 1}
     assert len(pd.read_csv(subs / "prior_baseline.csv")) == 4
+    assert isinstance(report["oof"], float) and "OOF score" in out
+    assert (work / "runs" / "classifier" / "fold1" / "best.pt").exists()
 
     # the same pipeline on an existing data root: nothing is generated, outputs go to the new WORK
     other = tmp_path / "other"
