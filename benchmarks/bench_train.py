@@ -67,10 +67,10 @@ def main(argv=None) -> int:
     model_rate = args.batches * per_batch / (time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    image = tuple(first["image"].shape[1:])
+    channels, height, width = first["image"].shape[2:]
     print(f"\nconfig: {cfg.model.backbone} ({cfg.model.init}), {cfg.model.sequence}, batch {cfg.train.batch_size} x "
-          f"{cfg.train.n_slices} slices of {image[1:]} px x {image[0]} channel(s), {cfg.train.workers} loader workers, "
-          f"torch threads {torch.get_num_threads()}\n")
+          f"{cfg.train.n_slices} slices of {height}x{width} px x {channels} channel(s), {cfg.train.workers} loader "
+          f"workers, torch threads {torch.get_num_threads()}\n")
     print("| stage | slices/s | ratio |")
     print("| --- | ---: | ---: |")
     print(f"| data loader alone | {loader_rate:.0f} | {loader_rate / model_rate:.1f}x the model |")

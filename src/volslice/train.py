@@ -101,6 +101,7 @@ def combine_oof(cfg: Config, comp, data: Path, n_folds: int, report: Path | None
     print("  " + "  ".join(f"{g} {v:.4f}" for g, v in result.group_losses.items()))
     if report:
         update_json(report, oof=result.score, oof_groups=result.group_losses, oof_prior=prior_result.score,
+                    oof_prior_groups=prior_result.group_losses,
                     oof_extra=comp.extra_metrics(comp_solution(comp, labels[labels.patient_id.isin(oof.patient_id)]),
                                                  oof))
     return result.score

@@ -1,3 +1,4 @@
+import math
 import os
 import subprocess
 import sys
@@ -113,3 +114,12 @@ def test_torchrun_two_processes_train_the_same_model_as_one(tmp_path):
         torch.testing.assert_close(double["model"][key], value, rtol=1e-5, atol=1e-6)
     # validation predictions are gathered from both ranks before scoring
     assert double["history"][-1]["val_score"] == pytest.approx(single["history"][-1]["val_score"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_torch_compile_option_trains(tmp_path):
+    trainer = Trainer(toy_model(), ToyTask(), toy_data(), toy_data(16, seed=1),
+                      config(tmp_path, compile=True, epochs=1), tmp_path)
+    history = trainer.fit()
+    assert len(history) == 1 and math.isfinite(history[0]["train_loss"])
+    assert "_orig_mod" not in "".join(load_checkpoint(tmp_path / "last.pt")["model"])  # saved unwrapped
