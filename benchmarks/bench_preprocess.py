@@ -121,7 +121,7 @@ def main(argv=None) -> int:
                        ("volslice 01, 256 px, all slices, 3 windows", three)):
         out = args.work / "cache"
         summary, seconds = timed(run_cache, data, out, cfg, repeats=2,
-                                 before=lambda: shutil.rmtree(out, ignore_errors=True))
+                                 before=lambda out=out: shutil.rmtree(out, ignore_errors=True))
         assert summary.failed == 0 and summary.slices == n_files
         rows.append((f"{label}, {args.workers} workers", summary.slices, seconds))
 

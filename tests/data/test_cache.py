@@ -49,28 +49,16 @@ def test_every_series_is_cached_with_a_manifest(tiny_data, native_cache):
     assert (out / "config.yaml").exists() and (out / "problems.csv").exists()
 
 
-def test_native_cache_is_exactly_the_windowed_hu(native_cache):
+def test_native_cache_is_exactly_the_windowed_hu(tiny_data, native_cache):
     out, _ = native_cache
     manifest = load_manifest(out)
     for _, row in manifest.head(3).iterrows():
-        series = read_series(row_series_dir(row))
+        series = read_series(tiny_data / f"{row.split}_images" / str(row.patient_id) / str(row.series_id))
         images = load_images(out, row)
         np.testing.assert_array_equal(images[:, 0], window(series.hu, 50, 400))
         np.testing.assert_array_equal(images[:, 1], window(series.hu, 37.5, 425))
         assert row.instance_numbers == series.instance_numbers.tolist()
         np.testing.assert_allclose(row.z_mm, series.z, atol=1e-3)
-
-
-ROOTS = {}
-
-
-def row_series_dir(row):
-    return ROOTS["data"] / f"{row.split}_images" / str(row.patient_id) / str(row.series_id)
-
-
-@pytest.fixture(autouse=True)
-def _remember_root(tiny_data):
-    ROOTS["data"] = tiny_data
 
 
 def test_masks_follow_geometry_not_voxel_order(tiny_data, native_cache):

@@ -42,7 +42,7 @@ def test_items_carry_slices_targets_and_slice_labels(tiny_data, keep_cache):
         assert float(item["target_bowel"]) == label.bowel_injury
         assert int(item["target_liver"]) == int(np.argmax(label[comp.GROUPS["liver"]].to_numpy()))
         assert item["slice_target"].shape == item["slice_mask"].shape == (8, 2)
-        for j, (injury, column) in enumerate(comp.IMAGE_LEVEL_COLUMNS.items()):
+        for j, column in enumerate(comp.IMAGE_LEVEL_COLUMNS.values()):
             if label[column] == 0:
                 assert item["slice_mask"][:, j].all() and not item["slice_target"][:, j].any()
     # a series with listed extravasation slices: the targets are exactly the listed instances
