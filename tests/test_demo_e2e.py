@@ -37,6 +37,8 @@ def test_make_demo_generates_then_reuses_data(tmp_path):
     assert set(pd.read_csv(work / "folds.csv").fold) == {0, 1}
     assert len(pd.read_csv(subs / "prior_baseline.csv")) == 4
     assert isinstance(report["oof"], float) and "OOF score" in out
+    assert isinstance(report["test"], float) and report["submission"].endswith("demo_ensemble.csv")
+    assert len(pd.read_csv(subs / "demo_ensemble.csv")) == 4
     assert (work / "runs" / "classifier" / "fold1" / "best.pt").exists()
 
     # the same pipeline on an existing data root: nothing is generated, outputs go to the new WORK

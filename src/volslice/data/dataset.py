@@ -27,6 +27,29 @@ def select_slices(depth: int, count: int, jitter: bool) -> np.ndarray:
     return np.rint(np.linspace(0, depth - 1, count)).astype(int)
 
 
+def stack_slices(volume: np.ndarray, picks: np.ndarray, context: int = 0) -> np.ndarray:
+    """(len(picks), C * (2 context + 1), H, W): each picked slice with ``context`` neighbours on
+    each side stacked as channels (2.5D), clipped at the ends of the series."""
+    depth, _, height, width = volume.shape
+    if not context:
+        return np.asarray(volume[picks])
+    offsets = np.arange(-context, context + 1)
+    stacks = np.clip(picks[:, None] + offsets[None, :], 0, depth - 1)
+    return np.asarray(volume[stacks.ravel()]).reshape(len(picks), -1, height, width)
+
+
+def crop(image: np.ndarray, size: int, random: bool) -> np.ndarray:
+    """Square crop of the last two axes: at a random position, or centred."""
+    height, width = image.shape[-2:]
+    size = min(size, height, width)
+    if random:
+        top = int(torch.randint(0, height - size + 1, (1,)))
+        left = int(torch.randint(0, width - size + 1, (1,)))
+    else:
+        top, left = (height - size) // 2, (width - size) // 2
+    return np.ascontiguousarray(image[..., top : top + size, left : left + size])
+
+
 class SeriesDataset(Dataset):
     """One item per cached series; targets from the patient's labels (both series share them).
 
@@ -53,32 +76,15 @@ class SeriesDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self.rows.iloc[index]
         volume = load_images(self.cache_dir, row)  # (z, c, h, w) memmap
-        depth, _, height, width = volume.shape
-        picks = select_slices(depth, self.n_slices, self.train)
-        if self.context:
-            offsets = np.arange(-self.context, self.context + 1)
-            stacks = np.clip(picks[:, None] + offsets[None, :], 0, depth - 1)
-            image = volume[stacks.ravel()].reshape(len(picks), -1, height, width)
-        else:
-            image = volume[picks]
-        image = self._crop(np.asarray(image))
-        item = {"image": torch.from_numpy(np.ascontiguousarray(image)), "patient_id": int(row.patient_id),
+        picks = select_slices(volume.shape[0], self.n_slices, self.train)
+        image = crop(stack_slices(volume, picks, self.context), self.crop, self.train)
+        item = {"image": torch.from_numpy(image), "patient_id": int(row.patient_id),
                 "series_id": int(row.series_id)}
         if self.labels is not None:
             item.update(self._targets(int(row.patient_id)))
             if self.slice_heads:
                 item["slice_target"], item["slice_mask"] = self._slice_targets(row, picks)
         return item
-
-    def _crop(self, image: np.ndarray) -> np.ndarray:
-        height, width = image.shape[-2:]
-        size = min(self.crop, height, width)
-        if self.train:
-            top = int(torch.randint(0, height - size + 1, (1,)))
-            left = int(torch.randint(0, width - size + 1, (1,)))
-        else:
-            top, left = (height - size) // 2, (width - size) // 2
-        return image[..., top : top + size, left : left + size]
 
     def _targets(self, patient_id: int) -> dict:
         if patient_id not in self.labels.index:

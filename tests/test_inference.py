@@ -1,0 +1,71 @@
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from volslice.competitions import rsna2023 as comp
+from volslice.config import CacheConfig
+from volslice.data.cache_runner import run_cache
+from volslice.data.folds import make_folds
+from volslice.infer import main as infer_main
+from volslice.inference import predict
+from volslice.train import main as train_main
+
+SMALL = ["model.backbone=resnet10t", "model.init=scratch", "model.hidden=8", "train.n_slices=4", "train.crop=24",
+         "train.batch_size=2", "train.epochs=1", "train.workers=0", "train.progress=false",
+         "cache.size=32", "cache.n_slices=8"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    run_cache(tiny_data, root / "cache", CacheConfig(size=32, z_mode="count", n_slices=8, workers=1), progress=False)
+    make_folds(pd.read_csv(tiny_data / "train.csv"), pd.read_csv(tiny_data / "train_series_meta.csv"), 2, 0).to_csv(
+        root / "folds.csv", index=False)
+    train_main(["--data", str(tiny_data), "--cache", str(root / "cache"), "--folds", str(root / "folds.csv"),
+                *SMALL, f"train.out_dir={root / 'run'}"])
+    return root / "run"
+
+
+def test_infer_writes_a_validated_scored_submission(tiny_data, trained, tmp_path, capsys):
+    out, report = tmp_path / "sub.csv", tmp_path / "report.json"
+    assert infer_main(["--data", str(tiny_data), "--models", str(trained), "--out", str(out),
+                       "--report", str(report), "--device", "cpu"]) == 0
+    sub = pd.read_csv(out)
+    test_ids = pd.read_csv(tiny_data / "test_series_meta.csv").patient_id.unique()
+    comp.validate_submission(sub, test_ids)
+    result = json.loads(report.read_text())
+    expected = comp.score(pd.read_csv(tiny_data / "test_solution.csv"), sub).score
+    assert result["test"] == pytest.approx(expected) and result["submission"] == str(out)
+    assert 0 < result["inference_share_reading"] < 1
+    assert "test score" in capsys.readouterr().out
+
+
+def test_tta_weights_and_unreadable_patients(tiny_data, trained, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    meta = pd.read_csv(data / "test_series_meta.csv")
+    sizes = meta.groupby("patient_id").size()
+    victim_patient = int(sizes.index[sizes.argmin()])  # a patient with one series, if there is one
+    victim_series = int(meta[meta.patient_id == victim_patient].series_id.iloc[0])
+    files = list((data / "test_images" / str(victim_patient) / str(victim_series)).glob("*.dcm"))
+    assert files
+    for f in files:
+        f.write_bytes(b"broken")
+    with_tta = predict(data, [trained], device="cpu", progress=False)
+    without = predict(data, [trained], device="cpu", tta=False, progress=False)
+    assert not with_tta.submission.equals(without.submission)
+    twice = predict(data, [trained, trained], weights=[1.0, 3.0], device="cpu", progress=False)
+    pd.testing.assert_frame_equal(twice.submission, with_tta.submission, atol=1e-6, rtol=0)
+    assert any(p["series_id"] == victim_series for p in with_tta.problems)
+    if sizes.min() == 1:  # no readable series: the training prior
+        row = with_tta.submission.set_index("patient_id").loc[victim_patient]
+        prior = comp.prior_probabilities(pd.read_csv(data / "train.csv"))
+        assert row["liver_low"] == pytest.approx(prior["liver_low"])
+    comp.validate_submission(with_tta.submission, meta.patient_id.unique())
+
+
+def test_missing_models_are_named(tiny_data, tmp_path):
+    with pytest.raises(FileNotFoundError, match="best.pt"):
+        predict(tiny_data, [tmp_path], device="cpu", progress=False)
