@@ -69,3 +69,22 @@ def test_tta_weights_and_unreadable_patients(tiny_data, trained, tmp_path):
 def test_missing_models_are_named(tiny_data, tmp_path):
     with pytest.raises(FileNotFoundError, match="best.pt"):
         predict(tiny_data, [tmp_path], device="cpu", progress=False)
+
+
+def test_notebook_runs_on_the_demo_data(tiny_data, trained, tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from volslice.config import PROJECT_ROOT
+
+    nb = nbformat.read(PROJECT_ROOT / "notebooks" / "inference.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    out = tmp_path / "nb_sub.csv"
+    params.source = (f"DATA_ROOT = {str(tiny_data)!r}\nMODEL_DIRS = [{str(trained)!r}]\nMODEL_WEIGHTS = None\n"
+                     f"OUTPUT = {str(out)!r}\nTTA = True\nAGGREGATION = 'mean'\nDEVICE = 'cpu'\n"
+                     "INSTALL_FROM_BUNDLE = False\nBUNDLE_DIR = ''")
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    sub = pd.read_csv(out)
+    comp.validate_submission(sub, pd.read_csv(tiny_data / "test_series_meta.csv").patient_id.unique())
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "test score" in printed
