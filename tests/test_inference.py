@@ -88,3 +88,23 @@ def test_notebook_runs_on_the_demo_data(tiny_data, trained, tmp_path):
     comp.validate_submission(sub, pd.read_csv(tiny_data / "test_series_meta.csv").patient_id.unique())
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "test score" in printed
+
+
+def test_slice_importance_figure(tiny_data, trained, tmp_path):
+    import numpy as np
+
+    from volslice.interpret import main as interpret_main
+
+    patient = int(pd.read_csv(tiny_data / "train.csv").patient_id.iloc[0])
+    out = tmp_path / "importance.png"
+    assert interpret_main(["--data", str(tiny_data), "--model", str(trained / "fold0"), "--patient", str(patient),
+                           "--out", str(out)]) == 0
+    assert out.stat().st_size > 5000
+    from volslice.interpret import explain
+
+    importance = explain(tiny_data, trained, patient, out=tmp_path / "again.png")
+    assert set(importance) == set(comp.GROUP_NAMES)
+    for values in importance.values():
+        assert values.shape == (4,) and np.isclose(values.max(), 1.0) and values.min() >= 0
+    with pytest.raises(FileNotFoundError, match="no folder for patient"):
+        explain(tiny_data, trained, 1, out=tmp_path / "x.png")

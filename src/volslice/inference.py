@@ -45,9 +45,12 @@ class InferenceResult:
     patients: int = 0
 
 
-def load_model_group(folder, device, weight: float = 1.0) -> ModelGroup:
+def load_model_group(folder, device, weight: float = 1.0, folds=None) -> ModelGroup:
+    """Every fold*/best.pt of a training run (or only the fold folders named in ``folds``)."""
     folder = Path(folder)
     checkpoints = sorted(folder.glob("fold*/best.pt"))
+    if folds:
+        checkpoints = [c for c in checkpoints if c.parent.name in folds]
     if not checkpoints:
         raise FileNotFoundError(f"no fold*/best.pt under {folder}")
     models = []
@@ -76,17 +79,37 @@ def test_series(data: Path, split: str = "test") -> pd.DataFrame:
     return frame
 
 
+def series_folder(data: Path, split: str, patient_id: int, series_id: int | None = None) -> Path:
+    patient = data / f"{split}_images" / str(patient_id)
+    if not patient.is_dir():
+        raise FileNotFoundError(f"no folder for patient {patient_id} in {data / f'{split}_images'}")
+    folders = sorted(p for p in patient.iterdir() if p.is_dir())
+    if series_id is not None:
+        folders = [p for p in folders if p.name == str(series_id)]
+    if not folders:
+        raise FileNotFoundError(f"patient {patient_id} has no series {series_id if series_id else ''} in {patient}")
+    return folders[0]
+
+
+def model_input(series, cfg: Config, device):
+    """(model input (1, S, C, H, W) on device, the uint8 slices it was made of) for one series
+    (a Series or its folder), prepared exactly as in validation: cache settings, uniform slices,
+    centre crop."""
+    if not hasattr(series, "hu"):
+        series = read_series(series)
+    images, _, _ = cache_series(series, replace(cfg.cache, masks=False))
+    picks = select_slices(len(images), cfg.train.n_slices, jitter=False)
+    slices = crop(stack_slices(images, picks, cfg.model.context), cfg.train.crop, random=False)
+    return to_float(torch.from_numpy(slices)[None], device), slices
+
+
 @torch.no_grad()
 def series_probabilities(series, groups: list[ModelGroup], device, tta: bool) -> dict:
     """Column -> probability for one series, averaged over folds (and TTA), weighted over groups."""
     total, weight_sum = {}, 0.0
     for group in groups:
         cfg = group.cfg
-        cache_cfg = replace(cfg.cache, masks=False)
-        images, _, _ = cache_series(series, cache_cfg)
-        picks = select_slices(len(images), cfg.train.n_slices, jitter=False)
-        x = crop(stack_slices(images, picks, cfg.model.context), cfg.train.crop, random=False)
-        x = to_float(torch.from_numpy(x)[None], device)
+        x, _ = model_input(series, cfg, device)
         comp = competitions.get(cfg.competition)
         task = ClassificationTask(comp, cfg.model.heads, cfg.train)
         fold_probs = []

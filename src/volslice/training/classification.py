@@ -102,15 +102,17 @@ class ClassificationTask:
                 rows.append(row)
         return pd.DataFrame(rows)
 
-    def probabilities(self, outputs: dict) -> dict:
+    def probabilities(self, outputs: dict, keep_graph: bool = False) -> dict:
+        """Head -> (batch, classes) probabilities; on the CPU, or differentiable with keep_graph."""
         out = {}
         for head in self.heads:
             logits = outputs[head].float()
             if logits.shape[1] == 1:
                 p = torch.sigmoid(logits[:, 0])
-                out[head] = torch.stack([1 - p, p], dim=1).cpu()
+                probs = torch.stack([1 - p, p], dim=1)
             else:
-                out[head] = logits.softmax(dim=1).cpu()
+                probs = logits.softmax(dim=1)
+            out[head] = probs if keep_graph else probs.detach().cpu()
         return out
 
     def aggregate(self, series_predictions: pd.DataFrame) -> pd.DataFrame:
