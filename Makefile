@@ -11,7 +11,7 @@ DEMO_DATA := $(if $(DATA),$(DATA),$(WORK)/data)
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-slow bench-preprocess clean-work
+.PHONY: setup demo test test-slow bench-preprocess kaggle-bundle clean-work
 
 setup: $(STAMP)
 
@@ -40,6 +40,9 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+kaggle-bundle: setup
+	$(PY) -m volslice.bundle --models $(WORK)/runs/classifier --out $(WORK)/kaggle_bundle
 
 bench-preprocess: setup
 	$(PY) benchmarks/bench_preprocess.py --work work/bench512

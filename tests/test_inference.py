@@ -108,3 +108,36 @@ def test_slice_importance_figure(tiny_data, trained, tmp_path):
         assert values.shape == (4,) and np.isclose(values.max(), 1.0) and values.min() >= 0
     with pytest.raises(FileNotFoundError, match="no folder for patient"):
         explain(tiny_data, trained, 1, out=tmp_path / "x.png")
+
+
+@pytest.mark.slow
+def test_kaggle_bundle_installs_offline_into_an_empty_venv(tiny_data, trained, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from volslice.bundle import build
+
+    bundle = build([trained], tmp_path / "bundle")
+    exported = sorted((bundle / "models" / trained.name).glob("fold*/model.safetensors"))
+    assert len(exported) == 2 and (bundle / "inference.ipynb").exists()
+    assert any(p.name.startswith("volslice-") for p in (bundle / "wheels").glob("*.whl"))
+    requirements = (bundle / "requirements.txt").read_text()
+    assert "pydicom==" in requirements and "torch==" not in requirements and "pytest" not in requirements
+    # the exported safetensors predict exactly what the checkpoints predict
+    from_bundle = predict(tiny_data, [bundle / "models" / trained.name], device="cpu", progress=False)
+    from_run = predict(tiny_data, [trained], device="cpu", progress=False)
+    pd.testing.assert_frame_equal(from_bundle.submission, from_run.submission)
+
+    venv = tmp_path / "empty"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PIP_")}, "PIP_CONFIG_FILE": os.devnull}
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(bundle / "wheels"),
+                    "-r", str(bundle / "requirements.txt")], check=True, env=env, timeout=600)
+    series_dir = sorted((tiny_data / "test_images").glob("*/*"))[0]
+    code = ("import sys, volslice.dicom as d, volslice.data.cache as c; s = d.read_series(sys.argv[1]); "
+            "print(s.hu.shape, 'torch' in sys.modules)")
+    out = subprocess.run([str(python), "-c", code, str(series_dir)], check=True, capture_output=True, text=True,
+                         env=env, cwd=tmp_path).stdout
+    assert out.strip().endswith("False") and "64, 64)" in out

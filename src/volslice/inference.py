@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from volslice import competitions
@@ -46,27 +47,32 @@ class InferenceResult:
 
 
 def load_model_group(folder, device, weight: float = 1.0, folds=None) -> ModelGroup:
-    """Every fold*/best.pt of a training run (or only the fold folders named in ``folds``)."""
+    """Every fold of a training run (fold*/best.pt) or of an exported bundle (fold*/model.safetensors),
+    each rebuilt from the config.yaml beside it; ``folds`` keeps only the named fold folders."""
     folder = Path(folder)
-    checkpoints = sorted(folder.glob("fold*/best.pt"))
+    weight_files = sorted(folder.glob("fold*/best.pt")) or sorted(folder.glob("fold*/model.safetensors"))
     if folds:
-        checkpoints = [c for c in checkpoints if c.parent.name in folds]
-    if not checkpoints:
-        raise FileNotFoundError(f"no fold*/best.pt under {folder}")
+        weight_files = [c for c in weight_files if c.parent.name in folds]
+    if not weight_files:
+        raise FileNotFoundError(f"no fold*/best.pt or fold*/model.safetensors under {folder}")
     models = []
     cfg = None
-    for path in checkpoints:
+    for path in weight_files:
         cfg = load_config(path.parent / "config.yaml")
         comp = competitions.get(cfg.competition)
         in_chans = len(cfg.cache.windows) * (2 * cfg.model.context + 1)
         model, _ = build_classifier(cfg.model, in_chans, comp, initialise=False)
-        state = load_checkpoint(path)
-        model.load_state_dict(state["ema"] or state["model"])
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            checkpoint = load_checkpoint(path)
+            state = checkpoint["ema"] or checkpoint["model"]
+        model.load_state_dict(state)
         models.append(model.to(device).eval())
     return ModelGroup(cfg, models, weight, str(folder))
 
 
-def test_series(data: Path, split: str = "test") -> pd.DataFrame:
+def series_to_predict(data: Path, split: str = "test") -> pd.DataFrame:
     """patient_id, series_id, folder of every series to predict (the meta CSV, else the folders)."""
     meta = data / f"{split}_series_meta.csv"
     images = data / f"{split}_images"
@@ -137,7 +143,7 @@ def predict(data, model_folders, *, weights=None, device: str = "auto", tta: boo
     groups = [load_model_group(f, torch_device, w) for f, w in zip(model_folders, weights)]
     comp = competitions.get(groups[0].cfg.competition)
     prior = _prior(data, comp)
-    series = test_series(data, split)
+    series = series_to_predict(data, split)
     rows, problems, reading = [], [], 0.0
     for patient_id, patient_series in tqdm(series.groupby("patient_id"), desc="patients", disable=not progress):
         per_series = []
