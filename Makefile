@@ -31,8 +31,9 @@ endif
 	$(PY) -m volslice.baseline --data $(DEMO_DATA) --submission $(SUBMISSIONS)/prior_baseline.csv --report $(WORK)/report.json
 	$(PY) -m volslice.train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
 		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier
-	$(PY) -m volslice.infer --data $(DEMO_DATA) --models $(WORK)/runs/classifier \
-		--out $(SUBMISSIONS)/demo_ensemble.csv --report $(WORK)/report.json
+	$(PY) -m volslice.notebook notebooks/inference.ipynb --out $(WORK)/inference.ipynb \
+		DATA_ROOT=$(DEMO_DATA) MODEL_DIRS="['$(WORK)/runs/classifier']" OUTPUT=$(SUBMISSIONS)/demo_ensemble.csv \
+		REPORT=$(WORK)/report.json DEVICE=auto PROGRESS=False
 	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
 
 test: setup

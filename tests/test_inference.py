@@ -72,22 +72,20 @@ def test_missing_models_are_named(tiny_data, tmp_path):
 
 
 def test_notebook_runs_on_the_demo_data(tiny_data, trained, tmp_path):
-    import nbformat
-    from nbclient import NotebookClient
-
     from volslice.config import PROJECT_ROOT
+    from volslice.notebook import execute, parse_parameters, printed_output
 
-    nb = nbformat.read(PROJECT_ROOT / "notebooks" / "inference.ipynb", as_version=4)
-    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     out = tmp_path / "nb_sub.csv"
-    params.source = (f"DATA_ROOT = {str(tiny_data)!r}\nMODEL_DIRS = [{str(trained)!r}]\nMODEL_WEIGHTS = None\n"
-                     f"OUTPUT = {str(out)!r}\nTTA = True\nAGGREGATION = 'mean'\nDEVICE = 'cpu'\n"
-                     "INSTALL_FROM_BUNDLE = False\nBUNDLE_DIR = ''")
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nb = execute(PROJECT_ROOT / "notebooks" / "inference.ipynb",
+                 parse_parameters([f"DATA_ROOT={tiny_data}", f"MODEL_DIRS=['{trained}']", f"OUTPUT={out}",
+                                   "DEVICE=cpu", f"REPORT={tmp_path / 'report.json'}", "PROGRESS=False"]),
+                 tmp_path / "executed.ipynb")
     sub = pd.read_csv(out)
     comp.validate_submission(sub, pd.read_csv(tiny_data / "test_series_meta.csv").patient_id.unique())
-    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "test score" in printed
+    assert "test score" in printed_output(nb)
+    assert json.loads((tmp_path / "report.json").read_text())["submission"] == str(out)
+    assert (tmp_path / "executed.ipynb").exists()
+    assert parse_parameters(["A=1", "B='x'", "C=word", "D=[1, 2]"]) == {"A": 1, "B": "x", "C": "word", "D": [1, 2]}
 
 
 def test_slice_importance_figure(tiny_data, trained, tmp_path):
