@@ -33,7 +33,7 @@ def run(data: Path, models: list, out: Path, *, weights=None, tta: bool = True, 
     score = None
     solution_path = data / SOLUTION_FILE
     if solution_path.exists():
-        comp = competitions.get("rsna2023")
+        comp = competitions.get(result.competition)
         scored = comp.score(pd.read_csv(solution_path), result.submission)
         score = scored.score
         print(f"test score {scored.score:.4f}  " + "  ".join(f"{g} {v:.4f}" for g, v in scored.group_losses.items()))

@@ -40,6 +40,7 @@ class ModelGroup:
 @dataclass
 class InferenceResult:
     submission: pd.DataFrame
+    competition: str
     problems: list = field(default_factory=list)
     seconds_reading: float = 0.0
     seconds_total: float = 0.0
@@ -170,7 +171,7 @@ def predict(data, model_folders, *, weights=None, device: str = "auto", tta: boo
             rows.append({"patient_id": int(patient_id), **prior})
     submission = pd.DataFrame(rows, columns=comp.SUBMISSION_COLUMNS)
     comp.validate_submission(submission, series.patient_id.unique())
-    return InferenceResult(submission, problems, reading, time.perf_counter() - start, len(rows))
+    return InferenceResult(submission, comp.NAME, problems, reading, time.perf_counter() - start, len(rows))
 
 
 def _prior(data: Path, comp) -> dict:
