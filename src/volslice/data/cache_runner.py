@@ -100,6 +100,8 @@ def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, for
     all_tasks = find_series(data_root)
     index, count = parse_shard(shard)
     tasks = [t for i, t in enumerate(sorted(all_tasks, key=lambda t: t.series_id)) if i % count == index]
+    # largest series first, so that no long series starts last while the other workers idle
+    tasks.sort(key=lambda t: -sum(1 for _ in Path(t.series_dir).iterdir()))
     summary = CacheSummary(problems=missing_listed_series(data_root, all_tasks) if index == 0 else [])
     start = time.perf_counter()
     jobs = (delayed(process_series)(t, cfg, out, decoder) for t in tasks)
