@@ -103,6 +103,21 @@ def rsna2019_intercept_fix(stored: np.ndarray, header: dict):
     return stored, header
 
 
+def _rescale(header: dict) -> tuple[float, float]:
+    return float(header.get("RescaleSlope") or 1.0), float(header.get("RescaleIntercept") or 0.0)
+
+
+def _exact_rescale(header: dict) -> bool:
+    """Slope 1 and an integer intercept: HU stay integers."""
+    slope, intercept = _rescale(header)
+    return slope == 1.0 and intercept.is_integer()
+
+
+def _fits_int16(bits_stored: int, intercept: float) -> bool:
+    """|value| < 2**13 and |intercept| <= 2**14: value + intercept fits in int16."""
+    return bits_stored <= 13 and abs(intercept) <= 16384
+
+
 def to_hu(stored: np.ndarray, header: dict) -> np.ndarray:
     """Stored values -> HU: sign fix, MONOCHROME1 inversion, slope and intercept.
 
@@ -114,11 +129,9 @@ def to_hu(stored: np.ndarray, header: dict) -> np.ndarray:
     values = sign_fix(stored, bits_allocated, bits_stored, pixel_rep)
     if header.get("PhotometricInterpretation") == "MONOCHROME1":
         values = (-1 - values.astype(np.int32)) if pixel_rep else ((1 << bits_stored) - 1 - values.astype(np.int32))
-    slope = float(header.get("RescaleSlope") or 1.0)
-    intercept = float(header.get("RescaleIntercept") or 0.0)
-    if slope == 1.0 and intercept.is_integer():
-        if values.dtype in (np.int16, np.uint16) and bits_stored <= 13 and abs(intercept) <= 16384:
-            # |value| < 2**13 and |intercept| <= 2**14: the sum fits in int16
+    slope, intercept = _rescale(header)
+    if _exact_rescale(header):
+        if values.dtype in (np.int16, np.uint16) and _fits_int16(bits_stored, intercept):
             return values.view(np.int16) + np.int16(intercept)
         return values.astype(np.int32) + int(intercept)
     return values.astype(np.float32) * np.float32(slope) + np.float32(intercept)
@@ -235,9 +248,9 @@ def read_series(series_dir, *, decoder: str = "auto", pixel_fix: PixelFix | None
         raise SeriesReadError(series_dir, problems)
 
     slices = _keep_majority(slices, problems, lambda s: (int(s[1]["Rows"]), int(s[1]["Columns"])),
-                            "size {}x{} differs from the series' {}x{}")
+                            lambda v, m: f"size {v[0]}x{v[1]} differs from the series' {m[0]}x{m[1]}")
     slices = _keep_majority(slices, problems, lambda s: tuple(np.round(s[1]["ImageOrientationPatient"], 3)),
-                            "orientation {} differs from the series' {}")
+                            lambda v, m: f"orientation {v} differs from the series' {m}")
     orientation = np.asarray(slices[0][1]["ImageOrientationPatient"], float)
     normal = np.cross(orientation[:3], orientation[3:])
     slices.sort(key=lambda s: (float(np.dot(s[1]["ImagePositionPatient"], normal)), _instance(s[1])))
@@ -267,7 +280,8 @@ def _instance(header: dict) -> int:
     return int(value) if value is not None else -1
 
 
-def _keep_majority(slices, problems, key, message):
+def _keep_majority(slices, problems, key, describe):
+    """Keep the slices whose ``key`` is the most common; report the others with ``describe(value, majority)``."""
     counts = Counter(key(s) for s in slices)
     if len(counts) == 1:
         return slices
@@ -278,8 +292,7 @@ def _keep_majority(slices, problems, key, message):
         if value == majority:
             kept.append(s)
         else:
-            problems.append(SliceProblem(str(s[0]), message.format(*value, *majority) if "{}x{}" in message
-                                         else message.format(value, majority)))
+            problems.append(SliceProblem(str(s[0]), describe(value, majority)))
     return kept
 
 
@@ -297,10 +310,8 @@ def _drop_duplicate_positions(slices, normal, problems, tolerance_mm: float = 1e
 def _fast_path(header: dict) -> bool:
     """Stored 16-bit values that become int16 HU in place: slope 1, small integer intercept,
     MONOCHROME2, at most 13 bits stored (so value + intercept fits in int16)."""
-    return (int(header.get("BitsAllocated") or 16) == 16 and int(header.get("BitsStored") or 16) <= 13
-            and float(header.get("RescaleSlope") or 1) == 1
-            and float(header.get("RescaleIntercept") or 0).is_integer()
-            and abs(float(header.get("RescaleIntercept") or 0)) <= 16384
+    return (int(header.get("BitsAllocated") or 16) == 16 and _exact_rescale(header)
+            and _fits_int16(int(header.get("BitsStored") or 16), _rescale(header)[1])
             and header.get("PhotometricInterpretation", "MONOCHROME2") != "MONOCHROME1")
 
 
@@ -311,8 +322,7 @@ def _decode_volume(slices, pixel_fix, problems):
     other slices go through to_hu. Returns the volume and which slices decoded.
     """
     rows, cols = int(slices[0][1]["Rows"]), int(slices[0][1]["Columns"])
-    exact = pixel_fix is None and all(float(s[1].get("RescaleSlope") or 1) == 1
-                                      and float(s[1].get("RescaleIntercept") or 0).is_integer() for s in slices)
+    exact = pixel_fix is None and all(_exact_rescale(s[1]) for s in slices)
     out = np.empty((len(slices), rows, cols), np.int16 if exact else np.float32)
     decoded = np.ones(len(slices), bool)
     for k, (path, header, source) in enumerate(slices):
@@ -345,7 +355,7 @@ def _decode_in_place(dset, header: dict, target: np.ndarray) -> None:
         shift = 16 - bits_stored
         np.left_shift(target, shift, out=target)
         np.right_shift(target, shift, out=target)
-    intercept = int(float(header.get("RescaleIntercept") or 0))
+    intercept = int(_rescale(header)[1])
     if intercept:
         np.add(target, np.int16(intercept), out=target)
 

@@ -40,9 +40,6 @@ class Ellipsoid:
             d = d / (1 + amp * np.sin(freq * np.arctan2(v, u) + phase))
         return d
 
-    def scaled(self, factor) -> "Ellipsoid":
-        return Ellipsoid(self.center, self.radii * factor, self.angle, self.wobble)
-
     def grown(self, mm: float) -> "Ellipsoid":
         return Ellipsoid(self.center, self.radii + mm, self.angle, self.wobble)
 
