@@ -220,9 +220,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+PROBLEM_COLUMNS = ["patient_id", "series_id", "file", "reason", "action"]
+
+
+def problem_row(patient_id: int, series_id: int, file, reason: str, action: str) -> dict:
+    """One row of problems.csv."""
+    return dict(zip(PROBLEM_COLUMNS, (int(patient_id), int(series_id), str(file), reason, action)))
+
+
 def _problem(task: SeriesTask, file, reason: str, action: str) -> dict:
-    return {"patient_id": task.patient_id, "series_id": task.series_id, "file": str(file), "reason": reason,
-            "action": action}
+    return problem_row(task.patient_id, task.series_id, file, reason, action)
 
 
 def cache_config_fingerprint(cfg: CacheConfig) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,16 +15,15 @@ from tqdm import tqdm
 
 from volslice.config import CacheConfig
 from volslice.data.cache import (
+    PROBLEM_COLUMNS,
     SeriesTask,
     cache_config_fingerprint,
     find_series,
     manifest_from_rows,
+    problem_row,
     process_series,
 )
 from volslice.io import atomic_write_csv, atomic_write_text
-
-PROBLEM_COLUMNS = ["patient_id", "series_id", "file", "reason", "action"]
-
 
 class CacheConfigMismatch(RuntimeError):
     pass
@@ -83,9 +83,9 @@ def missing_listed_series(data_root: Path, tasks: list[SeriesTask]) -> list[dict
         if meta.exists():
             for row in pd.read_csv(meta).itertuples():
                 if int(row.series_id) not in found:
-                    problems.append({"patient_id": int(row.patient_id), "series_id": int(row.series_id),
-                                     "file": str(data_root / f"{split}_images" / str(row.patient_id) / str(row.series_id)),
-                                     "reason": f"listed in {meta.name} but the folder is missing", "action": "series skipped"})
+                    folder = data_root / f"{split}_images" / str(row.patient_id) / str(row.series_id)
+                    problems.append(problem_row(row.patient_id, row.series_id, folder,
+                                                f"listed in {meta.name} but the folder is missing", "series skipped"))
     return problems
 
 
@@ -100,8 +100,10 @@ def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, for
     all_tasks = find_series(data_root)
     index, count = parse_shard(shard)
     tasks = [t for i, t in enumerate(sorted(all_tasks, key=lambda t: t.series_id)) if i % count == index]
-    # largest series first, so that no long series starts last while the other workers idle
-    tasks.sort(key=lambda t: -sum(1 for _ in Path(t.series_dir).iterdir()))
+    # series still to do, largest first, so that no long series starts last while the other workers
+    # idle (finished series are not listed again: a rerun stays cheap)
+    tasks.sort(key=lambda t: 0 if (out / "meta" / f"{t.series_id}.json").exists() else len(os.listdir(t.series_dir)),
+               reverse=True)
     summary = CacheSummary(problems=missing_listed_series(data_root, all_tasks) if index == 0 else [])
     start = time.perf_counter()
     jobs = (delayed(process_series)(t, cfg, out, decoder) for t in tasks)
