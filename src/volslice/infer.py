@@ -12,10 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
 
 from volslice import competitions
-from volslice.baseline import SOLUTION_FILE
+from volslice.baseline import SOLUTION_FILE, score_if_labelled
 from volslice.inference import describe_problems, predict, seconds_per_patient
 from volslice.io import atomic_write_csv, update_json
 
@@ -30,15 +29,12 @@ def run(data: Path, models: list, out: Path, *, weights=None, tta: bool = True, 
           f"of the time reading DICOM")
     if result.problems:
         print(f"{len(result.problems)} problems:\n{describe_problems(result.problems)}")
-    score = None
-    solution_path = data / SOLUTION_FILE
-    if solution_path.exists():
-        comp = competitions.get(result.competition)
-        scored = comp.score(pd.read_csv(solution_path), result.submission)
-        score = scored.score
-        print(f"test score {scored.score:.4f}  " + "  ".join(f"{g} {v:.4f}" for g, v in scored.group_losses.items()))
-    else:
+    scored = score_if_labelled(data, result.submission, competitions.get(result.competition))
+    score = None if scored is None else scored.score
+    if scored is None:
         print(f"no {SOLUTION_FILE} in {data}: the test labels are unknown, so no score")
+    else:
+        print(f"test score {scored.score:.4f}  " + "  ".join(f"{g} {v:.4f}" for g, v in scored.group_losses.items()))
     if report:
         current = update_json(report, test=score, submission=str(out),
                               inference_seconds_per_patient=seconds_per_patient(result),

@@ -46,13 +46,9 @@ def fold_datasets(cfg: Config, comp, data: Path, cache: Path, folds: pd.DataFram
     val_rows = manifest[manifest.fold == fold]
     train_set = SeriesDataset(cache, train_rows, train=True, **common)
     val_set = SeriesDataset(cache, val_rows, train=False, **common) if len(val_rows) else None
-    task.bind_solution(comp_solution(comp, labels))
+    task.bind_solution(labels)  # the metric derives its weights from the true classes
     in_chans = int(manifest.channels.iloc[0]) * (2 * cfg.model.context + 1)
     return train_set, val_set, task, in_chans
-
-
-def comp_solution(comp, labels: pd.DataFrame) -> pd.DataFrame:
-    return pd.concat([labels, comp.sample_weights(labels)], axis=1)
 
 
 def train_fold(cfg: Config, comp, data: Path, cache: Path, folds: pd.DataFrame, fold: int, resume: bool) -> Path:
@@ -93,17 +89,17 @@ def combine_oof(cfg: Config, comp, data: Path, n_folds: int, report: Path | None
     oof = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
     atomic_write_csv(root / "oof.csv", oof)
     labels = pd.read_csv(data / "train.csv")
-    result = comp.score(comp_solution(comp, labels[labels.patient_id.isin(oof.patient_id)]), oof)
+    solution = labels[labels.patient_id.isin(oof.patient_id)]
+    result = comp.score(solution, oof)
     prior = comp.constant_submission(oof.patient_id, comp.prior_probabilities(labels))
-    prior_result = comp.score(comp_solution(comp, labels[labels.patient_id.isin(oof.patient_id)]), prior)
+    prior_result = comp.score(solution, prior)
     print(f"OOF score {result.score:.4f} over {len(oof)} patients (constant prior on the same patients "
           f"{prior_result.score:.4f})")
     print("  " + "  ".join(f"{g} {v:.4f}" for g, v in result.group_losses.items()))
     if report:
         update_json(report, oof=result.score, oof_groups=result.group_losses, oof_prior=prior_result.score,
                     oof_prior_groups=prior_result.group_losses,
-                    oof_extra=comp.extra_metrics(comp_solution(comp, labels[labels.patient_id.isin(oof.patient_id)]),
-                                                 oof))
+                    oof_extra=comp.extra_metrics(solution, oof))
     return result.score
 
 
