@@ -100,6 +100,42 @@ class TrainConfig:
     progress: bool = True
 
 
+def _pretrain_loop() -> TrainConfig:
+    """The paper's pretraining loop: AdamW lr 1e-4, warmup + cosine; no flips or rotations (the
+    pretext is about where things are)."""
+    return TrainConfig(out_dir="work/runs/pretrain", epochs=100, batch_size=4, lr=1e-4, weight_decay=1e-5,
+                       warmup_epochs=5.0, flip=False, rotate_degrees=0.0)
+
+
+@dataclass
+class PretrainConfig:
+    """2D-VoCo (and its 3D counterpart for the cost comparison). ``train`` is the same loop config
+    as fine-tuning; its slice and crop keys are fine-tuning's only."""
+    use_cache: bool = True  # the competition's cached series, train and test (no labels are used)
+    cache_window: str = ""  # which cached window (by name) to pretrain on; "": the first
+    extra_dirs: list[str] = field(default_factory=list)  # folders of unlabeled NIfTI volumes in HU
+    hu_min: float = -175.0  # NIfTI volumes are clipped to the VoCo range and scaled to uint8
+    hu_max: float = 250.0
+    body_threshold_hu: float = -500.0  # foreground crop of NIfTI volumes
+    volume_depth: int = 64  # every volume is resized to depth x size x size
+    volume_size: int = 192
+    grid: int = 3  # grid x grid base crops tile the plane; a crop spans the whole depth
+    random_crops: int = 2
+    slices_per_crop: int = 32  # equispaced 2D slices of each crop (2D encoder)
+    encoder: str = "2d"  # 2d: model.backbone per slice | 3d: a torchvision video network on whole crops
+    backbone_3d: str = "r3d_18"
+    init: str = "scratch"  # scratch | imagenet (the 2D backbone's starting point)
+    projection_dim: int = 2048
+    dropout: float = 0.2  # on the student's crop features
+    momentum: float = 0.9  # teacher = EMA of the student, updated every optimizer step
+    position_weight: float = 1.0
+    inter_weight: float = 1.0
+    regularisation_weight: float = 1.0
+    val_fraction: float = 0.1  # volumes held out to track the position loss (0: none)
+    workers: int = -1  # processes preparing the volumes
+    train: TrainConfig = field(default_factory=_pretrain_loop)
+
+
 @dataclass
 class Config:
     competition: str = "rsna2023"
@@ -108,6 +144,7 @@ class Config:
     folds: FoldsConfig = field(default_factory=FoldsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

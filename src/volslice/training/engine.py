@@ -36,6 +36,8 @@ class Task(Protocol):
 
     def score(self, predictions: list) -> dict: ...  # must hold "score" (lower is better)
 
+    # optional: ``after_step(model)`` runs after every optimizer step (e.g. a momentum teacher)
+
 
 @dataclass
 class DistContext:
@@ -262,6 +264,8 @@ class Trainer:
                 self.step += 1
                 if self.ema:
                     self.ema.update(unwrap(self.model), step=self.step)
+                if hasattr(self.task, "after_step"):
+                    self.task.after_step(self.model)
             logs = {"train_loss": float(loss.detach()), **logs}
             for k, v in logs.items():
                 totals[k] = totals.get(k, 0.0) + float(v)
