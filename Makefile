@@ -29,8 +29,11 @@ endif
 	$(PY) preprocess/01_dicom_to_cache.py --data $(DEMO_DATA) --out $(WORK)/cache --config $(CONFIG)
 	$(PY) preprocess/02_make_folds.py --data $(DEMO_DATA) --out $(WORK)/folds.csv --config $(CONFIG)
 	$(PY) -m volslice.baseline --data $(DEMO_DATA) --submission $(SUBMISSIONS)/prior_baseline.csv --report $(WORK)/report.json
+	$(PY) -m volslice.pretrain --cache $(WORK)/cache --config $(CONFIG) --resume pretrain.train.out_dir=$(WORK)/runs/pretrain \
+		$$(test -d $(DEMO_DATA)/extra_unlabeled && echo --extra $(DEMO_DATA)/extra_unlabeled)
 	$(PY) -m volslice.train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
-		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier
+		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier \
+		model.init=file model.weights=$(WORK)/runs/pretrain/backbone.safetensors
 	$(PY) -m volslice.notebook notebooks/inference.ipynb --out $(WORK)/inference.ipynb \
 		DATA_ROOT=$(DEMO_DATA) MODEL_DIRS="['$(WORK)/runs/classifier']" OUTPUT=$(SUBMISSIONS)/demo_ensemble.csv \
 		REPORT=$(WORK)/report.json DEVICE=auto PROGRESS=False

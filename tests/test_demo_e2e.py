@@ -16,6 +16,8 @@ cache: {size: 32, n_slices: 12}
 folds: {n_folds: 2}
 model: {backbone: resnet10t, init: scratch, hidden: 8}
 train: {n_slices: 4, crop: 24, epochs: 1, batch_size: 2, workers: 0, progress: false}
+pretrain: {volume_depth: 8, volume_size: 48, slices_per_crop: 4, projection_dim: 64, workers: 1,
+           train: {epochs: 1, batch_size: 2, workers: 0, progress: false}}
 """
 
 
@@ -40,6 +42,10 @@ def test_make_demo_generates_then_reuses_data(tmp_path):
     assert isinstance(report["test"], float) and report["submission"].endswith("demo_ensemble.csv")
     assert len(pd.read_csv(subs / "demo_ensemble.csv")) == 4
     assert (work / "runs" / "classifier" / "fold1" / "best.pt").exists()
+    # fine-tuning started from the demo's own 2D-VoCo pretraining, every backbone tensor loaded
+    assert (work / "runs" / "pretrain" / "backbone.safetensors").exists()
+    assert f"initial weights: {work / 'runs' / 'pretrain' / 'backbone.safetensors'}" in out
+    assert "0 missing, 0 unexpected" in out and "pretraining 2d VoCo" in out
 
     # the same pipeline on an existing data root: nothing is generated, outputs go to the new WORK
     other = tmp_path / "other"

@@ -62,7 +62,7 @@ class ModelConfig:
     backbone: str = "efficientnet_lite0"
     init: str = "imagenet"  # scratch | imagenet | file
     weights: str = ""  # init=file: a state dict / safetensors / pretraining checkpoint
-    weights_prefix: str = ""  # sub-module of that checkpoint, e.g. student.backbone.
+    weights_prefix: str = ""  # sub-module of that checkpoint, e.g. student.encoder.backbone.
     context: int = 0  # 2.5D: adjacent slices on each side stacked as channels
     sequence: str = "lstm"  # lstm | gru | transformer | none
     hidden: int = 128

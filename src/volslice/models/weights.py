@@ -79,7 +79,7 @@ def read_state_dict(path) -> dict:
 
 def load_backbone(backbone: torch.nn.Module, path, prefix: str = "") -> LoadReport:
     """Load weights into a timm backbone by name; report what matched. ``prefix`` selects a
-    sub-module of a larger checkpoint (e.g. ``student.backbone.``). Classifier weights are not
+    sub-module of a larger checkpoint (e.g. ``student.encoder.backbone.``). Classifier weights are not
     expected (the backbone has none); a first conv with other input channels is adapted."""
     state = read_state_dict(path)
     if prefix:

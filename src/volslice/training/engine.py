@@ -102,6 +102,16 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_factor: float = 0.01)
     return factor
 
 
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """Channels-last convolution weights, 2D and 3D (``model.to(memory_format=...)`` rejects 5D weights)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.to(memory_format=torch.channels_last)
+        elif isinstance(module, torch.nn.Conv3d):
+            module.to(memory_format=torch.channels_last_3d)
+    return model
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     model = model.module if isinstance(model, DistributedDataParallel) else model
     return getattr(model, "_orig_mod", model)
@@ -123,7 +133,7 @@ class Trainer:
         self.config_yaml = config_yaml
         model = model.to(self.device)
         if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            model = to_channels_last(model)
         self.model = model
         self.ema = None
         if cfg.ema > 0:
