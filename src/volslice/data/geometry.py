@@ -6,7 +6,11 @@ stored in another axis order than the DICOM files.
 
 from __future__ import annotations
 
+import gzip
+import io
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -39,17 +43,40 @@ class SliceGrid:
         return origin, scale * self.pixel_spacing[0] * col_dir, scale * self.pixel_spacing[1] * row_dir
 
 
+def read_nifti(path) -> tuple[np.ndarray, np.ndarray]:
+    """(voxels, affine) at the lowest cost: a plain ``.nii`` is memory-mapped (only the planes that
+    are looked up get read); a ``.nii.gz`` is decompressed in one zlib call and viewed in place,
+    about twice as fast as nibabel's streamed reader and without its copy."""
+    path = Path(path)
+    if not path.name.endswith(".gz"):
+        img = nib.load(str(path), mmap=True)
+        return np.asarray(img.dataobj), img.affine
+    raw = path.read_bytes()
+    inflater = zlib.decompressobj(wbits=31)
+    data = inflater.decompress(raw)
+    if inflater.unused_data:  # several gzip members: let gzip join them
+        data = gzip.decompress(raw)
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(data))
+    shape = header.get_data_shape()
+    voxels = np.frombuffer(data, header.get_data_dtype(), count=int(np.prod(shape)),
+                           offset=int(header.get_data_offset())).reshape(shape, order="F")
+    slope, inter = header.get_slope_inter()
+    if slope not in (None, 1.0) or inter not in (None, 0.0):
+        voxels = voxels * (1.0 if slope is None else slope) + (0.0 if inter is None else inter)
+    return voxels, header.get_best_affine()
+
+
 class MaskVolume:
     """A label volume (NIfTI) that answers label-at-world-point queries by nearest neighbour."""
 
     def __init__(self, path):
-        img = nib.load(str(path))
-        self.data = np.asarray(img.dataobj).astype(np.uint8)
+        voxels, affine = read_nifti(path)
+        self.data = np.asarray(voxels, dtype=np.uint8)
         if self.data.ndim == 4 and self.data.shape[3] == 1:
             self.data = self.data[..., 0]
         if self.data.ndim != 3:
             raise ValueError(f"{path}: expected a 3D label volume, got shape {self.data.shape}")
-        self.inverse = np.linalg.inv(img.affine)
+        self.inverse = np.linalg.inv(affine)
 
     def labels_on(self, grid: SliceGrid, position: np.ndarray) -> np.ndarray:
         """(size, size) labels at the cache pixels of one slice: the grid is affine, so the voxel
