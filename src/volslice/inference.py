@@ -24,7 +24,7 @@ from volslice.data.dataset import crop, select_slices, stack_slices
 from volslice.dicom import SeriesReadError, read_series
 from volslice.models.build import build_classifier
 from volslice.training.classification import ClassificationTask, to_float
-from volslice.training.engine import load_checkpoint
+from volslice.training.engine import load_checkpoint, to_channels_last
 
 
 @dataclass
@@ -69,7 +69,8 @@ def load_model_group(folder, device, weight: float = 1.0, folds=None) -> ModelGr
             checkpoint = load_checkpoint(path)
             state = checkpoint["ema"] or checkpoint["model"]
         model.load_state_dict(state)
-        models.append(model.to(device).eval())
+        model = model.to(device).eval()
+        models.append(to_channels_last(model) if cfg.train.channels_last else model)
     return ModelGroup(cfg, models, weight, str(folder))
 
 

@@ -27,7 +27,7 @@ from volslice.data.dataset import SeriesDataset
 from volslice.io import atomic_write_csv, update_json
 from volslice.models.build import build_classifier
 from volslice.training.classification import ClassificationTask
-from volslice.training.engine import DistContext, Trainer, load_checkpoint, resolve_device
+from volslice.training.engine import DistContext, Trainer, load_checkpoint, resolve_device, to_channels_last
 
 
 def fold_datasets(cfg: Config, comp, data: Path, cache: Path, folds: pd.DataFrame, fold: int):
@@ -76,6 +76,8 @@ def write_oof(cfg: Config, comp, task: ClassificationTask, val_set, out: Path, i
     model.load_state_dict(state["ema"] or state["model"])
     device = resolve_device(cfg.train.device, DistContext())
     model.to(device).eval()
+    if cfg.train.channels_last:
+        to_channels_last(model)
     loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.train.batch_size, num_workers=cfg.train.workers)
     submission = task.aggregate(task.predict(model, loader, device))
     atomic_write_csv(out / "oof.csv", submission)
