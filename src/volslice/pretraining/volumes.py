@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from volslice.config import PretrainConfig
 from volslice.data.cache import AIR_HU, body_crop, crop_square, load_manifest, resize
+from volslice.data.geometry import read_nifti
 from volslice.io import atomic_save_npy, atomic_write_csv, atomic_write_text
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -78,14 +79,17 @@ def to_voco_volume(slices: np.ndarray, cfg: PretrainConfig) -> np.ndarray:
 
 
 def read_nifti_zyx(path) -> np.ndarray:
-    """A NIfTI volume as (z, y, x) in the cache's orientation (LPS display: z ascending)."""
-    import nibabel as nib
+    """A NIfTI volume as float32 (z, y, x) in the cache's orientation (LPS display, z ascending),
+    whatever its voxel order: reoriented to RAS+ by its affine, then y and x reversed."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-    image = nib.as_closest_canonical(nib.load(str(path)))  # RAS+: x to the right, y anterior, z superior
-    data = np.asarray(image.dataobj, dtype=np.float32)
-    if data.ndim != 3:
-        raise ValueError(f"{path}: expected a 3D volume, got shape {data.shape}")
-    return np.ascontiguousarray(data.transpose(2, 1, 0)[:, ::-1, ::-1])
+    voxels, affine = read_nifti(path)
+    if voxels.ndim == 4 and voxels.shape[3] == 1:
+        voxels = voxels[..., 0]
+    if voxels.ndim != 3:
+        raise ValueError(f"{path}: expected a 3D volume, got shape {voxels.shape}")
+    ras = apply_orientation(voxels, ornt_transform(io_orientation(affine), axcodes2ornt("RAS")))
+    return np.ascontiguousarray(ras.transpose(2, 1, 0)[:, ::-1, ::-1], dtype=np.float32)
 
 
 def cache_channel(cache_dir, window: str) -> int:

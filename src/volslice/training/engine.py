@@ -310,6 +310,8 @@ def plot_history(history: list[dict], path) -> None:
     frame = pd.DataFrame(history)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(frame.epoch, frame.train_loss, marker="o", label="train loss")
+    for column in (c for c in frame.columns if c.startswith("loss_")):  # the task's loss terms
+        ax.plot(frame.epoch, frame[column], linewidth=1, alpha=0.7, label=column.replace("_", " ", 1))
     if "val_score" in frame:
         ax.plot(frame.epoch, frame.val_score, marker="o", label="validation score")
     ax.set_xlabel("epoch")
