@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 import torch
@@ -60,3 +64,15 @@ def test_3d_variant_runs_the_same_pretext_and_exports_no_2d_backbone(tmp_path):
     torch.save({"model": model.state_dict()}, tmp_path / "3d.pt")
     with pytest.raises(ValueError, match="no student.encoder.backbone"):
         export_backbone(tmp_path / "3d.pt", tmp_path / "out.safetensors")
+
+
+@pytest.mark.slow
+def test_pretraining_under_torchrun_with_two_processes(tiny_data, cache, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+           "-m", "volslice.pretrain", "--cache", str(cache), *SMALL, "pretrain.train.epochs=2",
+           "pretrain.train.batch_size=2", f"pretrain.train.out_dir={out}"]
+    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("epoch 2/2") == 1  # only rank 0 reports
+    assert len(pd.read_csv(out / "summary.csv")) == 2 and (out / BACKBONE_FILE).exists()
