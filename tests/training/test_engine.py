@@ -62,6 +62,15 @@ def test_interrupted_run_resumes_exactly(tmp_path):
         pd.read_csv(tmp_path / "full" / "summary.csv").val_score.tolist())
 
 
+def test_resuming_with_another_config_names_the_changed_keys(tmp_path, capsys):
+    Trainer(toy_model(), ToyTask(), toy_data(), None, config(tmp_path, epochs=1), tmp_path,
+            config_yaml="train: {epochs: 1, lr: 0.01}\n").fit()
+    Trainer(toy_model(), ToyTask(), toy_data(), None, config(tmp_path, epochs=2), tmp_path,
+            config_yaml="train: {epochs: 2, lr: 0.01}\n").fit(resume=True)
+    assert "differs from the one it was trained with: train.epochs" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+
+
 def test_gpu_code_paths_run_on_cpu(tmp_path):
     cfg = config(tmp_path, amp="bf16", ema=0.9, grad_accum=2, channels_last=True, epochs=2, clip_grad=0.5)
     trainer = Trainer(toy_model(), ToyTask(), toy_data(), toy_data(16, seed=1), cfg, tmp_path)

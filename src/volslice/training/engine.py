@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 from tqdm import tqdm
@@ -207,6 +208,10 @@ class Trainer:
         if not path.exists():
             return False
         state = load_checkpoint(path, map_location=self.device)
+        changed = changed_keys(state.get("config", ""), self.config_yaml)
+        if changed and self.ctx.main:
+            print(f"warning: resuming {path} with a config that differs from the one it was trained with: "
+                  f"{', '.join(changed)} (delete {self.out} to start afresh)")
         unwrap(self.model).load_state_dict(state["model"])
         if self.ema and state["ema"]:
             self.ema.module.load_state_dict(state["ema"])
@@ -294,6 +299,14 @@ class Trainer:
             predictions = self.task.predict(model, self.val_loader(), self.device, self.ctx.main and self.cfg.progress)
         gathered = self.ctx.gather(predictions)
         return self.task.score(gathered)
+
+
+def changed_keys(old_yaml: str, new_yaml: str) -> list[str]:
+    """Dotted keys whose values differ between two saved configs (empty when either is missing)."""
+    if not old_yaml or not new_yaml:
+        return []
+    flat = [pd.json_normalize(yaml.safe_load(text), sep=".").iloc[0].to_dict() for text in (old_yaml, new_yaml)]
+    return sorted(k for k in set(flat[0]) | set(flat[1]) if flat[0].get(k) != flat[1].get(k))
 
 
 def _seed_worker(worker_id: int) -> None:
