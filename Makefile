@@ -8,6 +8,8 @@ DATA ?=
 CONFIG ?= configs/demo.yaml
 SUBMISSIONS ?= submissions
 DEMO_DATA := $(if $(DATA),$(DATA),$(WORK)/data)
+# how fine-tuning starts: from the demo's own 2D-VoCo backbone (e.g. FINETUNE=model.init=imagenet instead)
+FINETUNE ?= model.init=file model.weights=$(WORK)/runs/pretrain/backbone.safetensors
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
@@ -32,8 +34,7 @@ endif
 	$(PY) -m volslice.pretrain --cache $(WORK)/cache --config $(CONFIG) --resume pretrain.train.out_dir=$(WORK)/runs/pretrain \
 		$$(test -d $(DEMO_DATA)/extra_unlabeled && echo --extra $(DEMO_DATA)/extra_unlabeled)
 	$(PY) -m volslice.train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
-		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier \
-		model.init=file model.weights=$(WORK)/runs/pretrain/backbone.safetensors
+		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier $(FINETUNE)
 	$(PY) -m volslice.notebook notebooks/inference.ipynb --out $(WORK)/inference.ipynb \
 		DATA_ROOT=$(DEMO_DATA) MODEL_DIRS="['$(WORK)/runs/classifier']" OUTPUT=$(SUBMISSIONS)/demo_ensemble.csv \
 		REPORT=$(WORK)/report.json DEVICE=auto PROGRESS=False
