@@ -21,3 +21,15 @@ def test_bad_keys_and_types_are_named():
         load_config(overrides=["cache.not_a_key=1"])
     with pytest.raises(ValidationError, match="size"):
         load_config(overrides=["cache.size=big"])
+
+
+def test_changed_keys_and_settings_stamp(tmp_path):
+    from volslice.config import changed_keys, stamp_settings
+
+    assert changed_keys({"a": {"b": 1, "c": [1]}}, {"a": {"b": 2, "c": [1]}, "d": 0}) == ["a.b", "d"]
+    stamp = tmp_path / "settings.yaml"
+    assert stamp_settings(stamp, {"size": 96}) == [] and stamp.exists()
+    assert stamp_settings(stamp, {"size": 96}) == []
+    assert stamp_settings(stamp, {"size": 128}) == ["size"]
+    assert "96" in stamp.read_text()  # a refused fingerprint leaves the record alone
+    assert stamp_settings(stamp, {"size": 128}, force=True) == [] and "128" in stamp.read_text()

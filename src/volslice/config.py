@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 
 from volslice.io import atomic_write_text
@@ -175,6 +176,36 @@ def to_dict(cfg) -> dict:
 
 def save_config(cfg, path) -> None:
     atomic_write_text(path, to_yaml(cfg))
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_keys(old: dict, new: dict) -> list[str]:
+    """Dotted keys whose values differ between two nested settings dicts."""
+    a, b = flatten(old or {}), flatten(new or {})
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def stamp_settings(path, fingerprint: dict, force: bool = False) -> list[str]:
+    """A folder's record of the settings that made it. Returns the keys in which ``fingerprint``
+    differs from the record (the record is then left alone); otherwise, or with ``force``, writes
+    ``fingerprint`` as the record and returns []."""
+    path = Path(path)
+    if path.exists() and not force:
+        changed = changed_keys(yaml.safe_load(path.read_text()) or {}, fingerprint)
+        if changed:
+            return changed
+    atomic_write_text(path, yaml.safe_dump(fingerprint, sort_keys=True))
+    return []
 
 
 def flag_overrides(args, mapping: dict[str, str]) -> list[str]:

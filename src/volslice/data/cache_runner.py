@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from volslice.config import CacheConfig
+from volslice.config import CacheConfig, stamp_settings
 from volslice.data.cache import (
     PROBLEM_COLUMNS,
     SeriesTask,
@@ -63,15 +62,10 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 def check_config(out: Path, cfg: CacheConfig, force: bool) -> None:
     """A cache folder holds one config: refuse to mix, unless --force."""
-    path = out / "config.yaml"
-    fingerprint = cache_config_fingerprint(cfg)
-    if path.exists() and not force:
-        previous = yaml.safe_load(path.read_text())
-        if previous != fingerprint:
-            changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
-            raise CacheConfigMismatch(
-                f"{out} was cached with a different config (keys {changed}); use --force to rebuild it or another --out")
-    atomic_write_text(path, yaml.safe_dump(fingerprint, sort_keys=True))
+    changed = stamp_settings(out / "config.yaml", cache_config_fingerprint(cfg), force)
+    if changed:
+        raise CacheConfigMismatch(
+            f"{out} was cached with a different config (keys {changed}); use --force to rebuild it or another --out")
 
 
 def missing_listed_series(data_root: Path, tasks: list[SeriesTask]) -> list[dict]:

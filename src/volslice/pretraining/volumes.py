@@ -19,7 +19,7 @@ import yaml
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from volslice.config import PretrainConfig
+from volslice.config import PretrainConfig, stamp_settings
 from volslice.data.cache import AIR_HU, body_crop, crop_square, load_manifest, resize
 from volslice.data.geometry import read_nifti
 from volslice.io import atomic_save_npy, atomic_write_csv, atomic_write_text
@@ -122,14 +122,9 @@ def prepare_volume(source: VolumeSource, cfg: PretrainConfig, out: Path, channel
 
 
 def check_geometry(out: Path, cfg: PretrainConfig) -> None:
-    path = out / "geometry.yaml"
-    fingerprint = geometry_fingerprint(cfg)
-    if path.exists():
-        previous = yaml.safe_load(path.read_text())
-        if previous != fingerprint:
-            changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
-            raise ValueError(f"{out} holds volumes prepared with other settings ({changed}); use another folder")
-    atomic_write_text(path, yaml.safe_dump(fingerprint, sort_keys=True))
+    changed = stamp_settings(out / "geometry.yaml", geometry_fingerprint(cfg))
+    if changed:
+        raise ValueError(f"{out} holds volumes prepared with other settings ({changed}); use another folder")
 
 
 def prepare_volumes(sources: list[VolumeSource], cfg: PretrainConfig, out, progress: bool = True) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 from tqdm import tqdm
 
-from volslice.config import TrainConfig
+from volslice.config import TrainConfig, changed_keys
 from volslice.io import atomic_path, atomic_write_csv, atomic_write_text
 
 
@@ -208,7 +208,8 @@ class Trainer:
         if not path.exists():
             return False
         state = load_checkpoint(path, map_location=self.device)
-        changed = changed_keys(state.get("config", ""), self.config_yaml)
+        changed = changed_keys(yaml.safe_load(state["config"]), yaml.safe_load(self.config_yaml)) \
+            if state.get("config") and self.config_yaml else []
         if changed and self.ctx.main:
             print(f"warning: resuming {path} with a config that differs from the one it was trained with: "
                   f"{', '.join(changed)} (delete {self.out} to start afresh)")
@@ -299,14 +300,6 @@ class Trainer:
             predictions = self.task.predict(model, self.val_loader(), self.device, self.ctx.main and self.cfg.progress)
         gathered = self.ctx.gather(predictions)
         return self.task.score(gathered)
-
-
-def changed_keys(old_yaml: str, new_yaml: str) -> list[str]:
-    """Dotted keys whose values differ between two saved configs (empty when either is missing)."""
-    if not old_yaml or not new_yaml:
-        return []
-    flat = [pd.json_normalize(yaml.safe_load(text), sep=".").iloc[0].to_dict() for text in (old_yaml, new_yaml)]
-    return sorted(k for k in set(flat[0]) | set(flat[1]) if flat[0].get(k) != flat[1].get(k))
 
 
 def _seed_worker(worker_id: int) -> None:
