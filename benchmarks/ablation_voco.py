@@ -1,7 +1,7 @@
 """The 2D-VoCo ablation: does self-supervised pretraining help here, as the paper claims?
 
     python benchmarks/ablation_voco.py [--work work/ablation] [--config configs/ablation.yaml]
-        [--seeds 0 1] [--publish docs]
+        [--seeds 0 1] [--publish docs/ablation]
 
 On a synthetic set with few labeled patients and many unlabeled volumes (the config's
 ``synthetic`` keys), every variant fine-tunes the same classifier config on the same folds:
@@ -65,7 +65,7 @@ def evaluate(comp, labels: pd.DataFrame, oof: pd.DataFrame) -> dict:
     solution = labels[labels[comp.ID_COLUMN].isin(oof[comp.ID_COLUMN])]
     extra = comp.extra_metrics(solution, oof)
     return {"score": comp.score(solution, oof).score, "mAP": extra["mAP"], "precision": extra["precision"],
-            "recall": extra["recall"]}
+            "recall": extra["recall"], **{f"AP {label}": ap for label, ap in extra["average_precision"].items()}}
 
 
 def single_organ_oof(comp, parts: dict[str, Path]) -> pd.DataFrame:
@@ -78,28 +78,33 @@ def single_organ_oof(comp, parts: dict[str, Path]) -> pd.DataFrame:
 
 
 def run_seed(work: Path, config: Path, seed: int, comp, labels: pd.DataFrame) -> list[dict]:
+    """Every variant for one seed, lettered as in the issue: (a) scratch, (b) 2D-VoCo on the
+    competition's series, (c) 2D-VoCo with the extra volumes, (d) ImageNet, then single-organ
+    models from (c) and, for reference, the constant prior."""
     rows = []
 
     def record(variant: str, oof: pd.DataFrame) -> None:
         rows.append({"variant": variant, "seed": seed, **evaluate(comp, labels, oof)})
 
     record("scratch", pd.read_csv(finetune(work, config, seed, "scratch", ["model.init=scratch"])))
-    record("ImageNet", pd.read_csv(finetune(work, config, seed, "imagenet", ["model.init=imagenet"])))
     weights = {}
     for variant, sources in PRETRAINED.items():
         weights[sources] = pretrain(work, config, seed, sources)
         init = ["model.init=file", f"model.weights={weights[sources]}"]
         record(variant, pd.read_csv(finetune(work, config, seed, f"voco_{sources}", init)))
+    record("ImageNet", pd.read_csv(finetune(work, config, seed, "imagenet", ["model.init=imagenet"])))
     parts = {organ: finetune(work, config, seed, f"voco_series_extra_{organ}",
                              ["model.init=file", f"model.weights={weights['series_extra']}", f"model.heads=[{organ}]"])
              for organ in comp.GROUPS}
     record("2D-VoCo (+ extra), single-organ models", single_organ_oof(comp, parts))
+    record("constant prior (reference, no model)", comp.constant_submission(labels[comp.ID_COLUMN],
+                                                                           comp.prior_probabilities(labels)))
     return rows
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     grouped = rows.groupby("variant", sort=False)[list(METRICS)]
-    table = grouped.mean().join(grouped.std(ddof=0), rsuffix="_spread")
+    table = grouped.mean().merge(grouped.std(ddof=0), left_index=True, right_index=True, suffixes=("", "_spread"))
     table["seeds"] = grouped.size()
     return table
 
@@ -137,7 +142,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path("work/ablation"))
     parser.add_argument("--config", type=Path, default=Path("configs/ablation.yaml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--publish", type=Path, help="also copy the table and plot here (e.g. docs)")
+    parser.add_argument("--publish", type=Path, help="also copy the table, plot and per-run rows here (e.g. docs/ablation)")
     args = parser.parse_args(argv)
     work, config = args.work.resolve(), args.config.resolve()
     comp = competitions.get(load_config(config).competition)

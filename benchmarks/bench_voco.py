@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     if args.row:
-        print(json.dumps(measure(PAPER + ROWS[args.row] + args.overrides, args.steps, args.batch, args.device)))
+        print(json.dumps(measure(PAPER + args.overrides + ROWS[args.row], args.steps, args.batch, args.device)))
         return 0
     results = {}
     for row in ROWS:
