@@ -22,7 +22,7 @@ from volslice.data.cache import (
     problem_row,
     process_series,
 )
-from volslice.io import atomic_write_csv, atomic_write_text
+from volslice.io import atomic_write_csv
 
 class CacheConfigMismatch(RuntimeError):
     pass

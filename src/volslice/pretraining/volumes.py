@@ -22,7 +22,7 @@ from tqdm import tqdm
 from volslice.config import PretrainConfig, stamp_settings
 from volslice.data.cache import AIR_HU, body_crop, crop_square, load_manifest, resize
 from volslice.data.geometry import read_nifti
-from volslice.io import atomic_save_npy, atomic_write_csv, atomic_write_text
+from volslice.io import atomic_save_npy, atomic_write_csv
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
