@@ -259,3 +259,14 @@ def test_z_resampling_interpolates_between_slices():
     np.testing.assert_allclose(meta["z_mm"], np.arange(9) * 1.0)
     assert meta["instance_numbers"] == [10, 10, 11, 12, 12, 12, 13, 14, 14]
     assert masks is None
+
+
+@pytest.mark.parametrize("level, width", [(50, 400), (37.5, 425), (40, 80), (400, 1800), (600, 2800)])
+def test_apply_window_equals_the_table_for_every_int16(level, width):
+    from volslice.data.cache import _scaling_matches_table, apply_window, window_lut
+
+    every = np.arange(-32768, 32768, dtype=np.int16).reshape(4, 128, 128)
+    table = window_lut([WindowConfig("w", level, width)])[0]
+    np.testing.assert_array_equal(apply_window(every, level, width), table[every.view(np.uint16)])
+    if (level, width) == (50, 400):  # the default window takes the fast clip-and-scale path
+        assert _scaling_matches_table(50.0, 400.0)

@@ -10,6 +10,7 @@ presence means the series is complete and a rerun skips it. No torch here.
 
 from __future__ import annotations
 
+import functools
 import json
 import resource
 import time
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from volslice.config import CacheConfig, to_dict
+from volslice.config import CacheConfig, WindowConfig, to_dict
 from volslice.data.geometry import MaskVolume, SliceGrid
 from volslice.dicom import Series, SeriesReadError, read_series
 from volslice.io import atomic_save_npy, atomic_write_json
@@ -119,6 +120,36 @@ def window_lut(windows) -> np.ndarray:
     return np.stack(tables)
 
 
+def _scaled_window(hu: np.ndarray, level: float, width: float) -> np.ndarray:
+    """HU clipped to the window in int16, then scaled to uint8 by one OpenCV call."""
+    low = level - width / 2
+    clipped = np.clip(hu, int(np.ceil(low)), int(np.floor(low + width)))
+    flat = clipped.reshape(-1, hu.shape[-1])
+    return cv2.convertScaleAbs(flat, alpha=255.0 / width, beta=-low * 255.0 / width).reshape(hu.shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _window_table(level: float, width: float) -> np.ndarray:
+    return window_lut([WindowConfig("window", level, width)])[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _scaling_matches_table(level: float, width: float) -> bool:
+    every_int16 = np.arange(-32768, 32768, dtype=np.int16)[None, :]
+    expected = _window_table(level, width)[every_int16.view(np.uint16)]
+    return np.array_equal(_scaled_window(every_int16, level, width), expected)
+
+
+def apply_window(hu: np.ndarray, level: float, width: float) -> np.ndarray:
+    """uint8 window of int16 HU, equal to ``window_lut`` for every value. The clip-and-scale path is
+    about 3x faster than the table gather; it is used for a window only where it reproduces the
+    table on all 65,536 int16 values (checked once per process), since rounding ties can differ."""
+    level, width = float(level), float(width)
+    if _scaling_matches_table(level, width):
+        return _scaled_window(hu, level, width)
+    return np.take(_window_table(level, width), hu.view(np.uint16))
+
+
 def resize(image: np.ndarray, size: int) -> np.ndarray:
     """Square image -> size x size. Downsampling averages by area; a non-integer factor is first
     brought to an integer multiple of ``size`` by bilinear resampling, because OpenCV's area
@@ -152,11 +183,9 @@ def cache_series(series: Series, cfg: CacheConfig, mask: MaskVolume | None = Non
         else:
             cv2.addWeighted(resized[lower[k]], 1.0 - float(frac[k]), resized[upper[k]], float(frac[k]), 0.0,
                             dst=hu[k], dtype=cv2.CV_16S)
-    index = hu.view(np.uint16)
-    lut = window_lut(cfg.windows)
     images = np.empty((len(pos), len(cfg.windows), size, size), np.uint8)
-    for c in range(len(cfg.windows)):
-        images[:, c] = np.take(lut[c], index)
+    for c, window in enumerate(cfg.windows):
+        images[:, c] = apply_window(hu, window.level, window.width)
     masks = None
     if mask is not None:
         grid = SliceGrid(series.orientation, series.pixel_spacing, crop, size)
