@@ -111,7 +111,8 @@ def target_positions(z: np.ndarray, cfg: CacheConfig) -> np.ndarray:
 
 
 def window_lut(windows) -> np.ndarray:
-    """(C, 65536) uint8 lookup tables indexed by int16 HU viewed as uint16 (one gather, no clipping)."""
+    """(C, 65536) uint8 lookup tables indexed by int16 HU viewed as uint16: the definition of each
+    window's uint8 values (``apply_window`` reproduces it, faster where it can)."""
     hu = np.arange(65536, dtype=np.uint16).view(np.int16).astype(np.float32)
     tables = []
     for w in windows:
