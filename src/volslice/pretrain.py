@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 
 from volslice.config import Config, load_config, to_yaml
 from volslice.io import atomic_path
+from volslice.models.sequence import create_backbone
 from volslice.models.weights import LoadReport, load_backbone
 from volslice.pretraining.data import VoCoCropDataset
 from volslice.pretraining.model import BACKBONE_PREFIX, build_voco
@@ -56,7 +56,7 @@ def export_backbone(checkpoint: Path, out: Path) -> int:
 
 def check_backbone_loads(cfg: Config, path: Path) -> LoadReport:
     """Load the exported backbone into a fresh classifier backbone, as fine-tuning will."""
-    backbone = timm.create_model(cfg.model.backbone, pretrained=False, num_classes=0, in_chans=1)
+    backbone = create_backbone(cfg.model.backbone, in_chans=1)
     return load_backbone(backbone, path)
 
 

@@ -11,6 +11,14 @@ LOCAL_IMAGENET = {"efficientnet_lite0": efficientnet_lite0_package_file,
                   "tf_efficientnet_lite0": efficientnet_lite0_package_file}
 
 
+def load_imagenet(backbone, name: str, weights: str = "") -> LoadReport:
+    """ImageNet weights from a local file: ``weights`` if given, else the package that ships them."""
+    if name not in LOCAL_IMAGENET and not weights:
+        raise ValueError(f"no local ImageNet weights for {name!r} (known: {sorted(LOCAL_IMAGENET)}); "
+                         "give a file with model.weights=PATH")
+    return load_backbone(backbone, weights or LOCAL_IMAGENET[name]())
+
+
 def build_classifier(cfg: ModelConfig, in_chans: int, comp, *, initialise: bool = True):
     """(model, load report or None). ``initialise=False`` skips weights (a checkpoint follows)."""
     unknown = [h for h in cfg.heads if h not in comp.GROUPS]
@@ -23,10 +31,7 @@ def build_classifier(cfg: ModelConfig, in_chans: int, comp, *, initialise: bool 
                                dropout=cfg.dropout, drop_path=cfg.drop_path)
     report: LoadReport | None = None
     if initialise and cfg.init == "imagenet":
-        if cfg.backbone not in LOCAL_IMAGENET and not cfg.weights:
-            raise ValueError(f"no local ImageNet weights for {cfg.backbone!r} (known: {sorted(LOCAL_IMAGENET)}); "
-                             "give a file with model.weights=PATH")
-        report = load_backbone(model.backbone, cfg.weights or LOCAL_IMAGENET[cfg.backbone]())
+        report = load_imagenet(model.backbone, cfg.backbone, cfg.weights)
     elif initialise and cfg.init == "file":
         if not cfg.weights:
             raise ValueError("model.init=file needs model.weights=PATH")

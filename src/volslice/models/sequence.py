@@ -24,6 +24,13 @@ RSNA2023_HEADS = (HeadSpec("bowel", 1), HeadSpec("extravasation", 1), HeadSpec("
                   HeadSpec("spleen", 3))
 
 
+def create_backbone(name: str, in_chans: int, drop_path: float = 0.0) -> nn.Module:
+    """The per-slice 2D backbone of every model here (classifier and pretraining alike, so that
+    their weights share keys): timm, no classifier, random weights; initial weights come from
+    local files (``models.weights``)."""
+    return timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, drop_path_rate=drop_path)
+
+
 class AttentionPool(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
@@ -39,8 +46,7 @@ class SliceSequenceModel(nn.Module):
                  hidden: int = 128, layers: int = 1, pooling: str = "max", heads=RSNA2023_HEADS,
                  slice_labels: int = 0, dropout: float = 0.2, drop_path: float = 0.0):
         super().__init__()
-        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_chans,
-                                          drop_path_rate=drop_path)
+        self.backbone = create_backbone(backbone, in_chans, drop_path)
         features = self.backbone.num_features
         if sequence in ("lstm", "gru"):
             rnn = nn.LSTM if sequence == "lstm" else nn.GRU

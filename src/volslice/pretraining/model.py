@@ -12,13 +12,12 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import timm
 import torch
 from torch import nn
 
 from volslice.config import ModelConfig, PretrainConfig
-from volslice.models.build import LOCAL_IMAGENET
-from volslice.models.weights import load_backbone
+from volslice.models.build import LOCAL_IMAGENET, load_imagenet
+from volslice.models.sequence import create_backbone
 
 BACKBONE_PREFIX = "student.encoder.backbone."
 
@@ -33,7 +32,7 @@ class SliceCropEncoder(nn.Module):
 
     def __init__(self, backbone: str, slices: int, side: int):
         super().__init__()
-        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=1)
+        self.backbone = create_backbone(backbone, in_chans=1)
         self.slices = slices
         with torch.no_grad():
             self.out_dim = self.backbone.eval().forward_features(torch.zeros(1, 1, side, side)).flatten(1).shape[1]
@@ -118,7 +117,7 @@ def build_voco(cfg: PretrainConfig, model_cfg: ModelConfig) -> tuple[VoCoModel, 
     if cfg.init == "imagenet":
         if cfg.encoder != "2d" or model_cfg.backbone not in LOCAL_IMAGENET:
             raise ValueError(f"pretrain.init=imagenet needs the 2d encoder and one of {sorted(LOCAL_IMAGENET)}")
-        note = str(load_backbone(encoder.backbone, LOCAL_IMAGENET[model_cfg.backbone]()))
+        note = str(load_imagenet(encoder.backbone, model_cfg.backbone))
     elif cfg.init != "scratch":
         raise ValueError(f"pretrain.init must be scratch or imagenet, got {cfg.init!r}")
     return VoCoModel(CropNetwork(encoder, cfg.projection_dim, cfg.dropout)), note
