@@ -54,18 +54,11 @@ class SliceProblem:
     dropped: bool = True  # False: a warning about the series (e.g. a gap), nothing removed
 
 
-@dataclass
-class Series:
-    """A CT series sorted by position along the slice normal, ascending."""
+class _SliceGeometry:
+    """Positions along the slice normal, from ``positions`` and ``orientation``."""
 
-    hu: np.ndarray  # (z, y, x) int16 where exact, else float32
-    positions: np.ndarray  # (z, 3) ImagePositionPatient, mm
-    orientation: np.ndarray  # (6,) ImageOrientationPatient
-    pixel_spacing: np.ndarray  # (row spacing, column spacing), mm
-    instance_numbers: np.ndarray  # (z,)
-    sop_uids: list
-    files: list
-    problems: list = field(default_factory=list)
+    positions: np.ndarray
+    orientation: np.ndarray
 
     @property
     def normal(self) -> np.ndarray:
@@ -79,6 +72,104 @@ class Series:
     @property
     def slice_spacing(self) -> float:
         return float(np.median(np.diff(self.z))) if len(self.z) > 1 else float("nan")
+
+
+@dataclass
+class Series(_SliceGeometry):
+    """A CT series sorted by position along the slice normal, ascending."""
+
+    hu: np.ndarray | None  # (z, y, x) int16 where exact, else float32; None: geometry only
+    positions: np.ndarray  # (z, 3) ImagePositionPatient, mm
+    orientation: np.ndarray  # (6,) ImageOrientationPatient
+    pixel_spacing: np.ndarray  # (row spacing, column spacing), mm
+    instance_numbers: np.ndarray  # (z,)
+    sop_uids: list
+    files: list
+    problems: list = field(default_factory=list)
+
+
+class HUOverflow(Exception):
+    """A slice's HU do not fit the int16 volume it is decoded into."""
+
+
+@dataclass
+class ScannedSeries(_SliceGeometry):
+    """A series whose headers are read, checked and sorted along the slice normal, pixels not yet
+    decoded: ``decode_slice`` decodes one slice, ``read`` all of them into a Series."""
+
+    series_dir: str
+    entries: list  # (path, header, pixel source), ascending along the normal
+    positions: np.ndarray
+    orientation: np.ndarray
+    problems: list
+    pixel_fix: PixelFix | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        header = self.entries[0][1]
+        return int(header["Rows"]), int(header["Columns"])
+
+    @property
+    def hu_dtype(self) -> np.dtype:
+        """int16 where every slice's rescale is exact, else float32."""
+        exact = self.pixel_fix is None and all(_exact_rescale(e[1]) for e in self.entries)
+        return np.dtype(np.int16 if exact else np.float32)
+
+    def decode_slice(self, k: int, target: np.ndarray) -> None:
+        """HU of slice ``k`` into ``target`` (rows, columns). Raises DicomReadError (or the decoder's
+        error) for a bad frame, HUOverflow where int16 cannot hold its HU."""
+        path, header, source = self.entries[k]
+        if target.dtype == np.int16 and not isinstance(source, np.ndarray) and _fast_path(header):
+            _decode_in_place(source, header, target)
+            return
+        stored = _pixels(source, path)
+        if stored.shape != target.shape:
+            raise DicomReadError(f"pixel array of shape {stored.shape} does not match Rows x Columns")
+        if self.pixel_fix is not None:
+            stored, header = self.pixel_fix(stored, header)
+        hu = to_hu(stored, header)
+        if target.dtype == np.int16 and hu.dtype == np.int32 and (hu.min() < -32768 or hu.max() > 32767):
+            raise HUOverflow(f"{path}: HU {hu.min()}..{hu.max()} exceed int16")
+        target[...] = hu
+
+    def read(self) -> Series:
+        """Decode every slice into one volume; a slice that cannot be decoded is dropped and listed."""
+        out = np.empty((len(self.entries), *self.shape), self.hu_dtype)
+        decoded = np.ones(len(self.entries), bool)
+        for k, (path, _, _) in enumerate(self.entries):
+            try:
+                try:
+                    self.decode_slice(k, out[k])
+                except HUOverflow:
+                    out = out.astype(np.float32)
+                    self.decode_slice(k, out[k])
+            except Exception as err:  # noqa: BLE001  (one bad frame drops one slice, reported)
+                self.problems.append(SliceProblem(str(path), f"unreadable pixel data: {err}"))
+                decoded[k] = False
+        if not decoded.any():
+            raise SeriesReadError(self.series_dir, self.problems)
+        return self.series(out if decoded.all() else out[decoded], decoded)
+
+    def series(self, hu: np.ndarray | None, decoded: np.ndarray | None = None) -> Series:
+        """The Series of the slices marked ``decoded`` (all by default), with ``hu`` as its volume
+        (None: the caller used the slices one by one); gaps and a single slice are added to the
+        problems as warnings."""
+        kept = [e for e, ok in zip(self.entries, np.ones(len(self.entries), bool) if decoded is None else decoded)
+                if ok]
+        series = Series(
+            hu=hu,
+            positions=np.array([e[1]["ImagePositionPatient"] for e in kept], float),
+            orientation=self.orientation,
+            pixel_spacing=np.asarray(kept[0][1]["PixelSpacing"], float),
+            instance_numbers=np.array([_instance(e[1]) for e in kept]),
+            sop_uids=[str(e[1].get("SOPInstanceUID") or "") for e in kept],
+            files=[str(e[0]) for e in kept],
+            problems=self.problems,
+        )
+        _report_gaps(series, self.problems)
+        if len(kept) == 1:
+            self.problems.append(SliceProblem(self.series_dir, "only one slice: slice spacing unknown", dropped=False))
+        return series
 
 
 def sign_fix(stored: np.ndarray, bits_allocated: int, bits_stored: int, pixel_representation: int) -> np.ndarray:
@@ -227,6 +318,16 @@ def read_series(series_dir, *, decoder: str = "auto", pixel_fix: PixelFix | None
 
     Raises SeriesReadError when no slice is usable (empty folder, every file broken).
     """
+    return scan_series(series_dir, decoder=decoder, pixel_fix=pixel_fix, files=files).read()
+
+
+def scan_series(series_dir, *, decoder: str = "auto", pixel_fix: PixelFix | None = None,
+                files=None) -> ScannedSeries:
+    """Read, check and sort the headers of ``series_dir``; the pixels stay undecoded.
+
+    Files that cannot join the volume (unreadable, missing geometry, another size or orientation
+    than most, a duplicate position) are dropped and listed. Raises SeriesReadError when none is left.
+    """
     series_dir = Path(series_dir)
     paths = list_dicom_files(series_dir) if files is None else [Path(f) for f in files]
     problems: list[SliceProblem] = []
@@ -255,24 +356,9 @@ def read_series(series_dir, *, decoder: str = "auto", pixel_fix: PixelFix | None
     normal = np.cross(orientation[:3], orientation[3:])
     slices.sort(key=lambda s: (float(np.dot(s[1]["ImagePositionPatient"], normal)), _instance(s[1])))
     slices = _drop_duplicate_positions(slices, normal, problems)
-    hu, decoded = _decode_volume(slices, pixel_fix, problems)
-    slices = [s for s, ok in zip(slices, decoded) if ok]
-    if not slices:
-        raise SeriesReadError(series_dir, problems)
-    series = Series(
-        hu=hu,
-        positions=np.array([s[1]["ImagePositionPatient"] for s in slices], float),
-        orientation=orientation,
-        pixel_spacing=np.asarray(slices[0][1]["PixelSpacing"], float),
-        instance_numbers=np.array([_instance(s[1]) for s in slices]),
-        sop_uids=[str(s[1].get("SOPInstanceUID") or "") for s in slices],
-        files=[str(s[0]) for s in slices],
-        problems=problems,
-    )
-    _report_gaps(series, problems)
-    if len(slices) == 1:
-        problems.append(SliceProblem(str(series_dir), "only one slice: slice spacing unknown", dropped=False))
-    return series
+    return ScannedSeries(series_dir=str(series_dir), entries=slices,
+                         positions=np.array([s[1]["ImagePositionPatient"] for s in slices], float),
+                         orientation=orientation, problems=problems, pixel_fix=pixel_fix)
 
 
 def _instance(header: dict) -> int:
@@ -313,36 +399,6 @@ def _fast_path(header: dict) -> bool:
     return (int(header.get("BitsAllocated") or 16) == 16 and _exact_rescale(header)
             and _fits_int16(int(header.get("BitsStored") or 16), _rescale(header)[1])
             and header.get("PhotometricInterpretation", "MONOCHROME2") != "MONOCHROME1")
-
-
-def _decode_volume(slices, pixel_fix, problems):
-    """Decode every slice into one preallocated (z, y, x) volume, in order.
-
-    dicomsdl decodes straight into the volume where the values allow it (no per-slice arrays);
-    other slices go through to_hu. Returns the volume and which slices decoded.
-    """
-    rows, cols = int(slices[0][1]["Rows"]), int(slices[0][1]["Columns"])
-    exact = pixel_fix is None and all(_exact_rescale(s[1]) for s in slices)
-    out = np.empty((len(slices), rows, cols), np.int16 if exact else np.float32)
-    decoded = np.ones(len(slices), bool)
-    for k, (path, header, source) in enumerate(slices):
-        try:
-            if exact and not isinstance(source, np.ndarray) and _fast_path(header):
-                _decode_in_place(source, header, out[k])
-                continue
-            stored = _pixels(source, path)
-            if stored.shape != (rows, cols):
-                raise DicomReadError(f"pixel array of shape {stored.shape} does not match Rows x Columns")
-            if pixel_fix is not None:
-                stored, header = pixel_fix(stored, header)
-            hu = to_hu(stored, header)
-            if out.dtype == np.int16 and hu.dtype == np.int32 and (hu.min() < -32768 or hu.max() > 32767):
-                out, exact = out.astype(np.float32), False
-            out[k] = hu
-        except Exception as err:  # noqa: BLE001  (one bad frame drops one slice, reported)
-            problems.append(SliceProblem(str(path), f"unreadable pixel data: {err}"))
-            decoded[k] = False
-    return (out if decoded.all() else out[decoded]), decoded
 
 
 def _decode_in_place(dset, header: dict, target: np.ndarray) -> None:

@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from volslice.config import CacheConfig, WindowConfig, to_dict
 from volslice.data.geometry import MaskVolume, SliceGrid
-from volslice.dicom import Series, SeriesReadError, read_series
+from volslice.dicom import ScannedSeries, Series, SeriesReadError, scan_series
 from volslice.io import atomic_save_npy, atomic_write_json
 
 AIR_HU = -1024.0
@@ -63,17 +63,26 @@ def find_series(data_root) -> list[SeriesTask]:
     return tasks
 
 
+def crop_sample_step(n_slices: int) -> int:
+    """The body crop looks at every ``step``-th slice (about 16 of them)."""
+    return max(1, n_slices // 16)
+
+
 def body_crop(hu: np.ndarray, threshold: float, margin: float = 0.04) -> tuple[int, int, int]:
     """Square (top, left, side) around the largest body contour of the max projection over z."""
-    step = max(1, len(hu) // 16)
-    body = (hu[::step] > threshold).any(axis=0)
+    return body_crop_of_sample(hu[:: crop_sample_step(len(hu))], threshold, margin)
+
+
+def body_crop_of_sample(sample: np.ndarray, threshold: float, margin: float = 0.04) -> tuple[int, int, int]:
+    """``body_crop`` of the slices it samples."""
+    body = sample.max(axis=0) > threshold
     labels, count = ndimage.label(body)
     h, w = body.shape
     if count == 0:
         return 0, 0, max(h, w)
-    largest = 1 + int(np.argmax(ndimage.sum_labels(body, labels, range(1, count + 1))))
-    rows, cols = np.nonzero(labels == largest)
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    largest = 1 if count == 1 else int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    rows, cols = ndimage.find_objects(labels, max_label=largest)[largest - 1]
+    top, bottom, left, right = rows.start, rows.stop, cols.start, cols.stop
     side = int(np.ceil(max(bottom - top, right - left) * (1 + 2 * margin)))
     cy, cx = (top + bottom) / 2, (left + right) / 2
     top, left = int(round(cy - side / 2)), int(round(cx - side / 2))
@@ -164,37 +173,98 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
+def resized_plane(plane: np.ndarray, crop: tuple[int, int, int], size: int) -> np.ndarray:
+    """One HU plane cropped, resized and held as int16 (integer HU is far finer than the uint8
+    windows)."""
+    plane = resize(crop_square(plane, crop, AIR_HU), size)
+    if plane.dtype == np.int16:
+        return plane
+    return np.clip(np.rint(plane), -32768, 32767).astype(np.int16)
+
+
+def _z_sampling(z: np.ndarray, cfg: CacheConfig):
+    """(lower, upper, frac, nearest): cached slice k interpolates source slices lower[k] and
+    upper[k] with weight frac[k] on the upper one; nearest[k] is the closest source slice."""
+    pos = target_positions(z, cfg)
+    lower = np.floor(pos).astype(int)
+    upper = np.minimum(lower + 1, len(z) - 1)
+    return lower, upper, (pos - lower).astype(np.float32), np.rint(pos).astype(int)
+
+
+def _needed_sources(lower, upper, frac, nearest) -> set:
+    return set(lower.tolist()) | set(upper[frac > 0].tolist())
+
+
 def cache_series(series: Series, cfg: CacheConfig, mask: MaskVolume | None = None):
     """(images (z, C, size, size) uint8, masks (z, size, size) uint8 or None, metadata dict)."""
     crop = body_crop(series.hu, cfg.body_threshold_hu) if cfg.body_crop else (0, 0, max(series.hu.shape[1:]))
-    pos = target_positions(series.z, cfg)
-    lower = np.floor(pos).astype(int)
-    upper = np.minimum(lower + 1, len(series.z) - 1)
-    frac = (pos - lower).astype(np.float32)
-    size = cfg.size
-    resized = np.empty((len(series.z), size, size), series.hu.dtype)
-    for i in np.unique(np.concatenate([lower, upper[frac > 0]])):  # each source slice needed, once
-        resized[i] = resize(crop_square(series.hu[i], crop, AIR_HU), size)
-    if resized.dtype != np.int16:  # float HU: integer HU is far finer than the uint8 windows
-        resized = np.clip(np.rint(resized), -32768, 32767).astype(np.int16)
-    hu = np.empty((len(pos), size, size), np.int16)
-    for k in range(len(pos)):
-        if frac[k] == 0:
-            hu[k] = resized[lower[k]]
+    return _cache_planes(series, crop, lambda i: resized_plane(series.hu[i], crop, cfg.size), cfg, mask)
+
+
+def read_and_cache(series_dir, cfg: CacheConfig, mask: MaskVolume | None = None, decoder: str = "auto"):
+    """``cache_series(read_series(series_dir), ...)`` in one pass over the slices, plus the series'
+    problems: each slice is cropped and resized as soon as it is decoded, so no full-resolution
+    volume is held. A series with a slice that cannot be decoded (or whose HU overflow int16)
+    takes the whole-volume path, which drops and lists such slices; the result is the same."""
+    scan = scan_series(series_dir, decoder=decoder)
+    try:
+        crop, planes = _decode_resized(scan, cfg)
+    except Exception:  # noqa: BLE001  (the whole-volume path reports the bad slice)
+        series = scan.read()
+        return (*cache_series(series, cfg, mask), series.problems)
+    return (*_cache_planes(scan.series(hu=None), crop, planes.__getitem__, cfg, mask), scan.problems)
+
+
+def _decode_resized(scan: ScannedSeries, cfg: CacheConfig) -> tuple[tuple, dict]:
+    """(crop, {source index: resized int16 plane}) for the sources the cached slices need."""
+    n, shape, dtype = len(scan.entries), scan.shape, scan.hu_dtype
+    step = crop_sample_step(n)
+    sample = np.empty((len(range(0, n, step)) if cfg.body_crop else 0, *shape), dtype)
+    for j in range(len(sample)):
+        scan.decode_slice(j * step, sample[j])
+    crop = body_crop_of_sample(sample, cfg.body_threshold_hu) if cfg.body_crop else (0, 0, max(shape))
+    needed = _needed_sources(*_z_sampling(scan.z, cfg))
+    plane = np.empty(shape, dtype)
+    planes = {}
+    for k in range(n):
+        if k % step == 0 and k // step < len(sample):
+            decoded = sample[k // step]
         else:
-            cv2.addWeighted(resized[lower[k]], 1.0 - float(frac[k]), resized[upper[k]], float(frac[k]), 0.0,
-                            dst=hu[k], dtype=cv2.CV_16S)
-    images = np.empty((len(pos), len(cfg.windows), size, size), np.uint8)
-    for c, window in enumerate(cfg.windows):
-        images[:, c] = apply_window(hu, window.level, window.width)
+            scan.decode_slice(k, plane)  # every slice is decoded, needed or not: a bad one changes z
+            decoded = plane
+        if k in needed:
+            planes[k] = resized_plane(decoded, crop, cfg.size)
+    return crop, planes
+
+
+def _cache_planes(series: Series, crop, source_plane, cfg: CacheConfig, mask: MaskVolume | None):
+    """The cached slices from ``source_plane(i)``, the cropped and resized int16 plane of source
+    slice i, interpolated along z and windowed one plane at a time (no volume-sized temporaries,
+    whose fresh pages cost as much as the arithmetic done on them)."""
+    lower, upper, frac, nearest = _z_sampling(series.z, cfg)
+    size = cfg.size
+    images = np.empty((len(lower), len(cfg.windows), size, size), np.uint8)
+    resized = {}  # source index -> its resized plane, while a cached slice still needs it
+    for k in range(len(lower)):
+        for i in [i for i in resized if i < lower[k]]:
+            del resized[i]
+        for i in (lower[k], upper[k]) if frac[k] else (lower[k],):
+            if i not in resized:
+                resized[i] = source_plane(i)
+        if frac[k] == 0:
+            hu = resized[lower[k]]
+        else:
+            hu = cv2.addWeighted(resized[lower[k]], 1.0 - float(frac[k]), resized[upper[k]], float(frac[k]), 0.0,
+                                 dtype=cv2.CV_16S)
+        for c, window in enumerate(cfg.windows):
+            images[k, c] = apply_window(hu, window.level, window.width)
     masks = None
     if mask is not None:
         grid = SliceGrid(series.orientation, series.pixel_spacing, crop, size)
-        masks = np.empty((len(pos), size, size), np.uint8)
-        for k in range(len(pos)):
+        masks = np.empty((len(lower), size, size), np.uint8)
+        for k in range(len(lower)):
             position = series.positions[lower[k]] + frac[k] * (series.positions[upper[k]] - series.positions[lower[k]])
             masks[k] = mask.labels_on(grid, position)
-    nearest = np.rint(pos).astype(int)
     meta = {
         "z_mm": np.round(series.z[lower] + frac * (series.z[upper] - series.z[lower]), 3).tolist(),
         "instance_numbers": series.instance_numbers[nearest].astype(int).tolist(),
@@ -206,18 +276,23 @@ def cache_series(series: Series, cfg: CacheConfig, mask: MaskVolume | None = Non
     return images, masks, meta
 
 
-def process_series(task: SeriesTask, cfg: CacheConfig, out: Path, decoder: str = "auto") -> dict:
-    """Cache one series (or skip it if done). Never raises for bad input: returns the failure."""
+def process_series(task: SeriesTask, cfg: CacheConfig, out: Path, decoder: str = "auto",
+                   opencv_threads: int | None = None) -> dict:
+    """Cache one series (or skip it if done). Never raises for bad input: returns the failure.
+
+    ``opencv_threads=1`` in a pool of worker processes: each process already has a core.
+    """
     meta_path = out / "meta" / f"{task.series_id}.json"
     result = {"task": task, "status": "skipped", "slices": 0, "problems": []}
     if meta_path.exists():
         result["problems"] = json.loads(meta_path.read_text())["problems"]
         return result
     start = time.perf_counter()
+    if opencv_threads is not None:
+        cv2.setNumThreads(opencv_threads)
     try:
-        series = read_series(task.series_dir, decoder=decoder)
         mask = MaskVolume(task.mask_path) if task.mask_path and cfg.masks else None
-        images, masks, meta = cache_series(series, cfg, mask)
+        images, masks, meta, series_problems = read_and_cache(task.series_dir, cfg, mask, decoder)
     except SeriesReadError as err:
         result.update(status="failed", problems=[_problem(task, p.file, p.reason, "series skipped") for p in err.problems])
         return result
@@ -231,7 +306,7 @@ def process_series(task: SeriesTask, cfg: CacheConfig, out: Path, decoder: str =
     if masks is not None:
         mask_rel = f"masks/{task.series_id}.npy"
         atomic_save_npy(out / mask_rel, masks)
-    problems = [_problem(task, p.file, p.reason, "slice dropped" if p.dropped else "warning") for p in series.problems]
+    problems = [_problem(task, p.file, p.reason, "slice dropped" if p.dropped else "warning") for p in series_problems]
     row = {
         "patient_id": task.patient_id, "series_id": task.series_id, "split": task.split,
         "image_path": image_rel, "mask_path": mask_rel,

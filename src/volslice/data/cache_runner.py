@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from tqdm import tqdm
 
 from volslice.config import CacheConfig, stamp_settings
@@ -100,7 +100,8 @@ def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, for
                reverse=True)
     summary = CacheSummary(problems=missing_listed_series(data_root, all_tasks) if index == 0 else [])
     start = time.perf_counter()
-    jobs = (delayed(process_series)(t, cfg, out, decoder) for t in tasks)
+    opencv_threads = 1 if effective_n_jobs(cfg.workers) > 1 else None
+    jobs = (delayed(process_series)(t, cfg, out, decoder, opencv_threads) for t in tasks)
     parallel = Parallel(n_jobs=cfg.workers, return_as="generator_unordered", batch_size=1)
     for result in tqdm(parallel(jobs), total=len(tasks), desc="cache", unit="series", disable=not progress):
         setattr(summary, result["status"], getattr(summary, result["status"]) + 1)
