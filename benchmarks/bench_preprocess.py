@@ -13,11 +13,15 @@ within-round ratio to the floor, so that the host's drifting speed (about 2x ove
 shared machine) hits every row alike:
 - plain baseline: one process, pydicom reads each file, sort by position, soft-tissue window,
   one PNG per slice (cv2.imwrite) -- what most public notebooks do;
-- decode floor: dicomsdl decodes every file on all workers and does nothing else;
+- decode floor: dicomsdl decodes every file on all workers and does nothing else (series handed
+  out largest first, as the cache step does, so that neither gains from scheduling);
 - volslice 01: the cache step end to end (default config: 256 px, 96 slices, one window), and the
   same with three windows and all slices kept.
-Peak memory of the cache workers is measured in fresh processes on half and on all series.
-Prints a markdown table.
+Then, less sensitive to the host's drift, a paired ratio: in each round every worker takes a
+series, decodes it as the floor does and caches it (default config) back to back, alternating
+which goes first; the ratio is the summed cache time over the summed floor time (median over
+rounds). Peak memory of the cache workers is measured in fresh processes on half and on all
+series. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import pydicom
 from joblib import Parallel, delayed
 
 from volslice.config import PROJECT_ROOT, CacheConfig, WindowConfig, load_config
-from volslice.data.cache import find_series
+from volslice.data.cache import SeriesTask, find_series, process_series
 from volslice.data.cache_runner import run_cache
 from volslice.dicom import list_dicom_files, read_dicom
 
@@ -92,8 +96,33 @@ def _decode_series(series_dir) -> int:
     return len(files)
 
 
+def largest_first(series_dirs) -> list:
+    return sorted(series_dirs, key=lambda d: len(os.listdir(d)), reverse=True)
+
+
 def decode_floor(series_dirs, workers: int) -> int:
-    return sum(Parallel(n_jobs=workers, batch_size=1)(delayed(_decode_series)(d) for d in series_dirs))
+    return sum(Parallel(n_jobs=workers, batch_size=1)(delayed(_decode_series)(d) for d in largest_first(series_dirs)))
+
+
+def _floor_and_cache(task: SeriesTask, cfg: CacheConfig, out: Path, floor_first: bool) -> tuple[float, float]:
+    """(floor seconds, cache seconds) of one series, back to back in one worker."""
+    def cache():
+        (out / "meta" / f"{task.series_id}.json").unlink(missing_ok=True)
+        process_series(task, cfg, out, opencv_threads=1)
+
+    steps = {"floor": lambda: _decode_series(task.series_dir), "cache": cache}
+    seconds = {name: timed(steps[name])[1] for name in (("floor", "cache") if floor_first else ("cache", "floor"))}
+    return seconds["floor"], seconds["cache"]
+
+
+def paired_ratio(data: Path, cfg: CacheConfig, out: Path, workers: int, round_index: int) -> float:
+    """Summed cache time over summed floor time, each series timed both ways in the same worker."""
+    by_dir = {t.series_dir: t for t in find_series(data)}
+    tasks = [by_dir[str(d)] for d in largest_first(by_dir)]
+    pairs = Parallel(n_jobs=workers, batch_size=1)(
+        delayed(_floor_and_cache)(t, cfg, out, (i + round_index) % 2 == 0) for i, t in enumerate(tasks))
+    floor, cache = np.sum(pairs, axis=0)
+    return float(cache / floor)
 
 
 def timed(fn, *args, before=None):
@@ -153,11 +182,14 @@ def main(argv=None) -> int:
     # the rows take turns, round after round, so that the host's drifting speed hits them alike;
     # each row's ratio to the floor is taken within a round, then the median over rounds
     seconds = {label: [] for label in parallel_rows}
-    for _ in range(args.rounds):
+    paired = []
+    for round_index in range(args.rounds):
         for label, run in parallel_rows.items():
             slices, elapsed = timed(run, before=lambda: shutil.rmtree(out, ignore_errors=True))
             assert slices == n_files, f"{label}: {slices} of {n_files} slices"
             seconds[label].append(elapsed)
+        shutil.rmtree(out, ignore_errors=True)
+        paired.append(paired_ratio(data, default, out, args.workers, round_index))
     floor = np.array(seconds[next(iter(parallel_rows))])
 
     half = peak_memory_mb(data, args.work / "cache_mem", args.workers, "0/2")
@@ -175,6 +207,8 @@ def main(argv=None) -> int:
         print(f"| {label} | {n_files} | {median:.2f} | {n_files / median:.0f} | "
               f"{baseline_seconds / median:.2f}x | {np.median(np.array(times) / floor):.2f}x "
               f"(rounds: {', '.join(f'{t:.2f}' for t in np.array(times) / floor)}) |")
+    print(f"\npaired, per series in the same worker (default config): cache step / decode floor = "
+          f"{np.median(paired):.2f}x (rounds: {', '.join(f'{r:.2f}' for r in paired)})")
     print(f"\npeak memory of one cache worker: {half:.0f} MB on {len(series_dirs[::2])} series, "
           f"{full:.0f} MB on {len(series_dirs)} series")
     return 0

@@ -270,3 +270,69 @@ def test_apply_window_equals_the_table_for_every_int16(level, width):
     np.testing.assert_array_equal(apply_window(every, level, width), table[every.view(np.uint16)])
     if (level, width) == (50, 400):  # the default window takes the fast clip-and-scale path
         assert _scaling_matches_table(50.0, 400.0)
+
+
+ONE_PASS = CacheConfig(size=40, z_mode="count", n_slices=17, masks=True,
+                       windows=[WindowConfig("soft_tissue", 50, 400), WindowConfig("bone", 400, 1800)])
+
+
+def assert_same_cache(got, expected):
+    images, masks, meta = expected
+    np.testing.assert_array_equal(got[0], images)
+    assert (got[1] is None) == (masks is None)
+    if masks is not None:
+        np.testing.assert_array_equal(got[1], masks)
+    assert got[2] == meta
+
+
+def test_one_pass_cache_equals_reading_then_caching(tiny_data):
+    from volslice.data.cache import cache_series, read_and_cache
+    from volslice.data.geometry import MaskVolume
+
+    tasks = find_series(tiny_data)
+    masked = [t for t in tasks if t.mask_path]
+    assert masked, "the tiny set has organ masks"
+    for task in masked[:1] + [t for t in tasks if not t.mask_path][:2]:
+        for cfg in (ONE_PASS, NATIVE, CacheConfig(size=24, z_mode="spacing", z_spacing_mm=3.0)):
+            mask = MaskVolume(task.mask_path) if task.mask_path else None
+            series = read_series(task.series_dir)
+            got = read_and_cache(task.series_dir, cfg, mask)
+            assert_same_cache(got, cache_series(series, cfg, mask))
+            assert got[3] == series.problems
+
+
+def test_one_pass_cache_falls_back_for_a_slice_that_does_not_decode(tiny_data, tmp_path):
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from volslice.data.cache import cache_series, read_and_cache
+
+    series_dir = tmp_path / "series"
+    shutil.copytree(sorted((tiny_data / "train_images").glob("*/*"))[0], series_dir)
+    files = sorted(series_dir.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    bad = files[len(files) // 2]
+    ds = pydicom.dcmread(bad)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[:80]])  # the RLE header promises segments that are cut off
+    ds.save_as(bad)
+
+    images, masks, meta, problems = read_and_cache(series_dir, ONE_PASS)
+    assert_same_cache((images, masks, meta), cache_series(read_series(series_dir), ONE_PASS))
+    assert meta["source_slices"] == len(files) - 1
+    assert [(p.file, p.dropped) for p in problems if "unreadable pixel data" in p.reason] == [(str(bad), True)]
+
+
+def test_one_pass_cache_of_float_hu(tiny_data, tmp_path):
+    import pydicom
+
+    from volslice.data.cache import cache_series, read_and_cache
+
+    series_dir = tmp_path / "series"
+    shutil.copytree(sorted((tiny_data / "test_images").glob("*/*"))[0], series_dir)
+    for f in series_dir.glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.RescaleSlope = 0.75
+        ds.save_as(f)
+    series = read_series(series_dir)
+    assert series.hu.dtype == np.float32
+    assert_same_cache(read_and_cache(series_dir, ONE_PASS)[:3], cache_series(series, ONE_PASS))

@@ -191,7 +191,7 @@ def _z_sampling(z: np.ndarray, cfg: CacheConfig):
     return lower, upper, (pos - lower).astype(np.float32), np.rint(pos).astype(int)
 
 
-def _needed_sources(lower, upper, frac, nearest) -> set:
+def _needed_sources(lower, upper, frac) -> set:
     return set(lower.tolist()) | set(upper[frac > 0].tolist())
 
 
@@ -223,7 +223,7 @@ def _decode_resized(scan: ScannedSeries, cfg: CacheConfig) -> tuple[tuple, dict]
     for j in range(len(sample)):
         scan.decode_slice(j * step, sample[j])
     crop = body_crop_of_sample(sample, cfg.body_threshold_hu) if cfg.body_crop else (0, 0, max(shape))
-    needed = _needed_sources(*_z_sampling(scan.z, cfg))
+    needed = _needed_sources(*_z_sampling(scan.z, cfg)[:3])
     plane = np.empty(shape, dtype)
     planes = {}
     for k in range(n):
