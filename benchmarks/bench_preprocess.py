@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--mask-share", type=float, default=0.05,
                         help="share of series with organ masks (the competition: 206 of 4,711, about 0.044)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the parallel rows")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the parallel rows")
     parser.add_argument("--mask-format", choices=["nii", "nii.gz"], default="nii",
                         help="mask files as the competition (.nii) or as the synthetic generator writes them")
     args = parser.parse_args(argv)
