@@ -154,11 +154,11 @@ class ScannedSeries(_SliceGeometry):
         """The Series of the slices marked ``decoded`` (all by default), with ``hu`` as its volume
         (None: the caller used the slices one by one); gaps and a single slice are added to the
         problems as warnings."""
-        kept = [e for e, ok in zip(self.entries, np.ones(len(self.entries), bool) if decoded is None else decoded)
-                if ok]
+        keep = np.ones(len(self.entries), bool) if decoded is None else decoded
+        kept = [e for e, ok in zip(self.entries, keep) if ok]
         series = Series(
             hu=hu,
-            positions=np.array([e[1]["ImagePositionPatient"] for e in kept], float),
+            positions=self.positions[keep],
             orientation=self.orientation,
             pixel_spacing=np.asarray(kept[0][1]["PixelSpacing"], float),
             instance_numbers=np.array([_instance(e[1]) for e in kept]),
