@@ -187,6 +187,18 @@ def test_body_crop_is_square_around_the_body():
     assert crop_square(np.zeros((4, 4)), (-2, -2, 8), -1).min() == -1
 
 
+
+def test_padding_canvas_is_reused_across_slices():
+    from volslice.data.cache import AIR_HU, padding_canvas
+
+    rng = np.random.default_rng(0)
+    crop = (-5, 3, 30)  # reaches above and below the 20 x 40 image
+    canvas = padding_canvas((20, 40), crop, np.int16)
+    for _ in range(3):
+        image = rng.integers(-1000, 1000, (20, 40)).astype(np.int16)
+        np.testing.assert_array_equal(crop_square(image, crop, AIR_HU, canvas), crop_square(image, crop, AIR_HU))
+    assert padding_canvas((20, 40), (2, 3, 15), np.int16) is None  # inside the image: a view, no canvas
+
 def test_window_lut_matches_formula():
     lut = window_lut([WindowConfig("w", 40, 80)])
     hu = np.array([-32768, -2000, -1024, -10, 0, 40, 80, 3071, 32767], np.int16)
