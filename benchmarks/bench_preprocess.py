@@ -16,13 +16,13 @@ shared machine) hits every row alike:
 - decode floor: dicomsdl reads every file on all workers (the header fields the reader needs, and
   the pixels decoded into a reused buffer) and does nothing else (series handed out largest first,
   as the cache step does, so that neither gains from scheduling);
-- volslice 01: the cache step end to end (default config: 256 px, 96 slices, one window), and the
-  same with three windows and all slices kept.
+- volslice 01: the cache step end to end (default config: 256 px, 96 slices, one window); the same
+  without masks, with ``cache.resize=linear``, and with three windows and all slices kept.
 Then, less sensitive to the host's drift, a paired ratio: in each round every worker takes a
-series, decodes it as the floor does and caches it (default config) back to back, alternating
-which goes first; the ratio is the summed cache time over the summed floor time (median over
-rounds). Peak memory of the cache workers is measured in fresh processes on half and on all
-series. Prints a markdown table.
+series, decodes it as the floor does and caches it back to back, alternating which goes first;
+the ratio is the summed cache time over the summed floor time (median over rounds), for the
+default config and for ``cache.resize=linear``. Peak memory of the cache workers is measured in
+fresh processes on half and on all series. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -179,6 +179,7 @@ def main(argv=None) -> int:
     three = CacheConfig(size=256, z_mode="keep", workers=args.workers, windows=[
         WindowConfig("soft_tissue", 50, 400), WindowConfig("voco", 37.5, 425), WindowConfig("bone", 400, 1800)])
     no_masks = load_config(overrides=[f"cache.workers={args.workers}", "cache.masks=false"]).cache
+    linear = load_config(overrides=[f"cache.workers={args.workers}", "cache.resize=linear"]).cache
     out = args.work / "cache"
     parallel_rows = {
         f"decode floor (dicomsdl, {args.workers} workers, decode only)": lambda: decode_floor(series_dirs, args.workers),
@@ -186,19 +187,21 @@ def main(argv=None) -> int:
            for label, cfg in (
                (f"volslice 01, default config ({default.size} px, {default.n_slices} slices, 1 window)", default),
                ("volslice 01, default config without masks (the floor reads no masks)", no_masks),
+               ("volslice 01, default config with cache.resize=linear (one bilinear resample)", linear),
                ("volslice 01, 256 px, all slices, 3 windows", three))},
     }
     # the rows take turns, round after round, so that the host's drifting speed hits them alike;
     # each row's ratio to the floor is taken within a round, then the median over rounds
     seconds = {label: [] for label in parallel_rows}
-    paired = []
+    paired = {"default config": [], "cache.resize=linear": []}
     for round_index in range(args.rounds):
         for label, run in parallel_rows.items():
             slices, elapsed = timed(run, before=lambda: shutil.rmtree(out, ignore_errors=True))
             assert slices == n_files, f"{label}: {slices} of {n_files} slices"
             seconds[label].append(elapsed)
         shutil.rmtree(out, ignore_errors=True)
-        paired.append(paired_ratio(data, default, out, args.workers, round_index))
+        for name, cfg in zip(paired, (default, linear)):
+            paired[name].append(paired_ratio(data, cfg, out, args.workers, round_index))
     floor = np.array(seconds[next(iter(parallel_rows))])
 
     half = peak_memory_mb(data, args.work / "cache_mem", args.workers, "0/2")
@@ -216,8 +219,9 @@ def main(argv=None) -> int:
         print(f"| {label} | {n_files} | {median:.2f} | {n_files / median:.0f} | "
               f"{baseline_seconds / median:.2f}x | {np.median(np.array(times) / floor):.2f}x "
               f"(rounds: {', '.join(f'{t:.2f}' for t in np.array(times) / floor)}) |")
-    print(f"\npaired, per series in the same worker (default config): cache step / decode floor = "
-          f"{np.median(paired):.2f}x (rounds: {', '.join(f'{r:.2f}' for r in paired)})")
+    for name, ratios in paired.items():
+        print(f"\npaired, per series in the same worker ({name}): cache step / decode floor = "
+              f"{np.median(ratios):.2f}x (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
     print(f"\npeak memory of one cache worker: {half:.0f} MB on {len(series_dirs[::2])} series, "
           f"{full:.0f} MB on {len(series_dirs)} series")
     return 0

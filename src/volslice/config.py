@@ -45,6 +45,7 @@ class CacheConfig:
     windows: list[WindowConfig] = field(default_factory=lambda: [WindowConfig()])
     body_crop: bool = True
     body_threshold_hu: float = -500.0
+    resize: str = "area"  # area (anti-aliased) | linear (one bilinear resample: faster, aliases)
     masks: bool = True  # cache organ masks from segmentations/ where they exist
     z_mode: str = "count"  # keep | count | spacing
     n_slices: int = 96

@@ -28,6 +28,8 @@ from volslice.io import atomic_save_npy, atomic_write_json
 
 AIR_HU = -1024.0
 SPLITS = ("train", "test")
+Z_MODES = ("keep", "count", "spacing")
+RESIZE_METHODS = ("area", "linear")
 MANIFEST_LIST_COLUMNS = ("z_mm", "instance_numbers", "crop")
 MANIFEST_COLUMNS = [
     "patient_id", "series_id", "split", "image_path", "mask_path", "slices", "channels", "height", "width",
@@ -117,8 +119,8 @@ def padding_canvas(shape: tuple[int, int], crop: tuple[int, int, int], dtype) ->
 def target_positions(z: np.ndarray, cfg: CacheConfig) -> np.ndarray:
     """Fractional source-slice index of every cached slice."""
     n = len(z)
-    if cfg.z_mode not in ("keep", "count", "spacing"):
-        raise ValueError(f"cache.z_mode must be keep, count or spacing, got {cfg.z_mode!r}")
+    if cfg.z_mode not in Z_MODES:
+        raise ValueError(f"cache.z_mode must be one of {', '.join(Z_MODES)}, got {cfg.z_mode!r}")
     if cfg.z_mode == "keep":
         return np.arange(n, dtype=float)
     if n == 1:
@@ -171,12 +173,18 @@ def apply_window(hu: np.ndarray, level: float, width: float) -> np.ndarray:
     return np.take(_window_table(level, width), hu.view(np.uint16))
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Square image -> size x size. Downsampling averages by area; a non-integer factor is first
-    brought to an integer multiple of ``size`` by bilinear resampling, because OpenCV's area
-    resize is about 15x faster for integer factors."""
+def resize(image: np.ndarray, size: int, method: str = "area") -> np.ndarray:
+    """Square image -> size x size.
+
+    ``area``: shrinking averages by area. A non-integer factor is first brought to an integer
+    multiple of ``size`` by bilinear resampling, because OpenCV's area resize is about 15x faster
+    for integer factors. ``linear``: one bilinear resample, as most public notebooks do; cheaper,
+    but it aliases fine detail (noise, edges) when shrinking by more than about 1.3x.
+    """
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"cache.resize must be one of {', '.join(RESIZE_METHODS)}, got {method!r}")
     side = image.shape[0]
-    if side <= size:
+    if side <= size or method == "linear":
         return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     factor = -(-side // size)
     if side != factor * size:
@@ -184,11 +192,11 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def resized_plane(plane: np.ndarray, crop: tuple[int, int, int], size: int,
+def resized_plane(plane: np.ndarray, crop: tuple[int, int, int], cfg: CacheConfig,
                   canvas: np.ndarray | None = None) -> np.ndarray:
-    """One HU plane cropped (``canvas``: see ``crop_square``), resized and held as int16 (integer
-    HU is far finer than the uint8 windows)."""
-    plane = resize(crop_square(plane, crop, AIR_HU, canvas), size)
+    """One HU plane cropped (``canvas``: see ``crop_square``), resized as ``cfg`` says and held as
+    int16 (integer HU is far finer than the uint8 windows)."""
+    plane = resize(crop_square(plane, crop, AIR_HU, canvas), cfg.size, cfg.resize)
     if plane.dtype == np.int16:
         return plane
     return np.clip(np.rint(plane), -32768, 32767).astype(np.int16)
@@ -211,7 +219,7 @@ def cache_series(series: Series, cfg: CacheConfig, mask: MaskVolume | None = Non
     """(images (z, C, size, size) uint8, masks (z, size, size) uint8 or None, metadata dict)."""
     crop = body_crop(series.hu, cfg.body_threshold_hu) if cfg.body_crop else (0, 0, max(series.hu.shape[1:]))
     canvas = padding_canvas(series.hu.shape[1:], crop, series.hu.dtype)
-    return _cache_planes(series, crop, lambda i: resized_plane(series.hu[i], crop, cfg.size, canvas), cfg, mask)
+    return _cache_planes(series, crop, lambda i: resized_plane(series.hu[i], crop, cfg, canvas), cfg, mask)
 
 
 def read_and_cache(series_dir, cfg: CacheConfig, mask: MaskVolume | None = None, decoder: str = "auto"):
@@ -247,7 +255,7 @@ def _decode_resized(scan: ScannedSeries, cfg: CacheConfig) -> tuple[tuple, dict]
             scan.decode_slice(k, plane)  # every slice is decoded, needed or not: a bad one changes z
             decoded = plane
         if k in needed:
-            planes[k] = resized_plane(decoded, crop, cfg.size, canvas)
+            planes[k] = resized_plane(decoded, crop, cfg, canvas)
     return crop, planes
 
 
@@ -349,6 +357,13 @@ def problem_row(patient_id: int, series_id: int, file, reason: str, action: str)
 
 def _problem(task: SeriesTask, file, reason: str, action: str) -> dict:
     return problem_row(task.patient_id, task.series_id, file, reason, action)
+
+
+def check_choices(cfg: CacheConfig) -> None:
+    """Fail before any work on a setting that every series would fail on."""
+    for key, allowed in (("z_mode", Z_MODES), ("resize", RESIZE_METHODS)):
+        if getattr(cfg, key) not in allowed:
+            raise ValueError(f"cache.{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
 
 
 def cache_config_fingerprint(cfg: CacheConfig) -> dict:

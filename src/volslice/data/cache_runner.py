@@ -17,6 +17,7 @@ from volslice.data.cache import (
     PROBLEM_COLUMNS,
     SeriesTask,
     cache_config_fingerprint,
+    check_choices,
     find_series,
     manifest_from_rows,
     problem_row,
@@ -85,6 +86,7 @@ def missing_listed_series(data_root: Path, tasks: list[SeriesTask]) -> list[dict
 
 def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, force: bool = False,
               decoder: str = "auto", progress: bool = True) -> CacheSummary:
+    check_choices(cfg)
     data_root, out = Path(data_root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_config(out, cfg, force)
