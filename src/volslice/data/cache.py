@@ -267,17 +267,16 @@ def _cache_planes(series: Series, crop, source_plane, cfg: CacheConfig, mask: Ma
     size = cfg.size
     images = np.empty((len(lower), len(cfg.windows), size, size), np.uint8)
     resized = {}  # source index -> its resized plane, while a cached slice still needs it
-    for k in range(len(lower)):
-        for i in [i for i in resized if i < lower[k]]:
+    for k, (low, up, weight) in enumerate(zip(lower.tolist(), upper.tolist(), frac.tolist())):
+        for i in [i for i in resized if i < low]:
             del resized[i]
-        for i in (lower[k], upper[k]) if frac[k] else (lower[k],):
+        for i in (low, up) if weight else (low,):
             if i not in resized:
                 resized[i] = source_plane(i)
-        if frac[k] == 0:
-            hu = resized[lower[k]]
+        if weight == 0:
+            hu = resized[low]
         else:
-            hu = cv2.addWeighted(resized[lower[k]], 1.0 - float(frac[k]), resized[upper[k]], float(frac[k]), 0.0,
-                                 dtype=cv2.CV_16S)
+            hu = cv2.addWeighted(resized[low], 1.0 - weight, resized[up], weight, 0.0, dtype=cv2.CV_16S)
         for c, window in enumerate(cfg.windows):
             images[k, c] = apply_window(hu, window.level, window.width)
     masks = None
