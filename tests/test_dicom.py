@@ -139,6 +139,10 @@ def test_bad_slices_are_dropped_and_reported(tiny_data, tmp_path):
     small.Rows = small.Columns = 32
     small.ImagePositionPatient = [small.ImagePositionPatient[0], small.ImagePositionPatient[1], 9999]
     small.save_as(series_dir / "small.dcm")
+    tilted = pydicom.dcmread(files[4])
+    tilted.ImageOrientationPatient = [1, 0, 0, 0, 0.8, -0.6]
+    tilted.ImagePositionPatient = [tilted.ImagePositionPatient[0], tilted.ImagePositionPatient[1], 8888]
+    tilted.save_as(series_dir / "tilted.dcm")
     shutil.copy(files[3], series_dir / "duplicate.dcm")
     middle = sorted(files, key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))[n // 2]
     middle.unlink()
@@ -150,6 +154,8 @@ def test_bad_slices_are_dropped_and_reported(tiny_data, tmp_path):
     assert "unreadable" in reasons["truncated.dcm"]
     assert "no pixel data" in reasons["nopixels.dcm"]
     assert "size 32x32 differs from the series' 64x64" in reasons["small.dcm"]
+    assert "orientation (1.0, 0.0, 0.0, 0.0, 0.8, -0.6) differs from the series' (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)" \
+        in reasons["tilted.dcm"]
     assert "duplicate position" in (reasons.get("duplicate.dcm", "") + reasons.get(files[3].name, ""))
     gaps = [p for p in series.problems if "gap" in p.reason]
     assert len(gaps) == 1 and not gaps[0].dropped and "1 missing slice" in gaps[0].reason
