@@ -188,6 +188,22 @@ def test_body_crop_is_square_around_the_body():
 
 
 
+
+def test_body_crop_takes_the_largest_4_connected_component():
+    """Against scipy's labelling (4-connected by default) on noisy masks with many components."""
+    from scipy import ndimage
+
+    from volslice.data.cache import body_crop_of_sample
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        sample = np.where(rng.random((2, 30, 40)) < 0.3, 100, -1000).astype(np.int16)
+        labels, _ = ndimage.label(sample.max(axis=0) > -500)
+        rows, cols = ndimage.find_objects(labels)[int(np.argmax(np.bincount(labels.ravel())[1:]))]
+        top, left, side = body_crop_of_sample(sample, -500, margin=0.0)
+        assert side == max(rows.stop - rows.start, cols.stop - cols.start)
+        assert top <= rows.start and rows.stop <= top + side and left <= cols.start and cols.stop <= left + side
+
 def test_padding_canvas_is_reused_across_slices():
     from volslice.data.cache import AIR_HU, padding_canvas
 
