@@ -76,7 +76,7 @@ def body_crop(hu: np.ndarray, threshold: float, margin: float = 0.04) -> tuple[i
 
 def body_crop_of_sample(sample: np.ndarray, threshold: float, margin: float = 0.04) -> tuple[int, int, int]:
     """``body_crop`` of the slices it samples. The largest 4-connected component and its bounding
-    box come from one OpenCV call (about 3x faster than scipy's label, bincount and find_objects)."""
+    box come from one OpenCV call (faster than scipy's label, bincount and find_objects)."""
     body = (sample.max(axis=0) > threshold).view(np.uint8)
     count, _, stats, _ = cv2.connectedComponentsWithStats(body, connectivity=4)
     h, w = body.shape
