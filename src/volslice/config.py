@@ -196,13 +196,15 @@ def changed_keys(old: dict, new: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def stamp_settings(path, fingerprint: dict, force: bool = False) -> list[str]:
+def stamp_settings(path, fingerprint: dict, force: bool = False, defaults: dict | None = None) -> list[str]:
     """A folder's record of the settings that made it. Returns the keys in which ``fingerprint``
     differs from the record (the record is then left alone); otherwise, or with ``force``, writes
-    ``fingerprint`` as the record and returns []."""
+    ``fingerprint`` as the record and returns []. A key that the record lacks counts as holding its
+    value in ``defaults``: a setting added later must default to what the code did before it."""
     path = Path(path)
     if path.exists() and not force:
-        changed = changed_keys(yaml.safe_load(path.read_text()) or {}, fingerprint)
+        record = {**flatten(defaults or {}), **flatten(yaml.safe_load(path.read_text()) or {})}
+        changed = changed_keys(record, fingerprint)
         if changed:
             return changed
     atomic_write_text(path, yaml.safe_dump(fingerprint, sort_keys=True))

@@ -126,6 +126,20 @@ def test_changed_config_is_refused(tiny_data, tmp_path):
     run_cache(tiny_data, tmp_path, CacheConfig(size=16, z_mode="count", n_slices=8, workers=2), progress=False)
 
 
+def test_a_cache_recorded_before_a_setting_existed_counts_as_its_default(tiny_data, tmp_path):
+    import yaml
+
+    cfg = CacheConfig(size=16, z_mode="count", n_slices=8, workers=1)
+    run_cache(tiny_data, tmp_path, cfg, progress=False)
+    record = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del record["resize"]  # as written before cache.resize existed, when every cache was area-resized
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(record))
+    assert run_cache(tiny_data, tmp_path, cfg, progress=False).done == 0  # reused: nothing to redo
+    with pytest.raises(CacheConfigMismatch, match="resize"):
+        run_cache(tiny_data, tmp_path, CacheConfig(size=16, z_mode="count", n_slices=8, workers=1, resize="linear"),
+                  progress=False)
+
+
 def test_shards_split_the_work(tiny_data, tmp_path):
     cfg = CacheConfig(size=16, z_mode="count", n_slices=8, workers=1)
     a = run_cache(tiny_data, tmp_path, cfg, shard="0/2", progress=False)

@@ -63,7 +63,8 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 def check_config(out: Path, cfg: CacheConfig, force: bool) -> None:
     """A cache folder holds one config: refuse to mix, unless --force."""
-    changed = stamp_settings(out / "config.yaml", cache_config_fingerprint(cfg), force)
+    changed = stamp_settings(out / "config.yaml", cache_config_fingerprint(cfg), force,
+                             defaults=cache_config_fingerprint(CacheConfig()))
     if changed:
         raise CacheConfigMismatch(
             f"{out} was cached with a different config (keys {changed}); use --force to rebuild it or another --out")
