@@ -201,8 +201,6 @@ def test_body_crop_is_square_around_the_body():
     assert crop_square(np.zeros((4, 4)), (-2, -2, 8), -1).min() == -1
 
 
-
-
 def test_body_crop_takes_the_largest_4_connected_component():
     """Against scipy's labelling (4-connected by default) on noisy masks with many components."""
     from scipy import ndimage
@@ -217,6 +215,7 @@ def test_body_crop_takes_the_largest_4_connected_component():
         top, left, side = body_crop_of_sample(sample, -500, margin=0.0)
         assert side == max(rows.stop - rows.start, cols.stop - cols.start)
         assert top <= rows.start and rows.stop <= top + side and left <= cols.start and cols.stop <= left + side
+
 
 def test_padding_canvas_is_reused_across_slices():
     from volslice.data.cache import AIR_HU, padding_canvas
@@ -255,6 +254,7 @@ def test_a_setting_no_series_could_use_fails_before_any_work(tiny_data, tmp_path
         with pytest.raises(ValueError, match=f"cache.{key} must be one of"):
             run_cache(tiny_data, tmp_path / key, CacheConfig(workers=1, **{key: "bogus"}), progress=False)
         assert not (tmp_path / key).exists()
+
 
 def test_window_lut_matches_formula():
     lut = window_lut([WindowConfig("w", 40, 80)])

@@ -100,7 +100,7 @@ def crop_square(image: np.ndarray, crop: tuple[int, int, int], fill: float,
     copy, so that a series pays for the padding once rather than on every slice."""
     top, left, side = crop
     h, w = image.shape
-    if top >= 0 and left >= 0 and top + side <= h and left + side <= w:
+    if _inside(image.shape, crop):
         return image[top : top + side, left : left + side]
     out = np.full((side, side), fill, image.dtype) if canvas is None else canvas
     y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + side, h), min(left + side, w)
@@ -108,19 +108,20 @@ def crop_square(image: np.ndarray, crop: tuple[int, int, int], fill: float,
     return out
 
 
+def _inside(shape: tuple[int, int], crop: tuple[int, int, int]) -> bool:
+    top, left, side = crop
+    return top >= 0 and left >= 0 and top + side <= shape[0] and left + side <= shape[1]
+
+
 def padding_canvas(shape: tuple[int, int], crop: tuple[int, int, int], dtype) -> np.ndarray | None:
     """The reusable ``crop_square`` canvas for slices of ``shape``; None where the crop needs none."""
-    top, left, side = crop
-    if top >= 0 and left >= 0 and top + side <= shape[0] and left + side <= shape[1]:
-        return None
-    return np.full((side, side), AIR_HU, dtype)
+    return None if _inside(shape, crop) else np.full((crop[2], crop[2]), AIR_HU, dtype)
 
 
 def target_positions(z: np.ndarray, cfg: CacheConfig) -> np.ndarray:
     """Fractional source-slice index of every cached slice."""
     n = len(z)
-    if cfg.z_mode not in Z_MODES:
-        raise ValueError(f"cache.z_mode must be one of {', '.join(Z_MODES)}, got {cfg.z_mode!r}")
+    check_choice("z_mode", cfg.z_mode, Z_MODES)
     if cfg.z_mode == "keep":
         return np.arange(n, dtype=float)
     if n == 1:
@@ -181,8 +182,7 @@ def resize(image: np.ndarray, size: int, method: str = "area") -> np.ndarray:
     for integer factors. ``linear``: one bilinear resample, as most public notebooks do; cheaper,
     but it aliases fine detail (noise, edges) when shrinking by more than about 1.3x.
     """
-    if method not in RESIZE_METHODS:
-        raise ValueError(f"cache.resize must be one of {', '.join(RESIZE_METHODS)}, got {method!r}")
+    check_choice("resize", method, RESIZE_METHODS)
     side = image.shape[0]
     if side <= size or method == "linear":
         return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
@@ -358,11 +358,15 @@ def _problem(task: SeriesTask, file, reason: str, action: str) -> dict:
     return problem_row(task.patient_id, task.series_id, file, reason, action)
 
 
+def check_choice(key: str, value: str, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"cache.{key} must be one of {', '.join(allowed)}, got {value!r}")
+
+
 def check_choices(cfg: CacheConfig) -> None:
     """Fail before any work on a setting that every series would fail on."""
-    for key, allowed in (("z_mode", Z_MODES), ("resize", RESIZE_METHODS)):
-        if getattr(cfg, key) not in allowed:
-            raise ValueError(f"cache.{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
+    check_choice("z_mode", cfg.z_mode, Z_MODES)
+    check_choice("resize", cfg.resize, RESIZE_METHODS)
 
 
 def cache_config_fingerprint(cfg: CacheConfig) -> dict:
