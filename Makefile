@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+VOLSLICE := $(VENV)/bin/volslice
 STAMP := $(VENV)/.installed
 WORK ?= work/demo
 DATA ?=
@@ -13,7 +14,7 @@ FINETUNE ?= model.init=file model.weights=$(WORK)/runs/pretrain/backbone.safeten
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-slow bench-preprocess kaggle-bundle clean-work
+.PHONY: setup demo test test-slow test-gpu bench-preprocess kaggle-bundle clean-work
 
 setup: $(STAMP)
 
@@ -30,14 +31,14 @@ ifeq ($(DATA),)
 endif
 	$(PY) preprocess/01_dicom_to_cache.py --data $(DEMO_DATA) --out $(WORK)/cache --config $(CONFIG)
 	$(PY) preprocess/02_make_folds.py --data $(DEMO_DATA) --out $(WORK)/folds.csv --config $(CONFIG)
-	$(PY) -m volslice.baseline --data $(DEMO_DATA) --submission $(SUBMISSIONS)/prior_baseline.csv --report $(WORK)/report.json
-	$(PY) -m volslice.pretrain --cache $(WORK)/cache --config $(CONFIG) --resume pretrain.train.out_dir=$(WORK)/runs/pretrain \
+	$(VOLSLICE) baseline --data $(DEMO_DATA) --submission $(SUBMISSIONS)/prior_baseline.csv --report $(WORK)/report.json
+	$(VOLSLICE) pretrain --cache $(WORK)/cache --config $(CONFIG) --resume pretrain.train.out_dir=$(WORK)/runs/pretrain \
 		$$(test -d $(DEMO_DATA)/extra_unlabeled && echo --extra $(DEMO_DATA)/extra_unlabeled)
-	$(PY) -m volslice.train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
+	$(VOLSLICE) train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
 		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier $(FINETUNE)
-	$(PY) -m volslice.notebook notebooks/inference.ipynb --out $(WORK)/inference.ipynb \
-		DATA_ROOT=$(DEMO_DATA) MODEL_DIRS="['$(WORK)/runs/classifier']" OUTPUT=$(SUBMISSIONS)/demo_ensemble.csv \
-		REPORT=$(WORK)/report.json DEVICE=auto PROGRESS=False
+	$(VENV)/bin/papermill --log-output --no-progress-bar notebooks/inference.ipynb $(WORK)/inference.ipynb \
+		-p DATA_ROOT $(DEMO_DATA) -y "MODEL_DIRS: ['$(WORK)/runs/classifier']" -p OUTPUT $(SUBMISSIONS)/demo_ensemble.csv \
+		-p REPORT $(WORK)/report.json -p DEVICE auto -p PROGRESS False
 	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
 
 test: setup
@@ -46,8 +47,12 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
+# the GPU smoke tests (skipped without CUDA): AMP, bf16, channels-last, torch.compile, pinned memory, DDP over NCCL
+test-gpu: setup
+	$(PY) -m pytest -q -m gpu -rs
+
 kaggle-bundle: setup
-	$(PY) -m volslice.bundle --models $(WORK)/runs/classifier --out $(WORK)/kaggle_bundle
+	$(VOLSLICE) bundle --models $(WORK)/runs/classifier --out $(WORK)/kaggle_bundle
 
 bench-preprocess: setup
 	$(PY) benchmarks/bench_preprocess.py --work work/bench512

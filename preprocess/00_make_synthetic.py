@@ -1,58 +1,11 @@
 """Step 00: write the synthetic RSNA 2023 ATD dataset (the embedded default and benchmark data).
 
-    python preprocess/00_make_synthetic.py --out work/demo/data [--config configs/demo.yaml] [key=value ...]
-
-A finished dataset with the same options is not generated again (use --force).
+A thin caller of `volslice synthetic`: `python preprocess/00_make_synthetic.py --help` lists its options.
 """
 
-import argparse
 import sys
-import time
 
-from volslice.config import flag_overrides, load_config
-from volslice.synthetic.generate import generate
-
-FLAGS = {
-    "train_patients": "synthetic.train_patients",
-    "test_patients": "synthetic.test_patients",
-    "extra_unlabeled": "synthetic.extra_unlabeled",
-    "size": "synthetic.size",
-    "seed": "synthetic.seed",
-    "compression": "synthetic.compression",
-    "prevalence": "synthetic.prevalence",
-    "workers": "synthetic.workers",
-}
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="dataset root to write")
-    parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
-    parser.add_argument("--train-patients", type=int)
-    parser.add_argument("--test-patients", type=int)
-    parser.add_argument("--extra-unlabeled", type=int, help="unlabeled NIfTI volumes (the FLARE23 stand-in)")
-    parser.add_argument("--size", type=int, help="in-plane pixels (default 128; 512 works)")
-    parser.add_argument("--slices", type=int, nargs=2, metavar=("MIN", "MAX"), help="slices per series")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--compression", choices=["rle", "none", "j2k"])
-    parser.add_argument("--prevalence", choices=["balanced", "real"])
-    parser.add_argument("--workers", type=int, help="parallel processes (-1: all cores)")
-    parser.add_argument("--force", action="store_true", help="regenerate even if complete")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. synthetic.segmentation_fraction=0.3")
-    args = parser.parse_args(argv)
-    overrides = flag_overrides(args, FLAGS)
-    if args.slices:
-        overrides += [f"synthetic.slices_min={args.slices[0]}", f"synthetic.slices_max={args.slices[1]}"]
-    cfg = load_config(*args.config, overrides=overrides + args.overrides).synthetic
-    if cfg.slices_min < 1 or cfg.slices_max < cfg.slices_min:
-        parser.error(f"--slices needs 1 <= MIN <= MAX, got {cfg.slices_min} {cfg.slices_max}")
-    start = time.perf_counter()
-    if generate(cfg, args.out, force=args.force):
-        print(f"synthetic dataset written to {args.out} in {time.perf_counter() - start:.1f} s")
-    else:
-        print(f"synthetic dataset in {args.out} is complete with these options; nothing to do (--force regenerates)")
-    return 0
-
+from volslice.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["synthetic", *sys.argv[1:]]))

@@ -1,42 +1,11 @@
 """Step 01: DICOM series -> cached windowed uint8 slice stacks (+ organ masks, manifest).
 
-    python preprocess/01_dicom_to_cache.py --data ROOT --out CACHE_DIR [--config FILE] [--workers N]
-        [--shard i/n] [--force] [key=value ...]
-
-Finished series are skipped on a rerun; --force rebuilds. Failures and dropped slices are listed
-in CACHE_DIR/problems.csv. After sharded runs, one run without --shard (which does no work)
-rebuilds the full manifest.
+A thin caller of `volslice cache`: `python preprocess/01_dicom_to_cache.py --help` lists its options.
 """
 
-import argparse
 import sys
 
-from volslice.config import flag_overrides, load_config
-from volslice.data.cache_runner import CacheConfigMismatch, run_cache
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="competition data root")
-    parser.add_argument("--out", required=True, help="cache folder")
-    parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
-    parser.add_argument("--workers", type=int, help="parallel processes (-1: all cores)")
-    parser.add_argument("--shard", help="i/n: process every n-th series starting at i")
-    parser.add_argument("--decoder", default="auto", choices=["auto", "dicomsdl", "pydicom"])
-    parser.add_argument("--force", action="store_true", help="rebuild every series")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. cache.size=192")
-    args = parser.parse_args(argv)
-    cfg = load_config(*args.config, overrides=flag_overrides(args, {"workers": "cache.workers"}) + args.overrides)
-    try:
-        summary = run_cache(args.data, args.out, cfg.cache, shard=args.shard, force=args.force, decoder=args.decoder)
-    except (CacheConfigMismatch, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(summary.line())
-    if summary.problems:
-        print(f"problems listed in {args.out}/problems.csv")
-    return 0
-
+from volslice.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["cache", *sys.argv[1:]]))

@@ -3,8 +3,13 @@ import json
 import pandas as pd
 import pytest
 
-from volslice.baseline import main
 from volslice.competitions import rsna2023 as comp
+from volslice.cli import main as cli
+
+
+def main(argv):
+    return cli(["baseline", *argv])
+
 
 
 def test_prior_baseline_writes_scores_and_reports(tiny_data, tmp_path, capsys):

@@ -185,6 +185,6 @@ def test_unreadable_series_raise_with_every_file(tmp_path):
 
 
 def test_reader_and_preprocessing_do_not_import_torch():
-    code = ("import sys, volslice.dicom, volslice.data.cache, volslice.data.cache_runner, volslice.data.folds;"
+    code = ("import sys, volslice.dicom, volslice.data.cache, volslice.data.cache_runner, volslice.data.folds, volslice.parallel;"
             "bad = [m for m in ('torch', 'timm') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

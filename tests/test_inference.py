@@ -1,20 +1,26 @@
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from volslice.cli import main as cli
 from volslice.competitions import rsna2023 as comp
-from volslice.config import CacheConfig
+from volslice.config import CacheConfig, PROJECT_ROOT
+from volslice.data.cache import cache_series, load_manifest
 from volslice.data.cache_runner import run_cache
+from volslice.data.dataset import SeriesDataset
 from volslice.data.folds import make_folds
-from volslice.infer import main as infer_main
+from volslice.dicom import read_series
 from volslice.inference import predict
-from volslice.train import main as train_main
+from volslice.predictor import Predictor
 
 SMALL = ["model.backbone=resnet10t", "model.init=scratch", "model.hidden=8", "train.n_slices=4", "train.crop=24",
-         "train.batch_size=2", "train.epochs=1", "train.workers=0", "train.progress=false",
-         "cache.size=32", "cache.n_slices=8"]
+         "train.batch_size=2", "train.epochs=1", "train.workers=0", "train.progress=false", "model.context=1"]
+# not the defaults, so that the agreement below covers them
+AGREEMENT = ["train.series_aggregation=max", "train.tta=true"]
 
 
 @pytest.fixture(scope="module")
@@ -23,47 +29,86 @@ def trained(tiny_data, tmp_path_factory):
     run_cache(tiny_data, root / "cache", CacheConfig(size=32, z_mode="count", n_slices=8, workers=1), progress=False)
     make_folds(pd.read_csv(tiny_data / "train.csv"), pd.read_csv(tiny_data / "train_series_meta.csv"), 2, 0).to_csv(
         root / "folds.csv", index=False)
-    train_main(["--data", str(tiny_data), "--cache", str(root / "cache"), "--folds", str(root / "folds.csv"),
-                *SMALL, f"train.out_dir={root / 'run'}"])
+    assert cli(["train", "--data", str(tiny_data), "--cache", str(root / "cache"), "--folds", str(root / "folds.csv"),
+                *SMALL, *AGREEMENT, f"train.out_dir={root / 'run'}"]) == 0
     return root / "run"
 
 
 def test_infer_writes_a_validated_scored_submission(tiny_data, trained, tmp_path, capsys):
     out, report = tmp_path / "sub.csv", tmp_path / "report.json"
-    assert infer_main(["--data", str(tiny_data), "--models", str(trained), "--out", str(out),
-                       "--report", str(report), "--device", "cpu"]) == 0
+    assert cli(["infer", "--data", str(tiny_data), "--models", str(trained), "--out", str(out),
+                "--report", str(report), "--device", "cpu"]) == 0
     sub = pd.read_csv(out)
     test_ids = pd.read_csv(tiny_data / "test_series_meta.csv").patient_id.unique()
     comp.validate_submission(sub, test_ids)
     result = json.loads(report.read_text())
-    expected = comp.score(pd.read_csv(tiny_data / "test_solution.csv"), sub).score
-    assert result["test"] == pytest.approx(expected) and result["submission"] == str(out)
+    scored = comp.score(pd.read_csv(tiny_data / "test_solution.csv"), sub)
+    assert result["test"] == pytest.approx(scored.score) and result["submission"] == str(out)
+    assert result["test_groups"] == pytest.approx(scored.group_losses)
     assert 0 < result["inference_share_reading"] < 1
-    assert "test score" in capsys.readouterr().out
+    assert f"test score {scored.score:.4f}" in capsys.readouterr().out
 
 
-def test_tta_weights_and_unreadable_patients(tiny_data, trained, tmp_path):
+def test_inference_command_reproduces_the_oof_rows(tiny_data, trained, tmp_path):
+    """The inference command, run with fold 0's model on the train split, gives fold 0's
+    validation patients the rows of fold0/oof.csv: same input, TTA, aggregation (max) and fill."""
+    out = tmp_path / "train_split.csv"
+    assert cli(["infer", "--data", str(tiny_data), "--models", str(trained / "fold0"), "--split", "train",
+                "--out", str(out), "--device", "cpu"]) == 0
+    oof = pd.read_csv(trained / "fold0" / "oof.csv").set_index("patient_id")
+    inferred = pd.read_csv(out).set_index("patient_id").loc[oof.index]
+    assert len(oof) >= 2
+    pd.testing.assert_frame_equal(inferred, oof, atol=1e-6, rtol=0)
+    # the agreement is not trivial: the other fold's model gives these patients other rows
+    other = Predictor.load(trained / "fold1", torch.device("cpu"))
+    assert other.cfg.train.series_aggregation == "max" and other.cfg.train.tta
+    run_oof = pd.read_csv(trained / "oof.csv").set_index("patient_id")
+    comp.validate_submission(run_oof.reset_index(), pd.read_csv(tiny_data / "train.csv").patient_id)
+    assert not np.allclose(run_oof.loc[oof.index].to_numpy(), pd.read_csv(trained / "fold1" / "oof.csv")
+                           .set_index("patient_id").reindex(oof.index).fillna(0).to_numpy())
+
+
+def test_inference_input_equals_the_training_validation_input(tiny_data, trained):
+    """Raw DICOM read and windowed with the run's saved cache settings, then sampled by the
+    Predictor, is the validation item training saw from the cache (windows, crop, context slices)."""
+    predictor = Predictor.load(trained / "fold0", torch.device("cpu"))
+    cache = trained.parent / "cache"
+    assert predictor.cfg.cache.size == 32 and predictor.cfg.cache.n_slices == 8  # adopted from the cache folder
+    rows = load_manifest(cache)
+    rows = rows[rows.split == "train"]
+    heads = {h: comp.GROUPS[h] for h in predictor.cfg.model.heads}
+    dataset = SeriesDataset(cache, rows, heads, n_slices=predictor.cfg.train.n_slices,
+                            crop=predictor.cfg.train.crop, context=predictor.cfg.model.context, train=False)
+    for index in range(2):
+        row = rows.iloc[index]
+        folder = tiny_data / "train_images" / str(row.patient_id) / str(row.series_id)
+        images, _, _ = cache_series(read_series(folder), predictor.cfg.cache)
+        _, slices = predictor.model_input(images)
+        assert slices.shape[1] == 3  # one window, one neighbour on each side
+        np.testing.assert_array_equal(slices, dataset[index]["image"].numpy())
+
+
+def test_weights_unreadable_patients_and_stray_entries(tiny_data, trained, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     meta = pd.read_csv(data / "test_series_meta.csv")
-    sizes = meta.groupby("patient_id").size()
-    victim_patient = int(sizes.index[sizes.argmin()])  # a patient with one series, if there is one
-    victim_series = int(meta[meta.patient_id == victim_patient].series_id.iloc[0])
-    files = list((data / "test_images" / str(victim_patient) / str(victim_series)).glob("*.dcm"))
-    assert files
-    for f in files:
-        f.write_bytes(b"broken")
-    with_tta = predict(data, [trained], device="cpu", progress=False)
-    without = predict(data, [trained], device="cpu", tta=False, progress=False)
-    assert not with_tta.submission.equals(without.submission)
+    victim = int(meta.patient_id.iloc[0])
+    for series_dir in (data / "test_images" / str(victim)).iterdir():
+        for f in series_dir.glob("*.dcm"):
+            f.write_bytes(b"broken")
+    (data / "test_images" / "__MACOSX").mkdir()
+    (data / "test_images" / ".DS_Store").write_bytes(b"\0")
+    once = predict(data, [trained], device="cpu", progress=False)
     twice = predict(data, [trained, trained], weights=[1.0, 3.0], device="cpu", progress=False)
-    pd.testing.assert_frame_equal(twice.submission, with_tta.submission, atol=1e-6, rtol=0)
-    assert any(p["series_id"] == victim_series for p in with_tta.problems)
-    if sizes.min() == 1:  # no readable series: the training prior
-        row = with_tta.submission.set_index("patient_id").loc[victim_patient]
-        prior = comp.prior_probabilities(pd.read_csv(data / "train.csv"))
-        assert row["liver_low"] == pytest.approx(prior["liver_low"])
-    comp.validate_submission(with_tta.submission, meta.patient_id.unique())
+    pd.testing.assert_frame_equal(twice.submission, once.submission, atol=1e-6, rtol=0)
+    comp.validate_submission(once.submission, meta.patient_id.unique())
+    reasons = [p["reason"] for p in once.problems]
+    assert any(p["patient_id"] == victim and "no readable series" in p["reason"] for p in once.problems)
+    assert any("__MACOSX" in r for r in reasons) and any(".DS_Store" in r for r in reasons)
+    priors = [json.loads((trained / f"fold{k}" / "prior.json").read_text()) for k in (0, 1)]
+    row = once.submission.set_index("patient_id").loc[victim]
+    for col in comp.PREDICTION_COLUMNS:
+        assert row[col] == pytest.approx((priors[0][col] + priors[1][col]) / 2)
 
 
 def test_missing_models_are_named(tiny_data, tmp_path):
@@ -71,35 +116,34 @@ def test_missing_models_are_named(tiny_data, tmp_path):
         predict(tiny_data, [tmp_path], device="cpu", progress=False)
 
 
-def test_notebook_runs_on_the_demo_data(tiny_data, trained, tmp_path):
-    from volslice.config import PROJECT_ROOT
-    from volslice.notebook import execute, parse_parameters, printed_output
+def test_notebook_runs_with_papermill(tiny_data, trained, tmp_path):
+    import papermill
 
     out = tmp_path / "nb_sub.csv"
-    nb = execute(PROJECT_ROOT / "notebooks" / "inference.ipynb",
-                 parse_parameters([f"DATA_ROOT={tiny_data}", f"MODEL_DIRS=['{trained}']", f"OUTPUT={out}",
-                                   "DEVICE=cpu", f"REPORT={tmp_path / 'report.json'}", "PROGRESS=False"]),
-                 tmp_path / "executed.ipynb")
-    sub = pd.read_csv(out)
-    comp.validate_submission(sub, pd.read_csv(tiny_data / "test_series_meta.csv").patient_id.unique())
-    assert "test score" in printed_output(nb)
-    assert json.loads((tmp_path / "report.json").read_text())["submission"] == str(out)
-    assert (tmp_path / "executed.ipynb").exists()
-    assert parse_parameters(["A=1", "B='x'", "C=word", "D=[1, 2]"]) == {"A": 1, "B": "x", "C": "word", "D": [1, 2]}
+    nb = papermill.execute_notebook(str(PROJECT_ROOT / "notebooks" / "inference.ipynb"), str(tmp_path / "run.ipynb"),
+                                    parameters=dict(DATA_ROOT=str(tiny_data), MODEL_DIRS=[str(trained)],
+                                                    OUTPUT=str(out), DEVICE="cpu", REPORT=str(tmp_path / "r.json"),
+                                                    PROGRESS=False), progress_bar=False)
+    notebook_sub = pd.read_csv(out)
+    command_sub = predict(tiny_data, [trained], device="cpu", progress=False).submission
+    pd.testing.assert_frame_equal(notebook_sub, command_sub, atol=1e-6, rtol=0)
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
+    assert "test score" in printed
+    assert json.loads((tmp_path / "r.json").read_text())["submission"] == str(out)
 
 
 def test_slice_importance_figure(tiny_data, trained, tmp_path):
-    import numpy as np
+    from PIL import Image
 
-    from volslice.interpret import main as interpret_main
+    from volslice.interpretation import explain
 
     patient = int(pd.read_csv(tiny_data / "train.csv").patient_id.iloc[0])
     out = tmp_path / "importance.png"
-    assert interpret_main(["--data", str(tiny_data), "--model", str(trained / "fold0"), "--patient", str(patient),
-                           "--out", str(out)]) == 0
-    assert out.stat().st_size > 5000
-    from volslice.interpret import explain
-
+    assert cli(["interpret", "--data", str(tiny_data), "--model", str(trained / "fold0"), "--patient", str(patient),
+                "--out", str(out)]) == 0
+    with Image.open(out) as figure:
+        pixels = np.asarray(figure.convert("L"))
+    assert figure.size[0] > figure.size[1] and pixels.std() > 10  # a drawn strip, not a blank page
     importance = explain(tiny_data, trained, patient, out=tmp_path / "again.png")
     assert set(importance) == set(comp.GROUP_NAMES)
     for values in importance.values():
@@ -123,6 +167,7 @@ def test_kaggle_bundle_installs_offline_into_an_empty_venv(tiny_data, trained, t
     requirements = (bundle / "requirements.txt").read_text()
     assert "pydicom==" in requirements and "torch==" not in requirements and "pytest" not in requirements
     # the exported safetensors predict exactly what the checkpoints predict
+    assert sorted(p.name for p in exported[0].parent.iterdir()) == ["config.yaml", "model.safetensors", "prior.json"]
     from_bundle = predict(tiny_data, [bundle / "models" / trained.name], device="cpu", progress=False)
     from_run = predict(tiny_data, [trained], device="cpu", progress=False)
     pd.testing.assert_frame_equal(from_bundle.submission, from_run.submission)
@@ -139,3 +184,38 @@ def test_kaggle_bundle_installs_offline_into_an_empty_venv(tiny_data, trained, t
     out = subprocess.run([str(python), "-c", code, str(series_dir)], check=True, capture_output=True, text=True,
                          env=env, cwd=tmp_path).stdout
     assert out.strip().endswith("False") and "64, 64)" in out
+
+
+def die_on(folder, *, victim, trace=None, **options):
+    import os
+
+    from volslice.data.cache import read_for_prediction
+
+    if folder.endswith(f"/{victim}"):
+        os.abort()
+    return read_for_prediction(folder, trace=trace, **options)
+
+
+def test_a_series_that_kills_the_reader_gets_the_prior_and_is_listed(tiny_data, trained, monkeypatch):
+    import sys
+
+    import cloudpickle
+
+    import volslice.inference
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    meta = pd.read_csv(tiny_data / "test_series_meta.csv")
+    sizes = meta.groupby("patient_id").size()
+    patient = int(sizes.index[sizes.argmin()])
+    victims = meta[meta.patient_id == patient].series_id.tolist()
+    assert len(victims) == 1
+    monkeypatch.setattr(volslice.inference, "read_for_prediction",
+                        lambda folder, **kw: die_on(folder, victim=victims[0], **kw))
+    result = predict(tiny_data, [trained], device="cpu", progress=False)
+    comp.validate_submission(result.submission, meta.patient_id.unique())
+    crashed = [p for p in result.problems if "reader crashed" in p["reason"]]
+    assert [p["series_id"] for p in crashed] == victims
+    assert any(p["patient_id"] == patient and "no readable series" in p["reason"] for p in result.problems)
+    others = predict(tiny_data, [trained], device="cpu", progress=False).submission.set_index("patient_id")
+    survivors = result.submission.set_index("patient_id").drop(index=patient)
+    pd.testing.assert_frame_equal(survivors, others.drop(index=patient))

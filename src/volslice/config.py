@@ -99,6 +99,7 @@ class TrainConfig:
     workers: int = 2
     seed: int = 42
     series_aggregation: str = "mean"  # mean | max over a patient's series
+    tta: bool = True  # horizontal-flip test-time augmentation, in validation, OOF and inference alike
     progress: bool = True
 
 

@@ -9,9 +9,11 @@ the file and the reason. This module must not import torch (the preprocessing wo
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,6 +35,27 @@ REQUIRED_KEYS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacin
 
 # (stored pixels, header) -> (stored pixels, header): a competition-specific repair of raw values.
 PixelFix = Callable[[np.ndarray, dict], tuple]
+
+
+_trace_fd: int | None = None  # where each file is named before a decoder touches it (trace_files)
+
+
+@contextmanager
+def trace_files(path):
+    """Append each file's path to ``path`` before it is opened or decoded, unbuffered, so that the
+    file a native crash died on can be named afterwards (``parallel.run_alone``)."""
+    global _trace_fd
+    _trace_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        yield
+    finally:
+        os.close(_trace_fd)
+        _trace_fd = None
+
+
+def _trace(path) -> None:
+    if _trace_fd is not None:
+        os.write(_trace_fd, f"{path}\n".encode())
 
 
 class DicomReadError(Exception):
@@ -120,6 +143,7 @@ class ScannedSeries(_SliceGeometry):
         """HU of slice ``k`` into ``target`` (rows, columns). Raises DicomReadError (or the decoder's
         error) for a bad frame, HUOverflow where int16 cannot hold its HU."""
         path, header, source = self.entries[k]
+        _trace(path)
         if target.dtype == np.int16 and not isinstance(source, np.ndarray) and _fast_path(header):
             _decode_in_place(source, header, target)
             return
@@ -241,6 +265,7 @@ def open_dicom(path, decoder: str = "auto"):
     The source is an open dicomsdl DataSet, or the decoded array where pydicom had to read it.
     """
     errors = []
+    _trace(path)
     if decoder in ("auto", "dicomsdl"):
         try:
             return _open_dicomsdl(path)
@@ -254,7 +279,47 @@ def open_dicom(path, decoder: str = "auto"):
     raise DicomReadError("; ".join(e.splitlines()[0] for e in errors) or f"unknown decoder {decoder!r}")
 
 
+PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
+UNDEFINED_LENGTH = 0xFFFFFFFF  # encapsulated (compressed) pixel data
+HEAD_BYTES = 65536
+
+
+def dicomsdl_can_open(path) -> tuple[bool, str]:
+    """(whether dicomsdl may open ``path``, why not).
+
+    dicomsdl 0.109.4 does not survive some files: opening a zero-byte file raises "cannot realloc 0
+    bytes in InFileStream::prefetch" and corrupts its heap, so that the next ``dicomsdl.open`` in the
+    process aborts (free(): double free); opening an uncompressed file cut short inside its pixel
+    data is a segmentation fault. So only files that start like DICOM (the ``DICM`` magic after the
+    128-byte preamble) and whose uncompressed pixel data fits in the file reach it; the others go to
+    pydicom, which raises a Python error for them.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(HEAD_BYTES)
+    if size == 0:
+        return False, "empty file (0 bytes)"
+    if size < 132 or head[128:132] != b"DICM":
+        return False, "no DICM magic after the 128-byte preamble"
+    start, found = 132, False
+    while True:  # every PixelData element in the head (an icon's comes first), jumping over values
+        at = head.find(PIXEL_DATA_TAG, start)
+        if at < 0 or at + 12 > len(head):
+            return found, "" if found else "no pixel data element in the first 64 KiB"
+        explicit = head[at + 4:at + 6] in (b"OB", b"OW")
+        length = int.from_bytes(head[at + 8:at + 12] if explicit else head[at + 4:at + 8], "little")
+        if length == UNDEFINED_LENGTH:
+            return True, ""
+        end = at + (12 if explicit else 8) + length
+        if end > size:
+            return False, f"pixel data truncated: {length} bytes announced, the file ends {end - size} bytes short"
+        start, found = end, True
+
+
 def _open_dicomsdl(path):
+    usable, why = dicomsdl_can_open(path)
+    if not usable:
+        raise DicomReadError(why)
     dset = dicomsdl.open(str(path))
     header = dict(zip(HEADER_KEYS, dset.getValues(list(HEADER_KEYS))))
     if header["Rows"] is None or header["Columns"] is None:
@@ -287,7 +352,7 @@ def _read_pydicom(path) -> tuple[dict, np.ndarray]:
     with warnings.catch_warnings(record=True) as caught:  # e.g. a truncated file: named in the error instead
         warnings.simplefilter("always")
         try:
-            ds = pydicom.dcmread(path)
+            ds = pydicom.dcmread(path, force=_starts_without_preamble(path))
             if "PixelData" not in ds:
                 raise DicomReadError("no pixel data")
             header = {key: _plain(ds.get(key)) for key in HEADER_KEYS}
@@ -296,6 +361,14 @@ def _read_pydicom(path) -> tuple[dict, np.ndarray]:
             if caught:
                 raise DicomReadError(f"{type(err).__name__}: {err} ({caught[0].message})") from err
             raise
+
+
+def _starts_without_preamble(path) -> bool:
+    """A dataset written without the preamble and file meta: it starts with a group 0x0008 (or
+    0x0002) tag in little endian, so pydicom may read it with ``force``."""
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return head[128:132] != b"DICM" and head[:2] in (b"\x08\x00", b"\x02\x00")
 
 
 def _plain(value):
@@ -347,6 +420,10 @@ def scan_series(series_dir, *, decoder: str = "auto", pixel_fix: PixelFix | None
         if missing:
             problems.append(SliceProblem(str(path), f"missing {', '.join(missing)}"))
             continue
+        malformed = _malformed_geometry(header)
+        if malformed:
+            problems.append(SliceProblem(str(path), malformed))
+            continue
         slices.append((path, header, source))
     if not slices:
         if not paths:
@@ -367,6 +444,26 @@ def scan_series(series_dir, *, decoder: str = "auto", pixel_fix: PixelFix | None
     return ScannedSeries(series_dir=str(series_dir), entries=slices,
                          positions=np.array([s[1]["ImagePositionPatient"] for s in slices], float),
                          orientation=orientation, problems=problems, pixel_fix=pixel_fix)
+
+
+GEOMETRY_SIZES = {"ImagePositionPatient": 3, "ImageOrientationPatient": 6, "PixelSpacing": 2}
+
+
+def _malformed_geometry(header: dict) -> str:
+    """Why the geometry tags cannot place the slice ('' when they can): a damaged header may hold
+    the wrong number of values, non-finite ones, or a non-positive size or spacing."""
+    for key, size in GEOMETRY_SIZES.items():
+        values = header[key]
+        if not isinstance(values, (list, tuple)) or len(values) != size:
+            return f"malformed {key}: {values!r} (expected {size} numbers)"
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            return f"malformed {key}: {values!r} (not finite numbers)"
+    if min(header["PixelSpacing"]) <= 0 or int(header["Rows"]) <= 0 or int(header["Columns"]) <= 0:
+        return f"malformed size or spacing: {header['Rows']}x{header['Columns']}, {header['PixelSpacing']}"
+    orientation = header["ImageOrientationPatient"]
+    if abs(sum(v * v for v in orientation[:3])) < 1e-6 or abs(sum(v * v for v in orientation[3:])) < 1e-6:
+        return f"malformed ImageOrientationPatient: {orientation!r} (a zero direction)"
+    return ""
 
 
 def _instance(header: dict) -> int:

@@ -1,192 +1,151 @@
 """Offline inference: raw DICOM series -> fold ensemble -> validated submission.
 
-Every model folder is rebuilt from the config saved beside its checkpoints; each series is read
-and windowed with that config's cache settings in memory (no cache on disk), the folds' flip-TTA
-probabilities are averaged (model folders weighted), and a patient's series are aggregated.
-A patient whose series cannot be read still gets a row (the training prior) and is reported.
+Each run folder becomes a ``Predictor`` (its saved config decides the cache settings, the input,
+TTA, the series aggregation and the fill for absent heads, exactly as in its OOF predictions).
+Series are read and windowed in a reader process (``parallel.imap_surviving_crashes``), once for
+every distinct cache config, while the models predict the previous one; a series that kills its
+reader is retried alone, then reported. Runs are ensembled patient by patient (weighted). A patient
+none of whose series can be read still gets a row (the runs' training prior) and is reported.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import torch
-from safetensors.torch import load_file
 from tqdm import tqdm
 
-from volslice import competitions
-from volslice.config import Config, load_config
-from volslice.data.cache import cache_series
-from volslice.data.dataset import crop, select_slices, stack_slices
-from volslice.dicom import SeriesReadError, read_series
-from volslice.models.build import build_classifier
-from volslice.training.classification import ClassificationTask, to_float
-from volslice.training.engine import load_checkpoint, to_channels_last
+from volslice.data.cache import read_for_prediction
+from volslice.data.layout import images_dir, list_series
+from volslice.evaluation import score_if_labelled
+from volslice.io import atomic_write_csv, update_json
+from volslice.parallel import WorkerCrash, imap_surviving_crashes
+from volslice.predictor import Predictor, ensemble, ensemble_prior
+from volslice.training.engine import DistContext, resolve_device
 
-
-@dataclass
-class ModelGroup:
-    """The fold models of one training run, with the config they were trained with."""
-
-    cfg: Config
-    models: list
-    weight: float = 1.0
-    folder: str = ""
-
+log = logging.getLogger(__name__)
 
 @dataclass
 class InferenceResult:
+    """A validated submission, what went wrong on the way, its score where the labels are known,
+    and where the time went."""
+
     submission: pd.DataFrame
     competition: str
     problems: list = field(default_factory=list)
+    score: float | None = None
+    group_losses: dict | None = None
     seconds_reading: float = 0.0
     seconds_total: float = 0.0
     patients: int = 0
 
+    @property
+    def seconds_per_patient(self) -> float:
+        return self.seconds_total / max(self.patients, 1)
 
-def load_model_group(folder, device, weight: float = 1.0, folds=None) -> ModelGroup:
-    """Every fold of a training run (fold*/best.pt) or of an exported bundle (fold*/model.safetensors),
-    each rebuilt from the config.yaml beside it; ``folds`` keeps only the named fold folders."""
-    folder = Path(folder)
-    weight_files = sorted(folder.glob("fold*/best.pt")) or sorted(folder.glob("fold*/model.safetensors"))
-    if folds:
-        weight_files = [c for c in weight_files if c.parent.name in folds]
-    if not weight_files:
-        raise FileNotFoundError(f"no fold*/best.pt or fold*/model.safetensors under {folder}")
-    models = []
-    cfg = None
-    for path in weight_files:
-        cfg = load_config(path.parent / "config.yaml")
-        comp = competitions.get(cfg.competition)
-        in_chans = len(cfg.cache.windows) * (2 * cfg.model.context + 1)
-        model, _ = build_classifier(cfg.model, in_chans, comp, initialise=False)
-        if path.suffix == ".safetensors":
-            state = load_file(str(path))
+    def describe(self, problem_limit: int = 10) -> str:
+        """What a person reads after a run: patients, speed, problems, score."""
+        lines = [f"{self.patients} patients predicted; {self.seconds_per_patient:.2f} s per patient, "
+                 f"{self.seconds_reading / max(self.seconds_total, 1e-9):.0%} of the time waiting for DICOM"]
+        if self.problems:
+            lines.append(f"{len(self.problems)} problems:")
+            lines += [f"  patient {p['patient_id']} series {p['series_id']}: {p['reason']}"
+                      for p in self.problems[:problem_limit]]
+            if len(self.problems) > problem_limit:
+                lines.append(f"  ... and {len(self.problems) - problem_limit} more")
+        if self.score is None:
+            lines.append("the labels are unknown, so no score")
         else:
-            checkpoint = load_checkpoint(path)
-            state = checkpoint["ema"] or checkpoint["model"]
-        model.load_state_dict(state)
-        model = model.to(device).eval()
-        models.append(to_channels_last(model) if cfg.train.channels_last else model)
-    return ModelGroup(cfg, models, weight, str(folder))
+            lines.append(f"test score {self.score:.4f}  " + "  ".join(f"{g} {v:.4f}" for g, v in self.group_losses.items()))
+        return "\n".join(lines)
 
 
-def series_to_predict(data: Path, split: str = "test") -> pd.DataFrame:
-    """patient_id, series_id, folder of every series to predict (the meta CSV, else the folders)."""
+def series_to_predict(data: Path, split: str = "test") -> tuple[pd.DataFrame, list]:
+    """(patient_id, series_id, folder of every series to predict: the meta CSV's, else the folders
+    found; the entries of the images folder that are not series, as problems)."""
+    folders, skipped = list_series(data, split)
+    problems = [{"patient_id": None, "series_id": None, "reason": f"{e.path}: {e.reason}"} for e in skipped]
     meta = data / f"{split}_series_meta.csv"
-    images = data / f"{split}_images"
     if meta.exists():
         frame = pd.read_csv(meta)[["patient_id", "series_id"]]
+        frame["folder"] = [str(images_dir(data, split) / str(p) / str(s))
+                           for p, s in zip(frame.patient_id, frame.series_id)]
     else:
-        frame = pd.DataFrame([{"patient_id": int(p.name), "series_id": int(s.name)}
-                              for p in sorted(images.iterdir()) if p.is_dir() for s in sorted(p.iterdir())])
-    frame["folder"] = [str(images / str(p) / str(s)) for p, s in zip(frame.patient_id, frame.series_id)]
-    return frame
+        frame = pd.DataFrame([{"patient_id": f.patient_id, "series_id": f.series_id, "folder": str(f.path)}
+                              for f in folders], columns=["patient_id", "series_id", "folder"])
+    return frame, problems
 
 
-def series_folder(data: Path, split: str, patient_id: int, series_id: int | None = None) -> Path:
-    patient = data / f"{split}_images" / str(patient_id)
-    if not patient.is_dir():
-        raise FileNotFoundError(f"no folder for patient {patient_id} in {data / f'{split}_images'}")
-    folders = sorted(p for p in patient.iterdir() if p.is_dir())
-    if series_id is not None:
-        folders = [p for p in folders if p.name == str(series_id)]
-    if not folders:
-        raise FileNotFoundError(f"patient {patient_id} has no series {series_id if series_id else ''} in {patient}")
-    return folders[0]
-
-
-def model_input(series, cfg: Config, device):
-    """(model input (1, S, C, H, W) on device, the uint8 slices it was made of) for one series
-    (a Series or its folder), prepared exactly as in validation: cache settings, uniform slices,
-    centre crop."""
-    if not hasattr(series, "hu"):
-        series = read_series(series)
-    images, _, _ = cache_series(series, replace(cfg.cache, masks=False))
-    picks = select_slices(len(images), cfg.train.n_slices, jitter=False)
-    slices = crop(stack_slices(images, picks, cfg.model.context), cfg.train.crop, random=False)
-    return to_float(torch.from_numpy(slices)[None], device), slices
-
-
-@torch.no_grad()
-def series_probabilities(series, groups: list[ModelGroup], device, tta: bool) -> dict:
-    """Column -> probability for one series, averaged over folds (and TTA), weighted over groups."""
-    total, weight_sum = {}, 0.0
-    for group in groups:
-        cfg = group.cfg
-        x, _ = model_input(series, cfg, device)
-        comp = competitions.get(cfg.competition)
-        task = ClassificationTask(comp, cfg.model.heads, cfg.train)
-        fold_probs = []
-        for model in group.models:
-            probs = task.probabilities(model(x))
-            if tta:
-                flipped = task.probabilities(model(x.flip(-1)))
-                probs = {k: (v + flipped[k]) / 2 for k, v in probs.items()}
-            fold_probs.append(probs)
-        for head in cfg.model.heads:
-            mean = torch.stack([p[head][0] for p in fold_probs]).mean(0).tolist()
-            for col, value in zip(comp.GROUPS[head], mean):
-                total[col] = total.get(col, 0.0) + group.weight * value
-        weight_sum += group.weight
-    return {col: value / weight_sum for col, value in total.items()}
-
-
-def predict(data, model_folders, *, weights=None, device: str = "auto", tta: bool = True,
-            aggregation: str = "mean", split: str = "test", progress: bool = True) -> InferenceResult:
+def predict(data, model_folders, *, weights=None, device: str = "auto", split: str = "test",
+            progress: bool = True, readers: int = 1) -> InferenceResult:
+    """Predict every patient of ``split`` with the runs in ``model_folders`` (run folders, fold
+    folders or a bundle's model folders), weighted by ``weights``; the submission is validated."""
     data = Path(data)
     start = time.perf_counter()
-    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                ("cpu" if device == "auto" else device))
+    torch_device = resolve_device(device, DistContext())
     weights = weights or [1.0] * len(model_folders)
-    groups = [load_model_group(f, torch_device, w) for f, w in zip(model_folders, weights)]
-    comp = competitions.get(groups[0].cfg.competition)
-    prior = _prior(data, comp)
-    series = series_to_predict(data, split)
-    rows, problems, reading = [], [], 0.0
-    for patient_id, patient_series in tqdm(series.groupby("patient_id"), desc="patients", disable=not progress):
-        per_series = []
-        for row in patient_series.itertuples():
-            t0 = time.perf_counter()
-            try:
-                volume = read_series(row.folder)
-            except (SeriesReadError, FileNotFoundError) as err:
-                problems.append({"patient_id": patient_id, "series_id": row.series_id, "reason": str(err)})
-                continue
-            finally:
-                reading += time.perf_counter() - t0
-            problems += [{"patient_id": patient_id, "series_id": row.series_id, "reason": f"{p.file}: {p.reason}"}
-                         for p in volume.problems if p.dropped]
-            per_series.append(series_probabilities(volume, groups, torch_device, tta))
-        if per_series:
-            frame = pd.DataFrame(per_series)
-            probs = frame.max() if aggregation == "max" else frame.mean()
-            # a group no model predicts (single-organ models) gets the training prior
-            rows.append({"patient_id": int(patient_id), **{c: probs.get(c, prior[c]) for c in comp.PREDICTION_COLUMNS}})
-        else:
-            problems.append({"patient_id": patient_id, "series_id": None,
-                             "reason": "no readable series: the training prior is submitted"})
-            rows.append({"patient_id": int(patient_id), **prior})
-    submission = pd.DataFrame(rows, columns=comp.SUBMISSION_COLUMNS)
-    comp.validate_submission(submission, series.patient_id.unique())
-    return InferenceResult(submission, comp.NAME, problems, reading, time.perf_counter() - start, len(rows))
+    predictors = [Predictor.load(f, torch_device, w) for f, w in zip(model_folders, weights)]
+    comp = predictors[0].comp
+    if any(p.comp is not comp for p in predictors):
+        raise ValueError(f"the model folders serve different competitions: {[p.cfg.competition for p in predictors]}")
+    cache_cfgs = []
+    for p in predictors:
+        if p.cfg.cache not in cache_cfgs:
+            cache_cfgs.append(p.cfg.cache)
+    series, problems = series_to_predict(data, split)
+    ids = {row.folder: row for row in series.itertuples()}
+    rows = [[] for _ in predictors]
+    read = functools.partial(read_for_prediction, cfgs=cache_cfgs)
+    results = imap_surviving_crashes(read, list(ids), readers, queue=readers + 1)
+    reading = 0.0
+    for _ in tqdm(range(len(ids)), desc="series", disable=not progress):
+        t0 = time.perf_counter()
+        folder, result = next(results)
+        reading += time.perf_counter() - t0
+        row = ids[folder]
+        if isinstance(result, WorkerCrash):
+            where = f" at {result.last_file}" if result.last_file else ""
+            problems.append({"patient_id": row.patient_id, "series_id": row.series_id,
+                             "reason": f"{result.reason}{where}: series skipped"})
+            continue
+        if result["error"]:
+            problems.append({"patient_id": row.patient_id, "series_id": row.series_id, "reason": result["error"]})
+            continue
+        problems += [{"patient_id": row.patient_id, "series_id": row.series_id, "reason": f"{file}: {reason}"}
+                     for file, reason in result["problems"]]
+        for k, predictor in enumerate(predictors):
+            images = result["images"][cache_cfgs.index(predictor.cfg.cache)]
+            rows[k] += predictor.series_rows(images, row.patient_id, row.series_id)
+    all_patients = sorted(int(i) for i in series.patient_id.unique())
+    readable = pd.DataFrame(ensemble(predictors, [p.patient_rows(pd.DataFrame(r)) for p, r in zip(predictors, rows)])
+                            if rows[0] else None, columns=comp.SUBMISSION_COLUMNS)
+    unreadable = sorted(set(all_patients) - set(readable[comp.ID_COLUMN]))
+    for patient_id in unreadable:
+        problems.append({"patient_id": patient_id, "series_id": None,
+                         "reason": "no readable series: the training prior is submitted"})
+    prior_rows = comp.constant_submission(unreadable, ensemble_prior(predictors))
+    submission = pd.concat([readable, prior_rows], ignore_index=True).sort_values(comp.ID_COLUMN)
+    submission = submission.reset_index(drop=True)[comp.SUBMISSION_COLUMNS].astype({comp.ID_COLUMN: int})
+    comp.validate_submission(submission, all_patients)
+    result = InferenceResult(submission, comp.NAME, problems, seconds_reading=reading, patients=len(submission))
+    scored = score_if_labelled(data, submission, comp, split)
+    if scored is not None:
+        result.score, result.group_losses = scored.score, scored.group_losses
+    result.seconds_total = time.perf_counter() - start
+    return result
 
 
-def _prior(data: Path, comp) -> dict:
-    train = data / "train.csv"
-    if train.exists():
-        return comp.prior_probabilities(pd.read_csv(train))
-    return comp.sample_submission([0]).iloc[0][comp.PREDICTION_COLUMNS].astype(float).to_dict()
-
-
-def describe_problems(problems: list, limit: int = 10) -> str:
-    lines = [f"  patient {p['patient_id']} series {p['series_id']}: {p['reason']}" for p in problems[:limit]]
-    more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
-    return "\n".join(lines) + more
-
-
-def seconds_per_patient(result: InferenceResult) -> float:
-    return result.seconds_total / max(result.patients, 1)
+def predict_to_file(data, model_folders, out, *, report=None, **options) -> InferenceResult:
+    """``predict``, then write the submission atomically and record the score in ``report``."""
+    result = predict(data, model_folders, **options)
+    atomic_write_csv(out, result.submission)
+    log.info("submission (%d patients) written to %s", result.patients, out)
+    if report:
+        update_json(report, test=result.score, test_groups=result.group_losses, submission=str(out),
+                    inference_seconds_per_patient=result.seconds_per_patient,
+                    inference_share_reading=result.seconds_reading / max(result.seconds_total, 1e-9))
+    return result

@@ -7,7 +7,12 @@ import pytest
 
 from volslice import competitions
 from volslice.competitions import rsna2023 as comp
-from volslice.score import main as score_main
+from volslice.cli import main as cli
+
+
+def score_main(argv):
+    return cli(["score", *argv])
+
 
 EPS = np.finfo(float).eps
 

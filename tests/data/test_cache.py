@@ -263,17 +263,14 @@ def test_window_lut_matches_formula():
 
 
 def test_cli(tiny_data, tmp_path, capsys):
-    import importlib.util
-    from volslice.config import PROJECT_ROOT
+    from volslice.cli import main as cli
 
-    spec = importlib.util.spec_from_file_location("step01", PROJECT_ROOT / "preprocess" / "01_dicom_to_cache.py")
-    step01 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(step01)
-    args = ["--data", str(tiny_data), "--out", str(tmp_path), "--workers", "1", "cache.size=16", "cache.n_slices=4"]
-    assert step01.main(args) == 0
+    args = ["cache", "--data", str(tiny_data), "--out", str(tmp_path), "--workers", "1", "cache.size=16",
+            "cache.n_slices=4"]
+    assert cli(args) == 0
     assert "failed" in capsys.readouterr().out
     assert json.loads(next((tmp_path / "meta").glob("*.json")).read_text())["slices"] == 4
-    assert step01.main(args[:-1] + ["cache.n_slices=6"]) == 2
+    assert cli(args[:-1] + ["cache.n_slices=6"]) == 2
     assert "different config" in capsys.readouterr().err
 
 

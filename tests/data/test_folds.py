@@ -1,10 +1,8 @@
-import importlib.util
-
 import pandas as pd
 import pytest
 
 from conftest import tiny_config
-from volslice.config import PROJECT_ROOT
+from volslice.cli import main as cli
 from volslice.data.folds import make_folds, stratum
 from volslice.synthetic.generate import label_row, plan_patients
 
@@ -54,16 +52,13 @@ def test_bad_inputs_are_named():
 
 
 def test_cli_writes_once(tiny_data, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("step02", PROJECT_ROOT / "preprocess" / "02_make_folds.py")
-    step02 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(step02)
     out = tmp_path / "folds.csv"
-    assert step02.main(["--data", str(tiny_data), "--out", str(out), "folds.n_folds=3"]) == 0
+    assert cli(["folds", "--data", str(tiny_data), "--out", str(out), "folds.n_folds=3"]) == 0
     folds = pd.read_csv(out)
     assert set(folds.fold) == {0, 1, 2}
     assert set(folds.series_id) == set(pd.read_csv(tiny_data / "train_series_meta.csv").series_id)
     capsys.readouterr()
-    assert step02.main(["--data", str(tiny_data), "--out", str(out), "folds.n_folds=3"]) == 0
+    assert cli(["folds", "--data", str(tiny_data), "--out", str(out), "folds.n_folds=3"]) == 0
     assert "nothing to do" in capsys.readouterr().out
-    assert step02.main(["--data", str(tiny_data), "--out", str(out), "folds.n_folds=2"]) == 0
+    assert cli(["folds", "--data", str(tiny_data), "--out", str(out), "folds.n_folds=2"]) == 0
     assert set(pd.read_csv(out).fold) == {0, 1}

@@ -69,7 +69,7 @@ def test_resample_depth_keeps_the_ends_and_interpolates():
     np.testing.assert_allclose(out[:, 0, 0], np.linspace(0, 4, 9))
 
 
-def test_prepare_volumes_from_cache_and_nifti_reruns_free_and_skips_bad_files(tiny_data, tiny_cache, tmp_path, capsys):
+def test_prepare_volumes_from_cache_and_nifti_reruns_free_and_skips_bad_files(tiny_data, tiny_cache, tmp_path, caplog):
     extra = tmp_path / "extra"
     extra.mkdir()
     good = next((tiny_data / "extra_unlabeled").iterdir())
@@ -79,7 +79,7 @@ def test_prepare_volumes_from_cache_and_nifti_reruns_free_and_skips_bad_files(ti
     sources = list_sources(cfg, tiny_cache)
     assert {s.kind for s in sources} == {"cache", "nifti"} and len(sources) == 2 + sum(1 for _ in tiny_cache.glob("images/*.npy"))
     table = prepare_volumes(sources, cfg, tmp_path / "volumes", progress=False)
-    assert len(table) == len(sources) - 1 and "broken.nii.gz" in capsys.readouterr().out
+    assert len(table) == len(sources) - 1 and "broken.nii.gz" in caplog.text
     failed = (tmp_path / "volumes" / "failed.csv").read_text()
     assert "broken.nii.gz" in failed
     for path in table.path:

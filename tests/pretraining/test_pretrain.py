@@ -10,11 +10,16 @@ from volslice import competitions
 from volslice.config import CacheConfig, ModelConfig, load_config
 from volslice.data.cache_runner import run_cache
 from volslice.models.build import build_classifier
-from volslice.pretrain import BACKBONE_FILE, export_backbone
-from volslice.pretrain import main as pretrain_main
+from volslice.pretraining.run import BACKBONE_FILE, export_backbone
 from volslice.pretraining.model import build_voco
 from volslice.pretraining.task import VoCoTask
 from volslice.training.engine import load_checkpoint
+from volslice.cli import main as cli
+
+
+def pretrain_main(argv):
+    return cli(["pretrain", *argv])
+
 
 SMALL = ["model.backbone=resnet10t", "pretrain.volume_depth=8", "pretrain.volume_size=48", "pretrain.slices_per_crop=4",
          "pretrain.projection_dim=64", "pretrain.workers=1", "pretrain.val_fraction=0.2", "pretrain.train.epochs=6",

@@ -10,13 +10,19 @@ from volslice.config import CacheConfig, ModelConfig, TrainConfig
 from volslice.data.cache_runner import run_cache
 from volslice.data.folds import make_folds
 from volslice.models.build import build_classifier
-from volslice.train import main as train_main
 from volslice.training.classification import ClassificationTask, augment
 from volslice.training.engine import load_checkpoint
+from volslice.cli import main as cli
+
+PRIOR = {col: 0.5 for col in comp.PREDICTION_COLUMNS}
+
+
+def train_main(argv):
+    return cli(["train", *argv])
 
 
 def test_losses_use_the_metric_weights():
-    task = ClassificationTask(comp, ["extravasation", "liver"], TrainConfig())
+    task = ClassificationTask(comp, ["extravasation", "liver"], TrainConfig(), PRIOR)
     outputs = {"extravasation": torch.zeros(2, 1), "liver": torch.zeros(2, 3)}
     batch = {"target_extravasation": torch.tensor([0.0, 1.0]), "target_liver": torch.tensor([0, 2])}
     losses = task.losses(outputs, batch, "cpu")
@@ -28,15 +34,34 @@ def test_losses_use_the_metric_weights():
 
 
 def test_aggregate_series_per_patient():
-    task = ClassificationTask(comp, ["bowel"], TrainConfig(series_aggregation="max"))
+    prior = {**PRIOR, "liver_low": 0.125}
+    task = ClassificationTask(comp, ["bowel"], TrainConfig(series_aggregation="max"), prior)
     series = pd.DataFrame({"patient_id": [1, 1, 2], "series_id": [10, 11, 20], "bowel_healthy": [0.9, 0.6, 0.5],
                            "bowel_injury": [0.1, 0.4, 0.5]})
     sub = task.aggregate(series)
     assert list(sub.columns) == comp.SUBMISSION_COLUMNS
     assert sub.set_index("patient_id").loc[1, "bowel_injury"] == 0.4
-    assert sub.set_index("patient_id").loc[1, "liver_low"] == pytest.approx(1 / 3)  # absent head: uniform
+    assert sub.set_index("patient_id").loc[1, "liver_low"] == 0.125  # absent head: the training prior
     task.cfg.series_aggregation = "mean"
     assert task.aggregate(series).set_index("patient_id").loc[1, "bowel_injury"] == pytest.approx(0.25)
+
+
+def test_series_aggregation_is_checked():
+    with pytest.raises(ValueError, match="series_aggregation"):
+        ClassificationTask(comp, ["bowel"], TrainConfig(series_aggregation="median"), PRIOR)
+
+
+def test_tta_averages_the_image_and_its_flip():
+    class Lopsided(torch.nn.Module):  # injury logit = mean of the left half of the image
+        def forward(self, x):
+            return {"bowel": x[..., : x.shape[-1] // 2].mean(dim=(1, 2, 3, 4))[:, None]}
+
+    x = torch.zeros(1, 2, 1, 4, 4)
+    x[..., :2] = 3.0
+    with_tta = ClassificationTask(comp, ["bowel"], TrainConfig(tta=True), PRIOR).ensemble_probabilities([Lopsided()], x)
+    plain = ClassificationTask(comp, ["bowel"], TrainConfig(tta=False), PRIOR).ensemble_probabilities([Lopsided()], x)
+    assert float(plain["bowel"][0, 1]) == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item())
+    assert float(with_tta["bowel"][0, 1]) == pytest.approx((torch.sigmoid(torch.tensor(3.0)).item() + 0.5) / 2)
 
 
 def test_augment_keeps_shape_and_identity_without_randomness():
@@ -78,7 +103,11 @@ def test_train_all_folds_writes_oof_and_report(tiny_data, prepared, tmp_path, ca
     assert sorted(oof.patient_id) == sorted(pd.read_csv(tiny_data / "train.csv").patient_id)
     comp.validate_submission(oof, oof.patient_id)
     result = json.loads(report.read_text())
-    assert result["oof"] > 0 and result["oof_prior"] > 0 and "mAP" in result["oof_extra"]
+    labels = pd.read_csv(tiny_data / "train.csv")
+    assert result["oof"] == pytest.approx(comp.score(labels, oof).score)
+    prior = comp.constant_submission(oof.patient_id, comp.prior_probabilities(labels))
+    assert result["oof_prior"] == pytest.approx(comp.score(labels, prior).score)
+    assert set(result["oof_extra"]["average_precision"]) <= set(comp.PREDICTION_COLUMNS) and "mAP" in result["oof_extra"]
     assert "OOF score" in capsys.readouterr().out
     for fold in (0, 1):
         state = load_checkpoint(out / f"fold{fold}" / "best.pt")

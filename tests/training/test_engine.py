@@ -62,12 +62,12 @@ def test_interrupted_run_resumes_exactly(tmp_path):
         pd.read_csv(tmp_path / "full" / "summary.csv").val_score.tolist())
 
 
-def test_resuming_with_another_config_names_the_changed_keys(tmp_path, capsys):
+def test_resuming_with_another_config_names_the_changed_keys(tmp_path, caplog):
     Trainer(toy_model(), ToyTask(), toy_data(), None, config(tmp_path, epochs=1), tmp_path,
             config_yaml="train: {epochs: 1, lr: 0.01}\n").fit()
     Trainer(toy_model(), ToyTask(), toy_data(), None, config(tmp_path, epochs=2), tmp_path,
             config_yaml="train: {epochs: 2, lr: 0.01}\n").fit(resume=True)
-    assert "differs from the one it was trained with: train.epochs" in capsys.readouterr().out
+    assert "differs from the one it was trained with: train.epochs" in caplog.text
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, log_loss
+from sklearn.metrics import average_precision_score, precision_score, recall_score, log_loss
 
 from volslice.competitions.base import SubmissionError, check_patients, check_values
 
@@ -151,21 +151,16 @@ def extra_metrics(solution: pd.DataFrame, submission: pd.DataFrame, threshold: f
     sol = solution.set_index(ID_COLUMN).sort_index()
     sub = normalise_groups(submission.set_index(ID_COLUMN).loc[sol.index])
     injury_cols = [c for cols in GROUPS.values() for c in cols[1:]]
-    ap = {}
-    tp = fp = fn = 0
-    for col in injury_cols:
-        y, p = sol[col].to_numpy(), sub[col].to_numpy(dtype=float)
-        ap[col] = float(average_precision_score(y, p)) if y.any() else float("nan")
-        hit = p >= threshold
-        tp += int((hit & (y == 1)).sum())
-        fp += int((hit & (y == 0)).sum())
-        fn += int((~hit & (y == 1)).sum())
+    truth, probs = sol[injury_cols].to_numpy(), sub[injury_cols].to_numpy(dtype=float)
+    ap = {col: float(average_precision_score(truth[:, j], probs[:, j])) if truth[:, j].any() else float("nan")
+          for j, col in enumerate(injury_cols)}
     defined = [v for v in ap.values() if not np.isnan(v)]
+    hits = (probs >= threshold).ravel()
     return {
         "average_precision": ap,
         "mAP": float(np.mean(defined)) if defined else float("nan"),
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "precision": float(precision_score(truth.ravel(), hits, zero_division=0)),
+        "recall": float(recall_score(truth.ravel(), hits, zero_division=0)),
     }
 
 

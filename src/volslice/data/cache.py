@@ -10,6 +10,8 @@ presence means the series is complete and a rerun skips it. No torch here.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
 import resource
@@ -23,11 +25,11 @@ import pandas as pd
 
 from volslice.config import CacheConfig, WindowConfig, to_dict
 from volslice.data.geometry import MaskVolume, SliceGrid
-from volslice.dicom import ScannedSeries, Series, SeriesReadError, scan_series
+from volslice.data.layout import SPLITS, list_series
+from volslice.dicom import ScannedSeries, Series, SeriesReadError, read_series, scan_series, trace_files
 from volslice.io import atomic_save_npy, atomic_write_json
 
 AIR_HU = -1024.0
-SPLITS = ("train", "test")
 Z_MODES = ("keep", "count", "spacing")
 RESIZE_METHODS = ("area", "linear")
 MANIFEST_LIST_COLUMNS = ("z_mm", "instance_numbers", "crop")
@@ -47,20 +49,20 @@ class SeriesTask:
     mask_path: str | None
 
 
-def find_series(data_root) -> list[SeriesTask]:
-    """Every series folder under train_images/ and test_images/, with its mask if there is one."""
+def find_series(data_root, skipped: list | None = None) -> list[SeriesTask]:
+    """Every series folder under train_images/ and test_images/, with its mask if there is one.
+    Entries that are not patient or series folders are appended to ``skipped`` (SkippedEntry)."""
     root = Path(data_root)
     tasks = []
     for split in SPLITS:
-        images = root / f"{split}_images"
-        if not images.is_dir():
-            continue
-        for patient_dir in sorted(p for p in images.iterdir() if p.is_dir()):
-            for series_dir in sorted(p for p in patient_dir.iterdir() if p.is_dir()):
-                mask = next((root / "segmentations" / f"{series_dir.name}{ext}" for ext in (".nii.gz", ".nii")
-                             if (root / "segmentations" / f"{series_dir.name}{ext}").exists()), None)
-                tasks.append(SeriesTask(int(patient_dir.name), int(series_dir.name), split, str(series_dir),
-                                        None if mask is None else str(mask)))
+        folders, stray = list_series(root, split)
+        if skipped is not None:
+            skipped += stray
+        for folder in folders:
+            mask = next((root / "segmentations" / f"{folder.series_id}{ext}" for ext in (".nii.gz", ".nii")
+                         if (root / "segmentations" / f"{folder.series_id}{ext}").exists()), None)
+            tasks.append(SeriesTask(folder.patient_id, folder.series_id, split, str(folder.path),
+                                    None if mask is None else str(mask)))
     return tasks
 
 
@@ -236,6 +238,21 @@ def read_and_cache(series_dir, cfg: CacheConfig, mask: MaskVolume | None = None,
     return (*_cache_planes(scan.series(hu=None), crop, planes.__getitem__, cfg, mask), scan.problems)
 
 
+def read_for_prediction(series_dir, cfgs: list[CacheConfig], trace: str | None = None) -> dict:
+    """The windowed images of one raw series for each cache config (masks off), read once; what
+    inference feeds its models. Never raises for bad input: returns ``{"images": [...] or None,
+    "problems": [(file, reason), ...], "error": message or None}``. Meant to run in a reader
+    process (``parallel.imap_surviving_crashes``); ``trace`` as in ``process_series``."""
+    try:
+        with trace_files(trace) if trace else contextlib.nullcontext():
+            series = read_series(series_dir)
+            images = [cache_series(series, dataclasses.replace(cfg, masks=False))[0] for cfg in cfgs]
+    except (SeriesReadError, FileNotFoundError) as err:
+        return {"images": None, "problems": [], "error": str(err).splitlines()[0]}
+    dropped = [(p.file, p.reason) for p in series.problems if p.dropped]
+    return {"images": images, "problems": dropped, "error": None}
+
+
 def _decode_resized(scan: ScannedSeries, cfg: CacheConfig) -> tuple[tuple, dict]:
     """(crop, {source index: resized int16 plane}) for the sources the cached slices need."""
     n, shape, dtype = len(scan.entries), scan.shape, scan.hu_dtype
@@ -298,10 +315,11 @@ def _cache_planes(series: Series, crop, source_plane, cfg: CacheConfig, mask: Ma
 
 
 def process_series(task: SeriesTask, cfg: CacheConfig, out: Path, decoder: str = "auto",
-                   opencv_threads: int | None = None) -> dict:
+                   opencv_threads: int | None = None, trace: str | None = None) -> dict:
     """Cache one series (or skip it if done). Never raises for bad input: returns the failure.
 
     ``opencv_threads=1`` in a pool of worker processes: each process already has a core.
+    ``trace``: a file that each DICOM path is appended to before it is decoded (``trace_files``).
     """
     meta_path = out / "meta" / f"{task.series_id}.json"
     result = {"task": task, "status": "skipped", "slices": 0, "problems": []}
@@ -313,7 +331,8 @@ def process_series(task: SeriesTask, cfg: CacheConfig, out: Path, decoder: str =
         cv2.setNumThreads(opencv_threads)
     try:
         mask = MaskVolume(task.mask_path) if task.mask_path and cfg.masks else None
-        images, masks, meta, series_problems = read_and_cache(task.series_dir, cfg, mask, decoder)
+        with trace_files(trace) if trace else contextlib.nullcontext():
+            images, masks, meta, series_problems = read_and_cache(task.series_dir, cfg, mask, decoder)
     except SeriesReadError as err:
         result.update(status="failed", problems=[_problem(task, p.file, p.reason, "series skipped") for p in err.problems])
         return result
@@ -349,9 +368,10 @@ def peak_rss_mb() -> float:
 PROBLEM_COLUMNS = ["patient_id", "series_id", "file", "reason", "action"]
 
 
-def problem_row(patient_id: int, series_id: int, file, reason: str, action: str) -> dict:
-    """One row of problems.csv."""
-    return dict(zip(PROBLEM_COLUMNS, (int(patient_id), int(series_id), str(file), reason, action)))
+def problem_row(patient_id: int | None, series_id: int | None, file, reason: str, action: str) -> dict:
+    """One row of problems.csv (no ids for an entry that is not a series)."""
+    ids = tuple(None if v is None else int(v) for v in (patient_id, series_id))
+    return dict(zip(PROBLEM_COLUMNS, (*ids, str(file), reason, action)))
 
 
 def _problem(task: SeriesTask, file, reason: str, action: str) -> dict:

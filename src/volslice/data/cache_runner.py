@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import effective_n_jobs
 from tqdm import tqdm
 
 from volslice.config import CacheConfig, stamp_settings
@@ -24,6 +25,7 @@ from volslice.data.cache import (
     process_series,
 )
 from volslice.io import atomic_write_csv
+from volslice.parallel import WorkerCrash, imap_surviving_crashes
 
 class CacheConfigMismatch(RuntimeError):
     pass
@@ -94,26 +96,34 @@ def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, for
     if force:
         for meta in (out / "meta").glob("*.json"):
             meta.unlink()
-    all_tasks = find_series(data_root)
+    stray = []
+    all_tasks = find_series(data_root, stray)
     index, count = parse_shard(shard)
     tasks = [t for i, t in enumerate(sorted(all_tasks, key=lambda t: t.series_id)) if i % count == index]
     # series still to do, largest first, so that no long series starts last while the other workers
     # idle (finished series are not listed again: a rerun stays cheap)
     tasks.sort(key=lambda t: 0 if (out / "meta" / f"{t.series_id}.json").exists() else len(os.listdir(t.series_dir)),
                reverse=True)
-    summary = CacheSummary(problems=missing_listed_series(data_root, all_tasks) if index == 0 else [])
+    first_shard = index == 0  # listed by one shard only
+    summary = CacheSummary(problems=missing_listed_series(data_root, all_tasks) + [
+        problem_row(None, None, e.path, e.reason, "skipped") for e in stray] if first_shard else [])
     start = time.perf_counter()
-    opencv_threads = 1 if effective_n_jobs(cfg.workers) > 1 else None
-    jobs = (delayed(process_series)(t, cfg, out, decoder, opencv_threads) for t in tasks)
-    parallel = Parallel(n_jobs=cfg.workers, return_as="generator_unordered", batch_size=1)
-    for result in tqdm(parallel(jobs), total=len(tasks), desc="cache", unit="series", disable=not progress):
+    workers = effective_n_jobs(cfg.workers)
+    work = functools.partial(process_series, cfg=cfg, out=out, decoder=decoder,
+                             opencv_threads=1 if workers > 1 else None)
+    results = imap_surviving_crashes(work, tasks, workers)
+    for task, result in tqdm(results, total=len(tasks), desc="cache", unit="series", disable=not progress):
+        if isinstance(result, WorkerCrash):
+            result = {"status": "failed", "slices": 0, "problems": [problem_row(
+                task.patient_id, task.series_id, result.last_file or task.series_dir, result.reason, "series skipped")]}
         setattr(summary, result["status"], getattr(summary, result["status"]) + 1)
         summary.slices += result["slices"]
         summary.problems += result["problems"]
         summary.peak_worker_rss_mb = max(summary.peak_worker_rss_mb, result.get("peak_rss_mb", 0.0))
     summary.seconds = time.perf_counter() - start
     write_manifest(out, all_tasks)
-    atomic_write_csv(out / "problems.csv", pd.DataFrame(summary.problems, columns=PROBLEM_COLUMNS))
+    problems = pd.DataFrame(summary.problems, columns=PROBLEM_COLUMNS)
+    atomic_write_csv(out / "problems.csv", problems.astype({"patient_id": "Int64", "series_id": "Int64"}))
     return summary
 
 

@@ -50,6 +50,14 @@ def crop(image: np.ndarray, size: int, random: bool) -> np.ndarray:
     return np.ascontiguousarray(image[..., top : top + size, left : left + size])
 
 
+def sample_slices(volume: np.ndarray, n_slices: int, crop_size: int, context: int, train: bool):
+    """(model input (n_slices, C * (2 context + 1), crop, crop) uint8, the slice picks) from one
+    cached series: jittered picks and a random crop in training, uniform picks and the centre crop
+    otherwise. Validation, OOF and inference all prepare their input here."""
+    picks = select_slices(volume.shape[0], n_slices, train)
+    return crop(stack_slices(volume, picks, context), crop_size, train), picks
+
+
 class SeriesDataset(Dataset):
     """One item per cached series; targets from the patient's labels (both series share them).
 
@@ -76,8 +84,7 @@ class SeriesDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self.rows.iloc[index]
         volume = load_images(self.cache_dir, row)  # (z, c, h, w) memmap
-        picks = select_slices(volume.shape[0], self.n_slices, self.train)
-        image = crop(stack_slices(volume, picks, self.context), self.crop, self.train)
+        image, picks = sample_slices(volume, self.n_slices, self.crop, self.context, self.train)
         item = {"image": torch.from_numpy(image), "patient_id": int(row.patient_id),
                 "series_id": int(row.series_id)}
         if self.labels is not None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
+
+from volslice.config import FoldsConfig, stamp_settings, to_dict
+from volslice.io import atomic_write_csv
 
 # Stratification classes, most important first: a patient takes the first that applies.
 STRATA = ("extravasation", "bowel", "high", "low", "healthy")
@@ -42,3 +48,20 @@ def make_folds(labels: pd.DataFrame, series: pd.DataFrame, n_folds: int, seed: i
         patients.iloc[val, patients.columns.get_loc("fold")] = fold
     out = series[["patient_id", "series_id"]].merge(patients, on="patient_id", how="left")
     return out.sort_values(["fold", "patient_id", "series_id"]).reset_index(drop=True)
+
+
+def write_folds(data, out, cfg: FoldsConfig) -> pd.DataFrame | None:
+    """Folds of ``data``'s train.csv and train_series_meta.csv written to ``out``, with the settings
+    and the inputs' hashes recorded beside it (``OUT.config.yaml``, ``stamp_settings``). None where
+    ``out`` is already up to date: nothing is done."""
+    data, out = Path(data), Path(out)
+    inputs = [data / "train.csv", data / "train_series_meta.csv"]
+    record = {"folds": to_dict(cfg), "inputs_sha256": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                                                       for p in inputs}}
+    record_path = out.with_name(out.name + ".config.yaml")
+    if out.exists() and record_path.exists() and not stamp_settings(record_path, record):
+        return None
+    folds = make_folds(pd.read_csv(inputs[0]), pd.read_csv(inputs[1]), cfg.n_folds, cfg.seed)
+    atomic_write_csv(out, folds)
+    stamp_settings(record_path, record, force=True)
+    return folds

@@ -10,6 +10,8 @@ No torch here (workers stay light).
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from volslice.data.geometry import read_nifti
 from volslice.io import atomic_save_npy, atomic_write_csv
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -141,5 +145,5 @@ def prepare_volumes(sources: list[VolumeSource], cfg: PretrainConfig, out, progr
     failed = table[table.error != ""]
     atomic_write_csv(out / "failed.csv", failed)
     for row in failed.itertuples():
-        print(f"skipped {row.source}: {row.error}")
+        log.warning("skipped %s: %s", row.source, row.error)
     return table[table.error == ""].reset_index(drop=True)

@@ -45,13 +45,25 @@ def augment(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
 
 
 class ClassificationTask:
-    def __init__(self, comp, heads: list[str], cfg: TrainConfig, slice_heads: list[str] = (),
-                 slice_loss_weight: float = 0.0):
-        self.comp, self.heads, self.cfg = comp, list(heads), cfg
+    """The patient-level classification task, and the one place where predictions are made:
+    flip TTA (``train.tta``), the mean over fold models, the aggregation over a patient's series
+    (``train.series_aggregation``) and the fill for heads the model does not predict (``prior``,
+    the training labels' frequencies). Validation, OOF and inference (``Predictor``) all use it.
+    """
+
+    def __init__(self, comp, heads: list[str], cfg: TrainConfig, prior: dict[str, float],
+                 slice_heads: list[str] = (), slice_loss_weight: float = 0.0):
+        self.comp, self.heads, self.cfg, self.prior = comp, list(heads), cfg, dict(prior)
         self.slice_heads, self.slice_loss_weight = list(slice_heads), slice_loss_weight
+        if cfg.series_aggregation not in ("mean", "max"):
+            raise ValueError(f"train.series_aggregation must be mean or max, got {cfg.series_aggregation!r}")
 
     def head_columns(self) -> dict:
         return {h: self.comp.GROUPS[h] for h in self.heads}
+
+    @property
+    def predicted_columns(self) -> list[str]:
+        return [c for h in self.heads for c in self.comp.GROUPS[h]]
 
     def losses(self, outputs: dict, batch: dict, device) -> dict:
         """Per head: sample-weighted loss with the metric's weights of the true class."""
@@ -85,21 +97,32 @@ class ClassificationTask:
         return total, logs
 
     @torch.no_grad()
-    def predict(self, model, loader, device, progress: bool = False, tta: bool = False) -> pd.DataFrame:
-        """One row per series: patient_id, series_id and a probability per submission column."""
+    def ensemble_probabilities(self, models: list, x: torch.Tensor) -> dict:
+        """Head -> (batch, classes) on the CPU: the mean over ``models`` of each one's
+        probabilities, themselves the mean over the image and its horizontal flip with ``train.tta``."""
+        views = [x, x.flip(-1)] if self.cfg.tta else [x]
+        per_model = [self.probabilities(model(view)) for model in models for view in views]
+        return {h: torch.stack([p[h] for p in per_model]).mean(0) for h in self.heads}
+
+    def series_rows(self, models: list, x: torch.Tensor, patient_ids, series_ids) -> list[dict]:
+        """One row per series of the batch: patient_id, series_id and a probability per predicted column."""
+        probs = self.ensemble_probabilities(models, x)
+        rows = []
+        for i, (patient_id, series_id) in enumerate(zip(patient_ids, series_ids)):
+            row = {"patient_id": int(patient_id), "series_id": int(series_id)}
+            for head in self.heads:
+                row.update(zip(self.comp.GROUPS[head], probs[head][i].tolist()))
+            rows.append(row)
+        return rows
+
+    @torch.no_grad()
+    def predict(self, model, loader, device, progress: bool = False, models: list | None = None) -> pd.DataFrame:
+        """One row per series of ``loader`` (see ``series_rows``), by ``model`` (or the mean of ``models``)."""
+        models = models or [model]
         rows = []
         for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
             x = to_float(batch["image"], device)
-            probs = self.probabilities(model(x))
-            if tta:
-                flipped = self.probabilities(model(x.flip(-1)))
-                probs = {k: (v + flipped[k]) / 2 for k, v in probs.items()}
-            for i in range(len(x)):
-                row = {"patient_id": int(batch["patient_id"][i]), "series_id": int(batch["series_id"][i])}
-                for head in self.heads:
-                    for col, p in zip(self.comp.GROUPS[head], probs[head][i].tolist()):
-                        row[col] = p
-                rows.append(row)
+            rows += self.series_rows(models, x, batch["patient_id"].tolist(), batch["series_id"].tolist())
         return pd.DataFrame(rows)
 
     def probabilities(self, outputs: dict, keep_graph: bool = False) -> dict:
@@ -116,17 +139,14 @@ class ClassificationTask:
         return out
 
     def aggregate(self, series_predictions: pd.DataFrame) -> pd.DataFrame:
-        """Per patient (mean or max over its series), in submission format; absent heads get 1/k."""
+        """Per patient (``train.series_aggregation`` over its series), in submission format; the
+        columns of heads not predicted get the training prior."""
         frame = series_predictions.drop_duplicates("series_id")
-        columns = [c for h in self.heads for c in self.comp.GROUPS[h]]
-        how = self.cfg.series_aggregation
-        if how not in ("mean", "max"):
-            raise ValueError(f"train.series_aggregation must be mean or max, got {how!r}")
-        patients = frame.groupby("patient_id")[columns].agg(how).reset_index()
-        for group, cols in self.comp.GROUPS.items():
-            if group not in self.heads:
-                for col in cols:
-                    patients[col] = 1.0 / len(cols)
+        columns = self.predicted_columns
+        patients = frame.groupby("patient_id")[columns].agg(self.cfg.series_aggregation).reset_index()
+        for col in self.comp.PREDICTION_COLUMNS:
+            if col not in columns:
+                patients[col] = self.prior[col]
         return patients[self.comp.SUBMISSION_COLUMNS]
 
     def score_frame(self, submission: pd.DataFrame, solution: pd.DataFrame) -> dict:

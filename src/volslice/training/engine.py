@@ -10,6 +10,7 @@ needs, ``summary.csv``, a learning-curve PNG and rank-0 progress bars.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import time
@@ -28,6 +29,8 @@ from tqdm import tqdm
 
 from volslice.config import TrainConfig, changed_keys
 from volslice.io import atomic_path, atomic_write_csv, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 class Task(Protocol):
@@ -123,6 +126,17 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def model_weights(path) -> dict:
+    """The weights to predict with: a ``.safetensors`` file as it is, or a checkpoint's EMA weights
+    where it was trained with EMA, else its model weights."""
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    checkpoint = load_checkpoint(path)
+    return checkpoint["ema"] or checkpoint["model"]
+
+
 class Trainer:
     def __init__(self, model: torch.nn.Module, task: Task, train_set, val_set, cfg: TrainConfig, out_dir,
                  *, collate_fn=None, config_yaml: str = ""):
@@ -211,8 +225,8 @@ class Trainer:
         changed = changed_keys(yaml.safe_load(state["config"]), yaml.safe_load(self.config_yaml)) \
             if state.get("config") and self.config_yaml else []
         if changed and self.ctx.main:
-            print(f"warning: resuming {path} with a config that differs from the one it was trained with: "
-                  f"{', '.join(changed)} (delete {self.out} to start afresh)")
+            log.warning("resuming %s with a config that differs from the one it was trained with: %s "
+                        "(delete %s to start afresh)", path, ", ".join(changed), self.out)
         unwrap(self.model).load_state_dict(state["model"])
         if self.ema and state["ema"]:
             self.ema.module.load_state_dict(state["ema"])
@@ -229,7 +243,7 @@ class Trainer:
         if self.ctx.main and self.config_yaml:
             atomic_write_text(self.out / "config.yaml", self.config_yaml)
         if resume and self.resume() and self.ctx.main:
-            print(f"resumed from {self.out / 'last.pt'} after epoch {self.epoch} (step {self.step})")
+            log.info("resumed from %s after epoch %d (step %d)", self.out / "last.pt", self.epoch, self.step)
         while self.epoch < self.cfg.epochs:
             start = time.perf_counter()
             train_logs = self.train_epoch(self.epoch)
@@ -248,8 +262,8 @@ class Trainer:
             if self.ctx.main:
                 atomic_write_csv(self.out / "summary.csv", pd.DataFrame(self.history))
                 plot_history(self.history, self.out / "learning_curve.png")
-                print(f"epoch {self.epoch}/{self.cfg.epochs}: train loss {train_logs['train_loss']:.4f}, "
-                      f"val score {metrics['score']:.4f}{' (best)' if improved else ''}")
+                log.info("epoch %d/%d: train loss %.4f, val score %.4f%s", self.epoch, self.cfg.epochs,
+                         train_logs["train_loss"], metrics["score"], " (best)" if improved else "")
             self.ctx.barrier()
         return self.history
 

@@ -1,21 +1,16 @@
 """2D-VoCo self-supervised pretraining of the classifier's backbone on unlabeled volumes.
 
-    python -m volslice.pretrain --cache CACHE [--extra NIFTI_DIR ...] [--volumes DIR] [--config FILE]
-        [--resume] [key=value ...]
-    torchrun --nproc_per_node=N -m volslice.pretrain ...   (DDP; pretrain.train.batch_size is per process)
-
 Sources are the cached competition series (train and test; no labels are used; ``pretrain.use_cache``)
-and NIfTI volumes in HU (``--extra`` or ``pretrain.extra_dirs``). Each is prepared once into
-``--volumes`` (default ``pretrain.train.out_dir/volumes``). Writes to ``pretrain.train.out_dir``:
-config.yaml, last.pt, best.pt (lowest validation position loss), summary.csv (every loss, separately),
-learning_curve.png, and ``backbone.safetensors``: the student's 2D backbone, which fine-tuning loads
-with ``model.init=file model.weights=OUT/backbone.safetensors``.
+and NIfTI volumes in HU (``pretrain.extra_dirs``). Each is prepared once into a volumes folder
+(default ``pretrain.train.out_dir/volumes``). Writes to ``pretrain.train.out_dir``: config.yaml,
+last.pt, best.pt (lowest validation position loss), summary.csv (every loss, separately),
+learning_curve.png, and ``backbone.safetensors``: the student's 2D backbone, which fine-tuning
+loads with ``model.init=file model.weights=OUT/backbone.safetensors``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +25,8 @@ from volslice.pretraining.model import BACKBONE_PREFIX, build_voco
 from volslice.pretraining.task import VoCoTask
 from volslice.pretraining.volumes import list_sources, prepare_volumes
 from volslice.training.engine import DistContext, Trainer, load_checkpoint
+
+log = logging.getLogger(__name__)
 
 BACKBONE_FILE = "backbone.safetensors"
 
@@ -61,6 +58,8 @@ def check_backbone_loads(cfg: Config, path: Path) -> LoadReport:
 
 
 def pretrain(cfg: Config, cache: Path | None, volumes: Path | None = None, resume: bool = False) -> Path:
+    """Prepare the volumes, train the student and teacher on the shared Trainer, export the 2D
+    backbone; returns the output folder."""
     pcfg = cfg.pretrain
     out = Path(pcfg.train.out_dir)
     volumes = volumes or out / "volumes"
@@ -77,8 +76,8 @@ def pretrain(cfg: Config, cache: Path | None, volumes: Path | None = None, resum
     torch.manual_seed(pcfg.train.seed)
     model, note = build_voco(pcfg, cfg.model)
     if ctx.main:
-        print(f"pretraining {pcfg.encoder} VoCo on {len(train_paths)} volumes ({len(val_paths)} held out) "
-              f"of {len(sources)} sources; initial weights: {note}")
+        log.info("pretraining %s VoCo on %d volumes (%d held out) of %d sources; initial weights: %s",
+                 pcfg.encoder, len(train_paths), len(val_paths), len(sources), note)
     train_set = VoCoCropDataset(train_paths, pcfg.grid, pcfg.random_crops, train=True)
     val_set = VoCoCropDataset(val_paths, pcfg.grid, pcfg.random_crops, train=False, seed=pcfg.train.seed) \
         if val_paths else None
@@ -86,26 +85,7 @@ def pretrain(cfg: Config, cache: Path | None, volumes: Path | None = None, resum
     trainer.fit(resume=resume)
     if ctx.main and pcfg.encoder == "2d":
         count = export_backbone(out / "best.pt", out / BACKBONE_FILE)
-        print(f"exported {count} backbone tensors to {out / BACKBONE_FILE}")
-        print(f"loads into a fresh {cfg.model.backbone}: {check_backbone_loads(cfg, out / BACKBONE_FILE)}")
+        log.info("exported %d backbone tensors to %s", count, out / BACKBONE_FILE)
+        log.info("loads into a fresh %s: %s", cfg.model.backbone, check_backbone_loads(cfg, out / BACKBONE_FILE))
     ctx.barrier()
     return out
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path, help="cache folder from preprocess/01 (needed with pretrain.use_cache)")
-    parser.add_argument("--extra", type=Path, action="append", default=[], help="folder of unlabeled NIfTI volumes")
-    parser.add_argument("--volumes", type=Path, help="folder of prepared volumes (shared between runs)")
-    parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
-    parser.add_argument("--resume", action="store_true", help="continue from pretrain.train.out_dir/last.pt")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. pretrain.train.epochs=5")
-    args = parser.parse_args(argv)
-    cfg = load_config(*args.config, overrides=args.overrides)
-    cfg.pretrain.extra_dirs += [str(p) for p in args.extra]
-    pretrain(cfg, args.cache, args.volumes, args.resume)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

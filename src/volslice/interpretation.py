@@ -1,8 +1,5 @@
 """Which slices drive each organ's prediction? Gradient x input slice importance, as a figure.
 
-    python -m volslice.interpret --data ROOT --model RUN_DIR/fold0 --patient ID [--series ID]
-        [--split train|test] [--out slice_importance.png]
-
 For every head, the importance of slice s is the sum over its pixels of |x * d p(injury) / dx|,
 where p(injury) = 1 - p(healthy); each head's row is scaled to its maximum. The figure shows the
 selected slices as a strip with one importance row per head under it, the predicted injury
@@ -11,16 +8,17 @@ probability beside each row, and the model's attention weights too when it pools
 
 from __future__ import annotations
 
-import argparse
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from volslice import competitions
-from volslice.inference import load_model_group, model_input, series_folder
+from volslice.data.cache import cache_series
+from volslice.data.layout import series_folder
+from volslice.dicom import read_series
 from volslice.io import atomic_path
+from volslice.predictor import Predictor, fold_folders
 from volslice.training.classification import ClassificationTask
 
 
@@ -71,43 +69,18 @@ def plot_slice_importance(images: np.ndarray, importance: dict, injury: dict, pa
 def explain(data, model_dir, patient_id: int, series_id: int | None = None, split: str = "train",
             out="slice_importance.png") -> dict:
     """Figure for one series of a patient with the first fold model of ``model_dir`` (a fold folder
-    or a run folder). Returns the importance per head."""
-    model_dir = Path(model_dir)
-    run_dir, fold = (model_dir.parent, model_dir.name) if model_dir.name.startswith("fold") else (model_dir, None)
-    group = load_model_group(run_dir, torch.device("cpu"), folds=[fold] if fold else None)
-    model = group.models[0]
-    cfg = group.cfg
+    or a run folder), its input prepared by the Predictor as in inference. Returns the importance
+    per head."""
+    predictor = Predictor.load(fold_folders(model_dir)[0], torch.device("cpu"))
+    model, cfg = predictor.models[0], predictor.cfg
     folder = series_folder(Path(data), split, patient_id, series_id)
-    x, images = model_input(folder, cfg, torch.device("cpu"))
-    comp = competitions.get(cfg.competition)
-    task = ClassificationTask(comp, cfg.model.heads, cfg.train)
-    importance, injury = slice_importance(model, x, task)
+    x, images = predictor.model_input(cache_series(read_series(folder), replace(cfg.cache, masks=False))[0])
+    importance, injury = slice_importance(model, x, predictor.task)
     attention = None
     if cfg.model.pooling == "attention":
         with torch.no_grad():
             attention = model(x)["slice_weights"][0].numpy()
     plot_slice_importance(images[:, 0], importance, injury, out,
-                          title=f"patient {patient_id}, series {folder.name} ({run_dir.name}/{fold or 'fold0'})",
+                          title=f"patient {patient_id}, series {folder.name} ({Path(predictor.folder).name})",
                           attention=attention)
     return importance
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--model", type=Path, required=True, help="a run folder or one of its fold folders")
-    parser.add_argument("--patient", type=int, required=True)
-    parser.add_argument("--series", type=int)
-    parser.add_argument("--split", default="train", choices=["train", "test"])
-    parser.add_argument("--out", type=Path, default=Path("slice_importance.png"))
-    args = parser.parse_args(argv)
-    importance = explain(args.data, args.model, args.patient, args.series, args.split, args.out)
-    for head, values in importance.items():
-        top = np.argsort(values)[::-1][:3]
-        print(f"{head:<14} most important slices {top.tolist()}")
-    print(f"figure written to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

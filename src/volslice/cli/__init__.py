@@ -1,0 +1,36 @@
+"""The ``volslice`` command: one subcommand per pipeline step.
+
+    volslice synthetic | cache | folds | baseline | pretrain | train | infer | score | interpret | bundle
+
+Each subcommand's module parses its arguments and calls the library; nothing here is imported by
+the library. Modules import the library inside ``run``, so ``volslice --help`` stays fast.
+The numbered ``preprocess/NN_*.py`` scripts call the same subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS = ("synthetic", "cache", "folds", "baseline", "pretrain", "train", "infer", "score", "interpret", "bundle")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="volslice", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"volslice.cli.{name}")
+        command = sub.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run, parser=command)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Parse ``argv`` (default: the command line) and run the subcommand; returns its exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    return args.run(args)

@@ -1,0 +1,37 @@
+"""A folder to upload as a Kaggle dataset, so that the inference notebook runs with no internet.
+
+    volslice bundle --models RUN_DIR [RUN_DIR ...] --out BUNDLE [--python-version 3.11]
+        [--platform manylinux2014_x86_64] [--with-torch]
+
+BUNDLE/wheels/        the project as a wheel and every runtime dependency as wheels for the target
+                      Python (torch, torchvision and timm only with --with-torch: Kaggle's images
+                      ship them, and the CUDA builds are several GB)
+BUNDLE/requirements.txt  what the notebook installs: pip install --no-index --find-links BUNDLE/wheels
+                      -r BUNDLE/requirements.txt
+BUNDLE/models/<run>/fold<k>/  model.safetensors (the best checkpoint's weights, EMA where used),
+                      config.yaml and prior.json -- no pickles
+BUNDLE/inference.ipynb
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--models", nargs="+", type=Path, required=True, help="training output folders")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--python-version", help="target Python, e.g. 3.11 (default: this one)")
+    parser.add_argument("--platform", help="target wheel platform, e.g. manylinux2014_x86_64")
+    parser.add_argument("--with-torch", action="store_true", help="also bundle torch, torchvision and timm")
+
+
+def run(args) -> int:
+    from volslice.bundle import build
+
+    out = build(args.models, args.out, python_version=args.python_version, platform=args.platform,
+                with_torch=args.with_torch)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
+    print(f"Kaggle bundle written to {out} ({size:.0f} MB); upload it as a dataset and set the notebook's "
+          "INSTALL_FROM_BUNDLE = True and BUNDLE_DIR to its path")
+    return 0

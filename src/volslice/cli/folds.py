@@ -1,0 +1,37 @@
+"""Patient-grouped, label-stratified folds -> CSV with a `fold` column, one row per series (step 02).
+
+    volslice folds --data ROOT --out folds.csv [--config FILE] [key=value ...]
+
+Writes OUT and the settings that made it beside it (OUT.config.yaml); a rerun with the same labels
+and config does nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="competition data root")
+    parser.add_argument("--out", type=Path, required=True, help="folds CSV to write")
+    parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. folds.n_folds=5")
+
+
+def run(args) -> int:
+    from volslice.config import load_config
+    from volslice.data.folds import write_folds
+
+    cfg = load_config(*args.config, overrides=args.overrides).folds
+    try:
+        folds = write_folds(args.data, args.out, cfg)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if folds is None:
+        print(f"{args.out} is up to date; nothing to do")
+        return 0
+    counts = folds.drop_duplicates("patient_id").groupby(["fold", "stratum"]).size().unstack(fill_value=0)
+    print(f"{cfg.n_folds} folds written to {args.out}\n{counts.to_string()}")
+    return 0

@@ -1,0 +1,33 @@
+"""Self-supervised pretraining of the classifier's backbone (2D-VoCo) on unlabeled volumes.
+
+    volslice pretrain --cache CACHE [--extra NIFTI_DIR ...] [--volumes DIR] [--config FILE] [--resume]
+        [key=value ...]
+    torchrun --nproc_per_node=N -m volslice pretrain ...   (DDP; pretrain.train.batch_size is per process)
+
+Writes pretrain.train.out_dir/: config.yaml, last.pt, best.pt, summary.csv, learning_curve.png and
+backbone.safetensors, which fine-tuning loads with model.init=file model.weights=OUT/backbone.safetensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--cache", type=Path, help="cache folder from step 01 (needed with pretrain.use_cache)")
+    parser.add_argument("--extra", type=Path, action="append", default=[], help="folder of unlabeled NIfTI volumes")
+    parser.add_argument("--volumes", type=Path, help="folder of prepared volumes (shared between runs)")
+    parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
+    parser.add_argument("--resume", action="store_true", help="continue from pretrain.train.out_dir/last.pt")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. pretrain.train.epochs=5")
+
+
+def run(args) -> int:
+    from volslice.config import load_config
+    from volslice.pretraining.run import pretrain
+
+    cfg = load_config(*args.config, overrides=args.overrides)
+    cfg.pretrain.extra_dirs += [str(p) for p in args.extra]
+    out = pretrain(cfg, args.cache, args.volumes, args.resume)
+    print(f"pretraining written to {out}")
+    return 0

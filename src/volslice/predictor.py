@@ -1,0 +1,143 @@
+"""One prediction path: a trained run's fold models with the settings they were validated with.
+
+A ``Predictor`` is rebuilt from what a run folder holds: each fold's weights (``best.pt``, EMA
+where trained with it, or an exported ``model.safetensors``), the ``config.yaml`` saved beside them
+and ``prior.json`` (the fold's training label frequencies). From the config it takes the cache
+settings, the slice sampling and crop, the flip TTA, the aggregation over a patient's series and,
+from the prior, the fill for the heads the model does not predict. OOF prediction, ``volslice
+infer``, the notebook and ``volslice interpret`` all go through it, so the same model on the same
+patient gives the same row whichever of them runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from volslice import competitions
+from volslice.config import Config, load_config
+from volslice.data.dataset import sample_slices
+from volslice.io import atomic_write_json
+from volslice.models.build import build_classifier
+from volslice.training.classification import ClassificationTask, to_float
+from volslice.training.engine import model_weights, to_channels_last
+
+log = logging.getLogger(__name__)
+
+PRIOR_FILE = "prior.json"
+WEIGHT_FILES = ("best.pt", "model.safetensors")
+
+
+def input_channels(cfg: Config) -> int:
+    """Channels of one model input slice: the cached windows times the 2.5D context slices."""
+    return len(cfg.cache.windows) * (2 * cfg.model.context + 1)
+
+
+def save_prior(folder, prior: dict) -> None:
+    """The training labels' frequencies, the fill for heads a model does not predict."""
+    atomic_write_json(Path(folder) / PRIOR_FILE, prior)
+
+
+def fold_folders(folder) -> list[Path]:
+    """The fold folders of a run (or of a bundle's model folder); a fold folder is its own list."""
+    folder = Path(folder)
+    if any((folder / name).exists() for name in WEIGHT_FILES):
+        return [folder]
+    folds = sorted(p for p in folder.glob("fold*") if any((p / name).exists() for name in WEIGHT_FILES))
+    if not folds:
+        raise FileNotFoundError(f"no fold*/best.pt or fold*/model.safetensors under {folder}")
+    return folds
+
+
+@dataclass
+class Predictor:
+    """The fold models of one run, their config, the task that predicts with them and a weight in
+    an ensemble of runs."""
+
+    cfg: Config
+    models: list
+    task: ClassificationTask
+    weight: float = 1.0
+    folder: str = ""
+
+    @classmethod
+    def load(cls, folder, device, weight: float = 1.0) -> "Predictor":
+        """Every fold of a run folder, or the one fold of a fold folder, on ``device`` in eval mode."""
+        folds = fold_folders(folder)
+        cfgs = [load_config(f / "config.yaml") for f in folds]
+        cfg = cfgs[0]
+        comp = competitions.get(cfg.competition)
+        models = []
+        for fold in folds:
+            model, _ = build_classifier(cfg.model, input_channels(cfg), comp, initialise=False)
+            model.load_state_dict(model_weights(next(fold / n for n in WEIGHT_FILES if (fold / n).exists())))
+            model = model.to(device).eval()
+            models.append(to_channels_last(model) if cfg.train.channels_last else model)
+        priors = [_read_prior(f, comp) for f in folds]
+        prior = {col: float(np.mean([p[col] for p in priors])) for col in comp.PREDICTION_COLUMNS}
+        task = ClassificationTask(comp, cfg.model.heads, cfg.train, prior)
+        return cls(cfg, models, task, weight, str(folder))
+
+    @property
+    def comp(self):
+        return self.task.comp
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.models[0].parameters()).device
+
+    def model_input(self, images: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """(model input (1, S, C, H, W) on the device, its uint8 slices) from one cached series
+        (z, C, H, W), sampled as in validation."""
+        slices, _ = sample_slices(images, self.cfg.train.n_slices, self.cfg.train.crop, self.cfg.model.context,
+                                  train=False)
+        return to_float(torch.from_numpy(slices)[None], self.device), slices
+
+    def series_rows(self, images: np.ndarray, patient_id: int, series_id: int) -> list[dict]:
+        """The row of one cached series (see ``ClassificationTask.series_rows``)."""
+        x, _ = self.model_input(images)
+        return self.task.series_rows(self.models, x, [patient_id], [series_id])
+
+    def predict_loader(self, loader, progress: bool = False) -> pd.DataFrame:
+        """Series rows for a loader of ``SeriesDataset(train=False)`` items."""
+        return self.task.predict(None, loader, self.device, progress, models=self.models)
+
+    def patient_rows(self, series_rows: pd.DataFrame) -> pd.DataFrame:
+        """Submission rows, one per patient of ``series_rows``."""
+        return self.task.aggregate(series_rows)
+
+
+def _read_prior(fold: Path, comp) -> dict:
+    path = fold / PRIOR_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    log.warning("%s has no %s: heads it does not predict get the sample submission's values", fold, PRIOR_FILE)
+    return comp.sample_submission([0]).iloc[0][comp.PREDICTION_COLUMNS].astype(float).to_dict()
+
+
+def ensemble(predictors: list[Predictor], submissions: list[pd.DataFrame]) -> pd.DataFrame:
+    """The weighted mean of several runs' submissions, column by column over the runs that predict
+    it (a column no run predicts: the weighted mean of their fills). One run: its submission."""
+    comp = predictors[0].comp
+    ids = submissions[0][comp.ID_COLUMN]
+    frames = [s.set_index(comp.ID_COLUMN).loc[ids] for s in submissions]
+    out = pd.DataFrame({comp.ID_COLUMN: ids.to_numpy()})
+    for col in comp.PREDICTION_COLUMNS:
+        voters = [i for i, p in enumerate(predictors) if col in p.task.predicted_columns] or range(len(predictors))
+        weights = np.array([predictors[i].weight for i in voters])
+        values = np.stack([frames[i][col].to_numpy(float) for i in voters])
+        out[col] = (weights[:, None] * values).sum(0) / weights.sum()
+    return out[comp.SUBMISSION_COLUMNS]
+
+
+def ensemble_prior(predictors: list[Predictor]) -> dict:
+    """The weighted mean of the runs' priors: the row of a patient none of whose series is readable."""
+    total = sum(p.weight for p in predictors)
+    return {c: sum(p.weight * p.task.prior[c] for p in predictors) / total
+            for c in predictors[0].comp.PREDICTION_COLUMNS}

@@ -1,0 +1,142 @@
+"""k-fold training of the slice-sequence classifier, its OOF predictions and the OOF score.
+
+Each fold writes to ``train.out_dir/fold<K>/``: config.yaml, prior.json, last.pt, best.pt,
+summary.csv, learning_curve.png and oof.csv. The OOF rows are made by the same ``Predictor`` that
+inference uses, loaded from the fold folder, so they estimate the submission.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from volslice import competitions
+from volslice.config import CacheConfig, Config, changed_keys, load_config, to_yaml
+from volslice.data.cache import cache_config_fingerprint, load_manifest
+from volslice.data.dataset import SeriesDataset
+from volslice.io import atomic_write_csv, update_json
+from volslice.models.build import build_classifier
+from volslice.predictor import Predictor, input_channels, save_prior
+from volslice.training.classification import ClassificationTask
+from volslice.training.engine import DistContext, Trainer, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def adopt_cache_settings(cfg: Config, cache: Path) -> Config:
+    """``cfg`` with the cache settings the cache folder was made with (its config.yaml), so that
+    the run's saved config makes inference window and resize raw series as training saw them."""
+    record = cache / "config.yaml"
+    if not record.exists():
+        return cfg
+    made_with = OmegaConf.merge(OmegaConf.structured(CacheConfig), yaml.safe_load(record.read_text()))
+    cached = replace(OmegaConf.to_object(made_with), workers=cfg.cache.workers)
+    differ = changed_keys(cache_config_fingerprint(cfg.cache), cache_config_fingerprint(cached))
+    if differ:
+        log.warning("%s was made with other cache settings than the config's (%s): the run records the "
+                    "cache's, which inference will use", cache, ", ".join(differ))
+    return replace(cfg, cache=cached)
+
+
+def fold_datasets(cfg: Config, comp, data: Path, cache: Path, folds: pd.DataFrame, fold: int):
+    """(train set, validation set or None, task, input channels) of one fold (-1: every patient)."""
+    manifest = load_manifest(cache)
+    manifest = manifest[manifest.split == "train"].merge(folds[["series_id", "fold"]], on="series_id", how="inner")
+    if manifest.empty:
+        raise ValueError(f"no cached train series of {cache} appear in the folds file")
+    labels = pd.read_csv(data / "train.csv")
+    image_labels = pd.read_csv(data / "image_level_labels.csv") if (data / "image_level_labels.csv").exists() else None
+    train_rows = manifest if fold == -1 else manifest[manifest.fold != fold]
+    val_rows = manifest[manifest.fold == fold]
+    prior = comp.prior_probabilities(labels[labels.patient_id.isin(train_rows.patient_id)])
+    task = ClassificationTask(comp, cfg.model.heads, cfg.train, prior, slice_heads=list(comp.IMAGE_LEVEL_INJURIES),
+                              slice_loss_weight=cfg.model.slice_loss_weight)
+    slice_heads = comp.IMAGE_LEVEL_COLUMNS if cfg.model.slice_loss_weight > 0 else None
+    common = dict(heads=task.head_columns(), labels=labels, image_labels=image_labels, slice_heads=slice_heads,
+                  n_slices=cfg.train.n_slices, crop=cfg.train.crop, context=cfg.model.context)
+    train_set = SeriesDataset(cache, train_rows, train=True, **common)
+    val_set = SeriesDataset(cache, val_rows, train=False, **common) if len(val_rows) else None
+    task.bind_solution(labels)  # the metric derives its weights from the true classes
+    channels = int(manifest.channels.iloc[0]) * (2 * cfg.model.context + 1)
+    if channels != input_channels(cfg):
+        raise ValueError(f"{cache} holds {int(manifest.channels.iloc[0])} windows per slice, the config "
+                         f"{len(cfg.cache.windows)}")
+    return train_set, val_set, task, channels
+
+
+def train_fold(cfg: Config, data: Path, cache: Path, folds: pd.DataFrame, fold: int, resume: bool) -> Path:
+    """Train one fold; write its OOF predictions where it has validation patients."""
+    comp = competitions.get(cfg.competition)
+    out = Path(cfg.train.out_dir) / f"fold{fold}"
+    torch.manual_seed(cfg.train.seed)
+    train_set, val_set, task, in_chans = fold_datasets(cfg, comp, data, cache, folds, fold)
+    model, report = build_classifier(cfg.model, in_chans, comp)
+    ctx = DistContext.from_env()
+    if ctx.main:
+        if report:
+            log.info("initial weights: %s", report)
+        log.info("fold %d: %d train series, %d validation series", fold, len(train_set), len(val_set or []))
+        save_prior(out, task.prior)
+    trainer = Trainer(model, task, train_set, val_set, cfg.train, out, config_yaml=to_yaml(cfg))
+    trainer.fit(resume=resume)
+    if val_set is not None and ctx.main:
+        write_oof(out, val_set)
+    ctx.barrier()
+    return out
+
+
+def write_oof(fold_dir: Path, val_set: SeriesDataset) -> pd.DataFrame:
+    """The best checkpoint's predictions for the fold's own patients, in submission format, made
+    by the Predictor that inference loads from the same folder."""
+    predictor = Predictor.load(fold_dir, resolve_device(load_config(fold_dir / "config.yaml").train.device,
+                                                         DistContext()))
+    loader = torch.utils.data.DataLoader(val_set, batch_size=predictor.cfg.train.batch_size,
+                                         num_workers=predictor.cfg.train.workers)
+    submission = predictor.patient_rows(predictor.predict_loader(loader))
+    atomic_write_csv(fold_dir / "oof.csv", submission)
+    return submission
+
+
+def combine_oof(cfg: Config, data: Path, n_folds: int, report: Path | None = None) -> dict | None:
+    """Every fold's oof.csv into ``train.out_dir/oof.csv`` and its score beside the constant prior's
+    on the same patients (recorded in ``report``); None until every fold has its OOF."""
+    comp = competitions.get(cfg.competition)
+    root = Path(cfg.train.out_dir)
+    parts = [root / f"fold{k}" / "oof.csv" for k in range(n_folds)]
+    if not all(p.exists() for p in parts):
+        return None
+    oof = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
+    atomic_write_csv(root / "oof.csv", oof)
+    labels = pd.read_csv(data / "train.csv")
+    solution = labels[labels.patient_id.isin(oof.patient_id)]
+    result = comp.score(solution, oof)
+    prior = comp.score(solution, comp.constant_submission(oof.patient_id, comp.prior_probabilities(labels)))
+    summary = dict(oof=result.score, oof_groups=result.group_losses, oof_prior=prior.score,
+                   oof_prior_groups=prior.group_losses, oof_extra=comp.extra_metrics(solution, oof),
+                   oof_patients=len(oof))
+    if report:
+        update_json(report, **{k: v for k, v in summary.items() if k != "oof_patients"})
+    return summary
+
+
+def train_folds(cfg: Config, data: Path, cache: Path, folds_file: Path, chosen: list[int] | None = None,
+                resume: bool = False, report: Path | None = None) -> dict | None:
+    """Train the ``chosen`` folds (default: all, in turn) and, once every fold has its OOF, score it."""
+    cfg = adopt_cache_settings(cfg, Path(cache))
+    folds = pd.read_csv(folds_file)
+    n_folds = int(folds.fold.max()) + 1
+    chosen = list(range(n_folds)) if chosen is None else chosen
+    bad = [f for f in chosen if f != -1 and not 0 <= f < n_folds]
+    if bad:
+        raise ValueError(f"folds {bad}: {folds_file} has folds 0..{n_folds - 1} (or -1 for all data)")
+    for fold in chosen:
+        train_fold(cfg, Path(data), Path(cache), folds, fold, resume)
+    if DistContext.from_env().main:
+        return combine_oof(cfg, Path(data), n_folds, report)
+    return None
