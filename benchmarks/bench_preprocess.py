@@ -13,8 +13,8 @@ within-round ratio to the floor, so that the host's drifting speed (about 2x ove
 shared machine) hits every row alike:
 - plain baseline: one process, pydicom reads each file, sort by position, soft-tissue window,
   one PNG per slice (cv2.imwrite) -- what most public notebooks do;
-- decode floor: dicomsdl reads every file on all workers (the header fields the reader needs, and
-  the pixels decoded into a reused buffer) and does nothing else (series handed out largest first,
+- decode floor: every file read on all workers as the reader reads it (the header fields it needs,
+  the pixels decoded: RLE by pylibjpeg-rle, other syntaxes by dicomsdl into a reused buffer) and does nothing else (series handed out largest first,
   as the cache step does, so that neither gains from scheduling);
 - volslice 01: the cache step end to end (default config: 256 px, 96 slices, one window); the same
   without masks, with ``cache.resize=linear``, and with three windows and all slices kept.
@@ -46,7 +46,7 @@ from joblib import Parallel, delayed
 from volslice.config import PROJECT_ROOT, CacheConfig, WindowConfig, load_config
 from volslice.data.cache import SeriesTask, find_series, process_series
 from volslice.data.cache_runner import run_cache
-from volslice.dicom import list_dicom_files, open_dicom, read_series
+from volslice.dicom import RleFile, decode_rle, list_dicom_files, open_dicom, read_series
 
 
 def make_data(root: Path, patients: int, workers: int) -> None:
@@ -92,16 +92,20 @@ def plain_baseline(series_dirs, out: Path) -> int:
 
 
 def _decode_series(series_dir) -> int:
-    """The floor for one series: dicomsdl opens each file (with the header fields the reader needs)
-    and decodes it into a reused buffer, as the cache step does: the fastest dicomsdl call
-    (``pixelData()`` returns a new array per slice, whose fresh pages cost time)."""
+    """The floor for one series: each file opened with the header fields the reader needs and its
+    pixels decoded as the reader decodes them, and nothing else: RLE by pylibjpeg-rle (the reader
+    never hands RLE to dicomsdl, whose RLE decoder a damaged file kills), the other syntaxes by
+    dicomsdl into a reused buffer (its fastest call)."""
     files = list_dicom_files(series_dir)
     buffers = {}
     for f in files:
-        _, dataset = open_dicom(f, "dicomsdl")
-        info = dataset.getPixelDataInfo()
+        header, source = open_dicom(f, "dicomsdl")
+        if isinstance(source, RleFile):
+            decode_rle(source.path, header)
+            continue
+        info = source.getPixelDataInfo()
         key = (info["Rows"], info["Cols"], info["dtype"])
-        dataset.copyFrameData(0, buffers.setdefault(key, np.empty(key[:2], key[2])))
+        source.copyFrameData(0, buffers.setdefault(key, np.empty(key[:2], key[2])))
     return len(files)
 
 
@@ -211,7 +215,7 @@ def main(argv=None) -> int:
     linear = load_config(overrides=[f"cache.workers={args.workers}", "cache.resize=linear"]).cache
     out = args.work / "cache"
     parallel_rows = {
-        f"decode floor (dicomsdl, {args.workers} workers, decode only)": lambda: decode_floor(series_dirs, args.workers),
+        f"decode floor ({args.workers} workers, decode only)": lambda: decode_floor(series_dirs, args.workers),
         **{f"{label}, {args.workers} workers": (lambda cfg=cfg: run_cache(data, out, cfg, progress=False).slices)
            for label, cfg in (
                (f"volslice 01, default config ({default.size} px, {default.n_slices} slices, 1 window)", default),

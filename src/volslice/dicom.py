@@ -30,6 +30,7 @@ HEADER_KEYS = (
     "SOPInstanceUID", "RescaleSlope", "RescaleIntercept", "BitsAllocated", "BitsStored", "PixelRepresentation",
     "PhotometricInterpretation", "SliceThickness",
 )
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}  # uncompressed
 REQUIRED_KEYS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
 
@@ -147,7 +148,7 @@ class ScannedSeries(_SliceGeometry):
         if target.dtype == np.int16 and not isinstance(source, np.ndarray) and _fast_path(header):
             _decode_in_place(source, header, target)
             return
-        stored = _pixels(source, path)
+        stored = _pixels(source, path, header)
         if stored.shape != target.shape:
             raise DicomReadError(f"pixel array of shape {stored.shape} does not match Rows x Columns")
         if self.pixel_fix is not None:
@@ -256,7 +257,7 @@ def to_hu(stored: np.ndarray, header: dict) -> np.ndarray:
 def read_dicom(path, decoder: str = "auto") -> tuple[dict, np.ndarray]:
     """(header, stored pixel values) of one file. decoder: auto | dicomsdl | pydicom."""
     header, source = open_dicom(path, decoder)
-    return header, _pixels(source, path)
+    return header, _pixels(source, path, header)
 
 
 def open_dicom(path, decoder: str = "auto"):
@@ -292,28 +293,90 @@ def dicomsdl_can_open(path) -> tuple[bool, str]:
     process aborts (free(): double free); opening an uncompressed file cut short inside its pixel
     data is a segmentation fault. So only files that start like DICOM (the ``DICM`` magic after the
     128-byte preamble) and whose uncompressed pixel data fits in the file reach it; the others go to
-    pydicom, which raises a Python error for them.
+    pydicom, which raises a Python error for them. (Its RLE decoder is not used at all: see
+    ``decode_rle``.)
     """
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(HEAD_BYTES)
+    try:
+        _locate_pixel_data(head, size)
+    except DicomReadError as err:
+        return False, str(err)
+    return True, ""
+
+
+def _locate_pixel_data(data: bytes, size: int) -> tuple[int, int]:
+    """(offset of the main PixelData element's value, its length: UNDEFINED_LENGTH when
+    encapsulated) in ``data``, the first bytes of a file of ``size`` bytes; DicomReadError where
+    the file does not start like DICOM or its pixel data cannot fit."""
     if size == 0:
-        return False, "empty file (0 bytes)"
-    if size < 132 or head[128:132] != b"DICM":
-        return False, "no DICM magic after the 128-byte preamble"
-    start, found = 132, False
+        raise DicomReadError("empty file (0 bytes)")
+    if size < 132 or data[128:132] != b"DICM":
+        raise DicomReadError("no DICM magic after the 128-byte preamble")
+    start, found = 132, None
     while True:  # every PixelData element in the head (an icon's comes first), jumping over values
-        at = head.find(PIXEL_DATA_TAG, start)
-        if at < 0 or at + 12 > len(head):
-            return found, "" if found else "no pixel data element in the first 64 KiB"
-        explicit = head[at + 4:at + 6] in (b"OB", b"OW")
-        length = int.from_bytes(head[at + 8:at + 12] if explicit else head[at + 4:at + 8], "little")
+        at = data.find(PIXEL_DATA_TAG, start)
+        if at < 0 or at + 12 > len(data):
+            if found is None:
+                raise DicomReadError("no pixel data element in the first 64 KiB")
+            return found
+        explicit = data[at + 4:at + 6] in (b"OB", b"OW")
+        length = int.from_bytes(data[at + 8:at + 12] if explicit else data[at + 4:at + 8], "little")
+        value = at + (12 if explicit else 8)
         if length == UNDEFINED_LENGTH:
-            return True, ""
-        end = at + (12 if explicit else 8) + length
-        if end > size:
-            return False, f"pixel data truncated: {length} bytes announced, the file ends {end - size} bytes short"
-        start, found = end, True
+            return value, length
+        if value + length > size:
+            raise DicomReadError(f"pixel data truncated: {length} bytes announced, the file ends "
+                                 f"{value + length - size} bytes short")
+        start, found = value + length, (value, length)
+
+
+@dataclass(frozen=True)
+class RleFile:
+    """The pixel source of an RLE Lossless file: decoded by ``decode_rle`` when needed."""
+
+    path: str
+
+
+ITEM_TAG, SEQUENCE_END_TAG = b"\xfe\xff\x00\xe0", b"\xfe\xff\xdd\xe0"
+
+
+def decode_rle(path, header: dict) -> np.ndarray:
+    """Stored values of a single-frame RLE Lossless file, decoded by pylibjpeg-rle.
+
+    dicomsdl's RLE decoder corrupts the heap on a damaged segment (free(): invalid next size, then
+    SIGABRT; found by the fuzzer in ``volslice.synthetic.damage``); pylibjpeg-rle, written in Rust,
+    raises a Python error instead, and it is faster. The fragments are read from the file here."""
+    from rle.utils import decode_frame
+
+    data = Path(path).read_bytes()
+    position, length = _locate_pixel_data(data, len(data))
+    if length != UNDEFINED_LENGTH:
+        raise DicomReadError("RLE pixel data that is not encapsulated")
+    fragments, first = [], True
+    while True:
+        if position + 8 > len(data):
+            raise DicomReadError("encapsulated pixel data truncated (no sequence delimiter)")
+        tag, size = data[position:position + 4], int.from_bytes(data[position + 4:position + 8], "little")
+        position += 8
+        if tag == SEQUENCE_END_TAG:
+            break
+        if tag != ITEM_TAG or position + size > len(data):
+            raise DicomReadError("malformed or truncated encapsulated pixel data")
+        if not first:  # the first item is the basic offset table
+            fragments.append(data[position:position + size])
+        first, position = False, position + size
+    bits = int(header.get("BitsAllocated") or 16)
+    rows, columns = int(header["Rows"]), int(header["Columns"])
+    try:
+        decoded = decode_frame(b"".join(fragments), rows * columns, bits, "<")
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # noqa: BLE001  (a Rust panic arrives as pyo3's PanicException, a BaseException)
+        raise DicomReadError(f"RLE: {type(err).__name__}: {err}") from None
+    signed = int(header.get("PixelRepresentation") or 0) == 1
+    return np.frombuffer(decoded, f"<{'i' if signed else 'u'}{bits // 8}").reshape(rows, columns)
 
 
 def _open_dicomsdl(path):
@@ -328,14 +391,19 @@ def _open_dicomsdl(path):
     if element.tag() == 0:  # checked first: dicomsdl crashes on pixelData() without the element
         raise DicomReadError("no pixel data")
     native_bytes = header["Rows"] * header["Columns"] * ((header["BitsAllocated"] or 16) // 8)
-    if str(dset.TransferSyntaxUID) in NATIVE_SYNTAXES and element.length() < native_bytes:
+    syntax = str(dset.TransferSyntaxUID)
+    if syntax == RLE_LOSSLESS:
+        return header, RleFile(str(path))
+    if syntax in NATIVE_SYNTAXES and element.length() < native_bytes:
         raise DicomReadError(f"pixel data truncated: {element.length()} bytes, expected {native_bytes}")
     return header, dset
 
 
-def _pixels(source, path) -> np.ndarray:
+def _pixels(source, path, header: dict) -> np.ndarray:
     if isinstance(source, np.ndarray):
         return source
+    if isinstance(source, RleFile):
+        return decode_rle(source.path, header)
     try:
         pixels = source.pixelData(storedvalue=True)
     except Exception as err:  # noqa: BLE001  (a corrupt frame: retry with pydicom, else report)
@@ -506,11 +574,17 @@ def _fast_path(header: dict) -> bool:
             and header.get("PhotometricInterpretation", "MONOCHROME2") != "MONOCHROME1")
 
 
-def _decode_in_place(dset, header: dict, target: np.ndarray) -> None:
-    info_dtype = np.dtype(dset.getPixelDataInfo()["dtype"])
-    if info_dtype.itemsize != 2:
-        raise DicomReadError(f"unexpected pixel dtype {info_dtype}")
-    dset.copyFrameData(0, target.view(info_dtype))
+def _decode_in_place(source, header: dict, target: np.ndarray) -> None:
+    if isinstance(source, RleFile):
+        stored = decode_rle(source.path, header)
+        if stored.dtype.itemsize != 2:
+            raise DicomReadError(f"unexpected pixel dtype {stored.dtype}")
+        target.view(stored.dtype)[...] = stored
+    else:
+        info_dtype = np.dtype(source.getPixelDataInfo()["dtype"])
+        if info_dtype.itemsize != 2:
+            raise DicomReadError(f"unexpected pixel dtype {info_dtype}")
+        source.copyFrameData(0, target.view(info_dtype))
     bits_stored = int(header.get("BitsStored") or 16)
     if int(header.get("PixelRepresentation") or 0) == 1 and bits_stored < 16:
         shift = 16 - bits_stored
