@@ -48,7 +48,7 @@ def pretrain(work: Path, config: Path, seed: int, sources: str) -> Path:
     out = work / f"seed{seed}" / f"pretrain_{sources}"
     if not (out / "backbone.safetensors").exists():
         extra = ["--extra", work / "data" / "extra_unlabeled"] if sources == "series_extra" else []
-        run("-m", "volslice.pretrain", "--cache", work / "cache", *extra, "--volumes", work / "voco_volumes",
+        run("-m", "volslice", "pretrain", "--cache", work / "cache", *extra, "--volumes", work / "voco_volumes",
             "--config", config, "--resume", f"pretrain.train.out_dir={out}", f"pretrain.train.seed={seed}")
     return out / "backbone.safetensors"
 
@@ -56,7 +56,7 @@ def pretrain(work: Path, config: Path, seed: int, sources: str) -> Path:
 def finetune(work: Path, config: Path, seed: int, name: str, overrides: list[str]) -> Path:
     out = work / f"seed{seed}" / name
     if not (out / "oof.csv").exists():
-        run("-m", "volslice.train", "--data", work / "data", "--cache", work / "cache", "--folds", work / "folds.csv",
+        run("-m", "volslice", "train", "--data", work / "data", "--cache", work / "cache", "--folds", work / "folds.csv",
             "--config", config, "--resume", f"train.out_dir={out}", f"train.seed={seed}", *overrides)
     return out / "oof.csv"
 

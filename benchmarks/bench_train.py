@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from volslice import competitions
 from volslice.config import load_config
 from volslice.models.build import build_classifier
-from volslice.train import fold_datasets
+from volslice.training.cross_validation import fold_datasets
 from volslice.training.engine import to_channels_last
 
 

@@ -6,6 +6,7 @@ import subprocess
 import pandas as pd
 import pytest
 
+from volslice.competitions import rsna2023 as comp
 from volslice.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,9 @@ def test_make_demo_generates_then_reuses_data(tmp_path):
     work, subs = tmp_path / "work", tmp_path / "subs"
     out = make("demo", f"WORK={work}", f"CONFIG={config}", f"SUBMISSIONS={subs}")
     report = json.loads((work / "report.json").read_text())
-    assert isinstance(report["prior_baseline"], float) and report["prior_baseline"] > 0
+    solution = pd.read_csv(work / "data" / "test_solution.csv")
+    assert report["prior_baseline"] == pytest.approx(comp.score(solution, pd.read_csv(subs / "prior_baseline.csv")).score)
+    assert report["test"] == pytest.approx(comp.score(solution, pd.read_csv(subs / "demo_ensemble.csv")).score)
     assert f"prior baseline score {report['prior_baseline']:.4f}" in out
     manifest = pd.read_csv(work / "cache" / "manifest.csv")
     assert len(manifest) == len(pd.read_csv(work / "data" / "train_series_meta.csv")) + len(

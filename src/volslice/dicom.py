@@ -425,10 +425,14 @@ def _read_pydicom(path) -> tuple[dict, np.ndarray]:
                 raise DicomReadError("no pixel data")
             header = {key: _plain(ds.get(key)) for key in HEADER_KEYS}
             return header, ds.pixel_array
+        except (KeyboardInterrupt, SystemExit):
+            raise
         except Exception as err:
             if caught:
                 raise DicomReadError(f"{type(err).__name__}: {err} ({caught[0].message})") from err
             raise
+        except BaseException as err:  # a Rust decoder's panic (pylibjpeg-rle) arrives as a BaseException
+            raise DicomReadError(f"{type(err).__name__}: {err}") from None
 
 
 def _starts_without_preamble(path) -> bool:

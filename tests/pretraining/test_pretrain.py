@@ -75,7 +75,7 @@ def test_3d_variant_runs_the_same_pretext_and_exports_no_2d_backbone(tmp_path):
 def test_pretraining_under_torchrun_with_two_processes(tiny_data, cache, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
-           "-m", "volslice.pretrain", "--cache", str(cache), *SMALL, "pretrain.train.epochs=2",
+           "-m", "volslice", "pretrain", "--cache", str(cache), *SMALL, "pretrain.train.epochs=2",
            "pretrain.train.batch_size=2", f"pretrain.train.out_dir={out}"]
     result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
