@@ -178,6 +178,8 @@ def test_kaggle_bundle_installs_offline_into_an_empty_venv(tiny_data, trained, t
     python = venv / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(bundle / "wheels"),
                     "-r", str(bundle / "requirements.txt")], check=True, env=env, timeout=600)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--find-links",
+                    str(bundle / "wheels"), "volslice"], check=True, env=env, timeout=600)
     series_dir = sorted((tiny_data / "test_images").glob("*/*"))[0]
     code = ("import sys, volslice.dicom as d, volslice.data.cache as c; s = d.read_series(sys.argv[1]); "
             "print(s.hu.shape, 'torch' in sys.modules)")

@@ -67,7 +67,7 @@ def build(models: list, out: Path, *, python_version: str | None = None, platfor
     subprocess.run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(PROJECT_ROOT)],
                    check=True)
     requirements = runtime_requirements(with_torch)
-    atomic_write_text(out / "requirements.txt", "\n".join(requirements + ["volslice"]) + "\n")
+    atomic_write_text(out / "requirements.txt", "\n".join(requirements) + "\n")  # volslice: --no-deps
     target = []
     if python_version:
         target += ["--python-version", python_version, "--implementation", "cp"]
