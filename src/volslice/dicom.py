@@ -44,8 +44,11 @@ _trace_fd: int | None = None  # where each file is named before a decoder touche
 @contextmanager
 def trace_files(path):
     """Append each file's path to ``path`` before it is opened or decoded, unbuffered, so that the
-    file a native crash died on can be named afterwards (``parallel.run_alone``)."""
+    file a native crash died on can be named afterwards (``parallel.run_alone``). None: no trace."""
     global _trace_fd
+    if path is None:
+        yield
+        return
     _trace_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         yield

@@ -44,12 +44,17 @@ def save_prior(folder, prior: dict) -> None:
     atomic_write_json(Path(folder) / PRIOR_FILE, prior)
 
 
+def weight_file(fold: Path) -> Path | None:
+    """A fold folder's weights: a training checkpoint, else an exported safetensors file."""
+    return next((fold / name for name in WEIGHT_FILES if (fold / name).exists()), None)
+
+
 def fold_folders(folder) -> list[Path]:
     """The fold folders of a run (or of a bundle's model folder); a fold folder is its own list."""
     folder = Path(folder)
-    if any((folder / name).exists() for name in WEIGHT_FILES):
+    if weight_file(folder):
         return [folder]
-    folds = sorted(p for p in folder.glob("fold*") if any((p / name).exists() for name in WEIGHT_FILES))
+    folds = sorted(p for p in folder.glob("fold*") if weight_file(p))
     if not folds:
         raise FileNotFoundError(f"no fold*/best.pt or fold*/model.safetensors under {folder}")
     return folds
@@ -70,13 +75,12 @@ class Predictor:
     def load(cls, folder, device, weight: float = 1.0) -> "Predictor":
         """Every fold of a run folder, or the one fold of a fold folder, on ``device`` in eval mode."""
         folds = fold_folders(folder)
-        cfgs = [load_config(f / "config.yaml") for f in folds]
-        cfg = cfgs[0]
+        cfg = load_config(folds[0] / "config.yaml")  # the folds of a run share it
         comp = competitions.get(cfg.competition)
         models = []
         for fold in folds:
             model, _ = build_classifier(cfg.model, input_channels(cfg), comp, initialise=False)
-            model.load_state_dict(model_weights(next(fold / n for n in WEIGHT_FILES if (fold / n).exists())))
+            model.load_state_dict(model_weights(weight_file(fold)))
             model = model.to(device).eval()
             models.append(to_channels_last(model) if cfg.train.channels_last else model)
         priors = [_read_prior(f, comp) for f in folds]

@@ -12,7 +12,7 @@ import volslice.data.cache_runner as cache_runner
 from volslice.config import CacheConfig
 from volslice.data.cache import process_series
 from volslice.data.cache_runner import run_cache
-from volslice.dicom import DicomReadError, dicomsdl_can_open, read_series
+from volslice.dicom import dicomsdl_can_open, read_series
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 CFG = CacheConfig(size=32, z_mode="count", n_slices=8, workers=2)

@@ -10,7 +10,6 @@ presence means the series is complete and a rerun skips it. No torch here.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -244,11 +243,11 @@ def read_for_prediction(series_dir, cfgs: list[CacheConfig], trace: str | None =
     "problems": [(file, reason), ...], "error": message or None}``. Meant to run in a reader
     process (``parallel.imap_surviving_crashes``); ``trace`` as in ``process_series``."""
     try:
-        with trace_files(trace) if trace else contextlib.nullcontext():
+        with trace_files(trace):
             series = read_series(series_dir)
             images = [cache_series(series, dataclasses.replace(cfg, masks=False))[0] for cfg in cfgs]
     except (SeriesReadError, FileNotFoundError) as err:
-        return {"images": None, "problems": [], "error": str(err).splitlines()[0]}
+        return {"images": None, "problems": [], "error": " ".join(line.strip() for line in str(err).splitlines())}
     dropped = [(p.file, p.reason) for p in series.problems if p.dropped]
     return {"images": images, "problems": dropped, "error": None}
 
@@ -331,7 +330,7 @@ def process_series(task: SeriesTask, cfg: CacheConfig, out: Path, decoder: str =
         cv2.setNumThreads(opencv_threads)
     try:
         mask = MaskVolume(task.mask_path) if task.mask_path and cfg.masks else None
-        with trace_files(trace) if trace else contextlib.nullcontext():
+        with trace_files(trace):
             images, masks, meta, series_problems = read_and_cache(task.series_dir, cfg, mask, decoder)
     except SeriesReadError as err:
         result.update(status="failed", problems=[_problem(task, p.file, p.reason, "series skipped") for p in err.problems])

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volslice.config import Config, load_config, to_yaml
+from volslice.config import Config, to_yaml
 from volslice.io import atomic_path
 from volslice.models.sequence import create_backbone
 from volslice.models.weights import LoadReport, load_backbone

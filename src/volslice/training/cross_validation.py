@@ -17,7 +17,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from volslice import competitions
-from volslice.config import CacheConfig, Config, changed_keys, load_config, to_yaml
+from volslice.config import CacheConfig, Config, changed_keys, to_yaml
 from volslice.data.cache import cache_config_fingerprint, load_manifest
 from volslice.data.dataset import SeriesDataset
 from volslice.io import atomic_write_csv, update_json
@@ -86,16 +86,15 @@ def train_fold(cfg: Config, data: Path, cache: Path, folds: pd.DataFrame, fold: 
     trainer = Trainer(model, task, train_set, val_set, cfg.train, out, config_yaml=to_yaml(cfg))
     trainer.fit(resume=resume)
     if val_set is not None and ctx.main:
-        write_oof(out, val_set)
+        write_oof(out, val_set, resolve_device(cfg.train.device, ctx))
     ctx.barrier()
     return out
 
 
-def write_oof(fold_dir: Path, val_set: SeriesDataset) -> pd.DataFrame:
+def write_oof(fold_dir: Path, val_set: SeriesDataset, device) -> pd.DataFrame:
     """The best checkpoint's predictions for the fold's own patients, in submission format, made
     by the Predictor that inference loads from the same folder."""
-    predictor = Predictor.load(fold_dir, resolve_device(load_config(fold_dir / "config.yaml").train.device,
-                                                         DistContext()))
+    predictor = Predictor.load(fold_dir, device)
     loader = torch.utils.data.DataLoader(val_set, batch_size=predictor.cfg.train.batch_size,
                                          num_workers=predictor.cfg.train.workers)
     submission = predictor.patient_rows(predictor.predict_loader(loader))
