@@ -44,6 +44,8 @@ def imap_surviving_crashes(function: Callable, items: Iterable, workers: int,
     while pending:
         in_flight = {}
         broken = None
+        # a pool of its own (joblib's shared one restarts when its settings differ): starting it
+        # costs about a second, once per call
         with ProcessPoolExecutor(max_workers=workers) as executor:
             while (pending or in_flight) and broken is None:
                 try:
