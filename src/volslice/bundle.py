@@ -29,6 +29,7 @@ KAGGLE_PROVIDED = {"torch", "torchvision", "timm"}
 
 
 def runtime_requirements(with_torch: bool) -> list[str]:
+    """The pinned lines of requirements.txt that inference needs (no test tools; torch only on request)."""
     lines = []
     for line in (PROJECT_ROOT / "requirements.txt").read_text().splitlines():
         line = line.strip()
@@ -60,6 +61,7 @@ def export_models(run_dir: Path, out: Path) -> list[Path]:
 
 def build(models: list, out: Path, *, python_version: str | None = None, platform: str | None = None,
           with_torch: bool = False) -> Path:
+    """Write the Kaggle bundle to ``out``: wheels, requirements, every run's exported folds, the notebook."""
     out = Path(out)
     wheels = out / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)

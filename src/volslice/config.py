@@ -18,6 +18,7 @@ from volslice.io import atomic_write_text
 
 @dataclass
 class SyntheticConfig:
+    """The synthetic dataset (step 00)."""
     train_patients: int = 64
     test_patients: int = 16
     extra_unlabeled: int = 8
@@ -34,6 +35,7 @@ class SyntheticConfig:
 
 @dataclass
 class WindowConfig:
+    """One intensity window, cached as one uint8 channel."""
     name: str = "soft_tissue"
     level: float = 50.0
     width: float = 400.0
@@ -41,6 +43,7 @@ class WindowConfig:
 
 @dataclass
 class CacheConfig:
+    """The cache step (step 01): crop, resize, z sampling, windows, masks."""
     size: int = 256
     windows: list[WindowConfig] = field(default_factory=lambda: [WindowConfig()])
     body_crop: bool = True
@@ -55,12 +58,14 @@ class CacheConfig:
 
 @dataclass
 class FoldsConfig:
+    """The folds (step 02)."""
     n_folds: int = 5
     seed: int = 42
 
 
 @dataclass
 class ModelConfig:
+    """The slice-sequence classifier and its initial weights."""
     backbone: str = "efficientnet_lite0"
     init: str = "imagenet"  # scratch | imagenet | file
     weights: str = ""  # init=file: a state dict / safetensors / pretraining checkpoint
@@ -78,6 +83,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """The training loop, shared by fine-tuning and pretraining (``pretrain.train``)."""
     out_dir: str = "work/runs/default"
     n_slices: int = 48
     crop: int = 192  # random crop in training, centre crop in validation
@@ -141,6 +147,7 @@ class PretrainConfig:
 
 @dataclass
 class Config:
+    """Every stage's settings; what each run saves as config.yaml."""
     competition: str = "rsna2023"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -169,14 +176,17 @@ def load_config(*files, overrides=()) -> Config:
 
 
 def to_yaml(cfg) -> str:
+    """The config as YAML text."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
 def to_dict(cfg) -> dict:
+    """The config as plain nested dicts and lists."""
     return OmegaConf.to_container(OmegaConf.structured(cfg))
 
 
 def save_config(cfg, path) -> None:
+    """Write the config as YAML atomically."""
     atomic_write_text(path, to_yaml(cfg))
 
 

@@ -77,6 +77,7 @@ class SeriesReadError(Exception):
 
 @dataclass(frozen=True)
 class SliceProblem:
+    """A file that was dropped from a series (``dropped``), or a warning about the series."""
     file: str
     reason: str
     dropped: bool = True  # False: a warning about the series (e.g. a gap), nothing removed

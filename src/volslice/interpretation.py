@@ -38,6 +38,7 @@ def slice_importance(model, x: torch.Tensor, task: ClassificationTask) -> tuple[
 
 def plot_slice_importance(images: np.ndarray, importance: dict, injury: dict, path, title: str = "",
                           attention: np.ndarray | None = None) -> None:
+    """The selected slices as a strip with one importance row per head under it, saved as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")

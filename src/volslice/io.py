@@ -30,24 +30,29 @@ def atomic_path(path, suffix: str = ""):
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
     atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def atomic_save_npy(path, array: np.ndarray) -> None:
+    """Save ``array`` as .npy, atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
 
 
 def atomic_write_csv(path, frame, **kwargs) -> None:
+    """Write ``frame`` as CSV (no index by default), atomically."""
     kwargs.setdefault("index", False)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, **kwargs)

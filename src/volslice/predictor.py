@@ -90,10 +90,12 @@ class Predictor:
 
     @property
     def comp(self):
+        """The competition the run was trained for."""
         return self.task.comp
 
     @property
     def device(self) -> torch.device:
+        """Where the models are."""
         return next(self.models[0].parameters()).device
 
     def model_input(self, images: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:

@@ -78,7 +78,15 @@ def test_shapes(sequence, pooling):
 def test_single_organ_mode_has_one_head():
     model = SliceSequenceModel(backbone="resnet10t", heads=(HeadSpec("liver", 3),))
     assert set(model(torch.randn(1, 3, 1, 32, 32))) == {"liver"}
-    assert len(RSNA2023_HEADS) == 5
+
+
+def test_default_heads_are_the_competition_groups():
+    from volslice.competitions import rsna2023 as comp
+
+    out = SliceSequenceModel(backbone="resnet10t")(torch.randn(1, 2, 1, 32, 32))
+    assert {h.name for h in RSNA2023_HEADS} == set(out) == set(comp.GROUPS)
+    for name, columns in comp.GROUPS.items():  # a binary group has one logit, the others one per class
+        assert out[name].shape == (1, 1 if len(columns) == 2 else len(columns))
 
 
 def test_bad_options_are_named():

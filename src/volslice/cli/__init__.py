@@ -18,6 +18,7 @@ COMMANDS = ("synthetic", "cache", "folds", "baseline", "pretrain", "train", "inf
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``volslice`` parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="volslice", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 def add_arguments(parser) -> None:
+    """The subcommand's arguments."""
     parser.add_argument("--data", type=Path, required=True, help="competition data root")
     parser.add_argument("--competition", default="rsna2023")
     parser.add_argument("--submission", type=Path, default=Path("submissions/prior_baseline.csv"))
@@ -20,6 +21,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the subcommand with parsed ``args``; returns the exit status."""
     from volslice import competitions
     from volslice.evaluation import prior_baseline, score_if_labelled
     from volslice.io import atomic_write_csv, update_json

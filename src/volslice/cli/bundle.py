@@ -19,6 +19,7 @@ from pathlib import Path
 
 
 def add_arguments(parser) -> None:
+    """The subcommand's arguments."""
     parser.add_argument("--models", nargs="+", type=Path, required=True, help="training output folders")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--python-version", help="target Python, e.g. 3.11 (default: this one)")
@@ -27,6 +28,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the subcommand with parsed ``args``; returns the exit status."""
     from volslice.bundle import build
 
     out = build(args.models, args.out, python_version=args.python_version, platform=args.platform,

@@ -14,6 +14,7 @@ import sys
 
 
 def add_arguments(parser) -> None:
+    """The subcommand's arguments."""
     parser.add_argument("--data", required=True, help="competition data root")
     parser.add_argument("--out", required=True, help="cache folder")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
@@ -25,6 +26,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the subcommand with parsed ``args``; returns the exit status."""
     from volslice.config import flag_overrides, load_config
     from volslice.data.cache_runner import CacheConfigMismatch, run_cache
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 def add_arguments(parser) -> None:
+    """The subcommand's arguments."""
     parser.add_argument("--data", type=Path, required=True, help="competition data root")
     parser.add_argument("--out", type=Path, required=True, help="folds CSV to write")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
@@ -20,6 +21,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the subcommand with parsed ``args``; returns the exit status."""
     from volslice.config import load_config
     from volslice.data.folds import write_folds
 

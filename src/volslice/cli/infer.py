@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 def add_arguments(parser) -> None:
+    """The subcommand's arguments."""
     parser.add_argument("--data", type=Path, required=True, help="competition data root (test_images/ ...)")
     parser.add_argument("--models", nargs="+", required=True, help="run folders, fold folders or bundle model folders")
     parser.add_argument("--weights", nargs="+", type=float, help="one weight per model folder")
@@ -26,6 +27,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the subcommand with parsed ``args``; returns the exit status."""
     import json
 
     from volslice.inference import predict_to_file

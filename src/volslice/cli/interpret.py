@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 def add_arguments(parser) -> None:
+    """The subcommand's arguments."""
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True, help="a run folder or one of its fold folders")
     parser.add_argument("--patient", type=int, required=True)
@@ -19,6 +20,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the subcommand with parsed ``args``; returns the exit status."""
     import numpy as np
 
     from volslice.interpretation import explain

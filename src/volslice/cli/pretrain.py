@@ -14,6 +14,7 @@ from pathlib import Path
 
 
 def add_arguments(parser) -> None:
+    """The subcommand's arguments."""
     parser.add_argument("--cache", type=Path, help="cache folder from step 01 (needed with pretrain.use_cache)")
     parser.add_argument("--extra", type=Path, action="append", default=[], help="folder of unlabeled NIfTI volumes")
     parser.add_argument("--volumes", type=Path, help="folder of prepared volumes (shared between runs)")
@@ -23,6 +24,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the subcommand with parsed ``args``; returns the exit status."""
     from volslice.config import load_config
     from volslice.pretraining.run import pretrain
 

@@ -12,6 +12,7 @@ import sys
 
 
 def add_arguments(parser) -> None:
+    """The subcommand's arguments."""
     parser.add_argument("--competition", default="rsna2023")
     parser.add_argument("--solution", required=True, help="CSV with the true labels")
     parser.add_argument("--submission", required=True, help="CSV in the competition's submission format")
@@ -19,6 +20,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the subcommand with parsed ``args``; returns the exit status."""
     import pandas as pd
 
     from volslice import competitions

@@ -22,6 +22,7 @@ FLAGS = {
 
 
 def add_arguments(parser) -> None:
+    """The subcommand's arguments."""
     parser.add_argument("--out", required=True, help="dataset root to write")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
     parser.add_argument("--train-patients", type=int)
@@ -38,6 +39,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the subcommand with parsed ``args``; returns the exit status."""
     from volslice.config import flag_overrides, load_config
     from volslice.synthetic.generate import generate
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 
 def add_arguments(parser) -> None:
+    """The subcommand's arguments."""
     parser.add_argument("--data", type=Path, required=True, help="competition data root (train.csv, ...)")
     parser.add_argument("--cache", type=Path, required=True, help="cache folder from step 01")
     parser.add_argument("--folds", type=Path, required=True, help="folds CSV from step 02")
@@ -29,6 +30,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the subcommand with parsed ``args``; returns the exit status."""
     from volslice.config import load_config
     from volslice.training.cross_validation import train_folds
 

@@ -16,10 +16,12 @@ __all__ = ["SubmissionError", "get", "names"]
 
 
 def names() -> list[str]:
+    """The registered competitions."""
     return sorted(_MODULES)
 
 
 def get(name: str) -> ModuleType:
+    """The competition module registered as ``name``."""
     if name not in _MODULES:
         raise KeyError(f"unknown competition {name!r}; known: {names()}")
     return importlib.import_module(_MODULES[name])

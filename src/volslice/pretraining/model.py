@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 from torch import nn
 
 from volslice.config import ModelConfig, PretrainConfig
+from volslice.data.dataset import select_slices
 from volslice.models.build import LOCAL_IMAGENET, load_imagenet
 from volslice.models.sequence import create_backbone
 
 BACKBONE_PREFIX = "student.encoder.backbone."
-
-
-def equispaced(depth: int, count: int) -> np.ndarray:
-    return np.rint(np.linspace(0, depth - 1, min(count, depth))).astype(int)
 
 
 class SliceCropEncoder(nn.Module):
@@ -40,7 +36,7 @@ class SliceCropEncoder(nn.Module):
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         b, k, d, h, w = crops.shape
-        picks = torch.as_tensor(equispaced(d, self.slices), device=crops.device)
+        picks = torch.as_tensor(select_slices(d, min(self.slices, d), jitter=False), device=crops.device)
         x = crops.index_select(2, picks).reshape(-1, 1, h, w)
         features = self.backbone.forward_features(x).flatten(1)
         return features.view(b, k, len(picks), -1).float().mean(dim=2)

@@ -8,18 +8,8 @@ import torch
 
 from volslice.config import PretrainConfig
 from volslice.pretraining.voco import ema_update, position_loss, regularisation_loss, voco_logits
-from volslice.training.classification import to_float
+from volslice.training.classification import intensity_jitter, to_float
 from volslice.training.engine import unwrap
-
-
-def intensity_jitter(x: torch.Tensor, amount: float) -> torch.Tensor:
-    """Random contrast and brightness per volume (the same for all its crops)."""
-    if amount <= 0:
-        return x
-    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    scale = 1 + (torch.rand(shape, device=x.device) * 2 - 1) * amount
-    shift = (torch.rand(shape, device=x.device) * 2 - 1) * amount
-    return x * scale + shift
 
 
 def voco_losses(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, n_bases: int) -> dict:
@@ -48,6 +38,9 @@ def voco_losses(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tens
 
 
 class VoCoTask:
+    """The 2D-VoCo pretext as a Trainer task: position, inter-volume and regularisation losses
+    on student/teacher crop features; the teacher follows the student after every step."""
+
     def __init__(self, cfg: PretrainConfig):
         self.cfg = cfg
         self.n_bases = cfg.grid * cfg.grid
@@ -55,6 +48,7 @@ class VoCoTask:
                         "regularisation": cfg.regularisation_weight}
 
     def train_loss(self, model, batch, device):
+        """The weighted sum of the three VoCo losses for a batch of volumes' crops, each logged."""
         crops = intensity_jitter(to_float(batch["crops"], device), self.cfg.train.intensity)
         student, teacher = model(crops)
         losses = voco_losses(student, teacher, batch["labels"].to(device), self.n_bases)
@@ -62,6 +56,7 @@ class VoCoTask:
         return total, {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
 
     def after_step(self, model) -> None:
+        """Move the teacher towards the student (EMA with ``pretrain.momentum``)."""
         voco = unwrap(model)
         ema_update(voco.teacher, voco.student, self.cfg.momentum)
 

@@ -1,6 +1,6 @@
 """The VoCo pretext (position prediction by base-crop contrast), as in 2D-VoCo: the crop geometry,
 overlap labels, logits, losses and the momentum teacher. Pure functions, shared by the 2D and 3D
-variants; the pretraining loop itself is not built yet.
+variants; the pretraining task (``task.py``) runs them on the shared Trainer.
 
 Boxes are in-plane, in coordinates normalised to the resized volume: (x0, y0, x1, y1) in [0, 1].
 """
@@ -16,13 +16,6 @@ def base_crop_boxes(n: int) -> np.ndarray:
     """(n*n, 4) boxes of an n x n grid that tiles the plane exactly (row-major)."""
     edges = np.linspace(0.0, 1.0, n + 1)
     return np.array([[edges[c], edges[r], edges[c + 1], edges[r + 1]] for r in range(n) for c in range(n)])
-
-
-def random_crop_boxes(count: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(count, 4) boxes of a base crop's size at random positions inside the plane."""
-    size = 1.0 / n
-    corners = rng.uniform(0.0, 1.0 - size, size=(count, 2))
-    return np.concatenate([corners, corners + size], axis=1)
 
 
 def overlap_labels(random_boxes: np.ndarray, base_boxes: np.ndarray) -> np.ndarray:

@@ -25,6 +25,17 @@ def to_float(images: torch.Tensor, device) -> torch.Tensor:
     return (images.to(device, non_blocking=True).float() / 255.0 - MEAN) / STD
 
 
+def intensity_jitter(x: torch.Tensor, amount: float) -> torch.Tensor:
+    """Random contrast and brightness per sample (the same for all its slices or crops): x * (1 + u) + v,
+    u and v uniform in [-amount, amount]."""
+    if amount <= 0:
+        return x
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    scale = 1 + (torch.rand(shape, device=x.device) * 2 - 1) * amount
+    shift = (torch.rand(shape, device=x.device) * 2 - 1) * amount
+    return x * scale + shift
+
+
 def augment(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Random flips, small rotations and contrast/brightness, per sample, in one batched op on x's device.
     The same transform applies to every slice of a sample."""
@@ -39,9 +50,7 @@ def augment(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     grid = F.affine_grid(theta, (b, s * c, h, w), align_corners=False)
     fill = -MEAN / STD  # black outside the rotated image
     x = F.grid_sample(x.reshape(b, s * c, h, w) - fill, grid, align_corners=False, padding_mode="zeros") + fill
-    scale = 1 + (torch.rand(b, 1, 1, 1, device=device) * 2 - 1) * cfg.intensity
-    shift = (torch.rand(b, 1, 1, 1, device=device) * 2 - 1) * cfg.intensity
-    return (x * scale + shift).reshape(b, s, c, h, w)
+    return intensity_jitter(x, cfg.intensity).reshape(b, s, c, h, w)
 
 
 class ClassificationTask:
@@ -59,10 +68,12 @@ class ClassificationTask:
             raise ValueError(f"train.series_aggregation must be mean or max, got {cfg.series_aggregation!r}")
 
     def head_columns(self) -> dict:
+        """Head -> its submission columns."""
         return {h: self.comp.GROUPS[h] for h in self.heads}
 
     @property
     def predicted_columns(self) -> list[str]:
+        """The submission columns this model's heads predict."""
         return [c for h in self.heads for c in self.comp.GROUPS[h]]
 
     def losses(self, outputs: dict, batch: dict, device) -> dict:
@@ -82,6 +93,7 @@ class ClassificationTask:
         return out
 
     def train_loss(self, model, batch, device):
+        """Augmented batch -> the mean of the heads' losses (+ the weighted slice loss)."""
         x = augment(to_float(batch["image"], device), self.cfg)
         outputs = model(x)
         losses = self.losses(outputs, batch, device)
@@ -150,6 +162,7 @@ class ClassificationTask:
         return patients[self.comp.SUBMISSION_COLUMNS]
 
     def score_frame(self, submission: pd.DataFrame, solution: pd.DataFrame) -> dict:
+        """Metric of a submission frame on the solution's patients (its own groups only in single-organ mode)."""
         solution = solution[solution.patient_id.isin(submission.patient_id)]
         result = self.comp.score(solution, submission)
         metrics = {"score": result.score, **{f"loss_{k}": v for k, v in result.group_losses.items()}}
@@ -158,9 +171,11 @@ class ClassificationTask:
         return metrics
 
     def bind_solution(self, solution: pd.DataFrame) -> "ClassificationTask":
+        """The labels ``score`` compares with (the metric takes its weights from the true classes)."""
         self.solution = solution
         return self
 
     def score(self, predictions: list) -> dict:
+        """Aggregate the gathered series rows per patient and score them."""
         submission = self.aggregate(pd.concat(predictions, ignore_index=True))
         return self.score_frame(submission, self.solution)

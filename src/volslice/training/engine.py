@@ -1,4 +1,4 @@
-"""One training machinery for every model of the project (fine-tuning, pretraining, segmentation).
+"""One training machinery for every model of the project (fine-tuning and pretraining today).
 
 A *task* says what differs: how a batch becomes a loss, how a model predicts on a loader, and
 how predictions are scored. The trainer does the rest: device and DDP (``torchrun``), AMP,
@@ -34,17 +34,24 @@ log = logging.getLogger(__name__)
 
 
 class Task(Protocol):
-    def train_loss(self, model, batch, device) -> tuple[torch.Tensor, dict]: ...
+    """What a model kind brings to the Trainer: its loss, its predictions on a loader and their score.
+    ClassificationTask (fine-tuning) and VoCoTask (pretraining) implement it."""
 
-    def predict(self, model, loader, device, progress: bool) -> Any: ...
+    def train_loss(self, model, batch, device) -> tuple[torch.Tensor, dict]:
+        """(loss to back-propagate, dict of floats to log) for one training batch."""
 
-    def score(self, predictions: list) -> dict: ...  # must hold "score" (lower is better)
+    def predict(self, model, loader, device, progress: bool) -> Any:
+        """This process's predictions on ``loader`` (gathered from every process before ``score``)."""
+
+    def score(self, predictions: list) -> dict:
+        """Metrics of the gathered predictions; ``score`` decides the best epoch (lower is better)."""
 
     # optional: ``after_step(model)`` runs after every optimizer step (e.g. a momentum teacher)
 
 
 @dataclass
 class DistContext:
+    """Which process this is under torchrun (one process without it)."""
     world_size: int = 1
     rank: int = 0
     local_rank: int = 0
@@ -67,10 +74,12 @@ class DistContext:
         return ctx
 
     def barrier(self) -> None:
+        """Wait for every process (no-op in one process)."""
         if self.enabled:
             dist.barrier()
 
     def gather(self, obj) -> list:
+        """``obj`` from every process, in rank order (``[obj]`` in one process)."""
         if not self.enabled:
             return [obj]
         out = [None] * self.world_size
@@ -79,6 +88,7 @@ class DistContext:
 
 
 def resolve_device(name: str, ctx: DistContext) -> torch.device:
+    """``auto``: this process's GPU where there is one, else the CPU; otherwise the named device."""
     if name == "auto":
         return torch.device(f"cuda:{ctx.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     return torch.device(name)
@@ -98,6 +108,8 @@ def amp_dtype(mode: str, device: torch.device):
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, min_factor: float = 0.01):
+    """LambdaLR factor by optimizer step: linear warmup to 1, then cosine down to ``min_factor``."""
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
@@ -117,6 +129,7 @@ def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model itself, without its DDP and torch.compile wrappers (what checkpoints store)."""
     model = model.module if isinstance(model, DistributedDataParallel) else model
     return getattr(model, "_orig_mod", model)
 
@@ -138,6 +151,9 @@ def model_weights(path) -> dict:
 
 
 class Trainer:
+    """The one training loop: fits ``model`` on ``task`` with ``cfg``, writing checkpoints, summary.csv
+    and the learning curve to ``out_dir``; ``fit(resume=True)`` continues exactly where last.pt stopped."""
+
     def __init__(self, model: torch.nn.Module, task: Task, train_set, val_set, cfg: TrainConfig, out_dir,
                  *, collate_fn=None, config_yaml: str = ""):
         self.cfg, self.task, self.out = cfg, task, Path(out_dir)
@@ -182,6 +198,7 @@ class Trainer:
                           worker_init_fn=_seed_worker)
 
     def val_loader(self) -> DataLoader:
+        """The validation loader: every sample once, split over the processes."""
         if self.val_set is None:
             return None
         if self.ctx.enabled:
@@ -193,12 +210,15 @@ class Trainer:
                           collate_fn=self.collate_fn)
 
     def autocast(self):
+        """The autocast context of ``train.amp`` on this device (a null context when off)."""
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
+        """Everything resume needs: weights, EMA, optimizer, scheduler, grad scaler, epoch and step,
+        best score, history and config (each epoch reseeds the RNGs from its number)."""
         return {
             "model": unwrap(self.model).state_dict(),
             "ema": self.ema.module.state_dict() if self.ema else {},
@@ -212,12 +232,15 @@ class Trainer:
         }
 
     def save(self, name: str) -> None:
+        """Write the state to ``out_dir/name`` atomically (main process only)."""
         if not self.ctx.main:
             return
         with atomic_path(self.out / name) as tmp:
             torch.save(self.state(), tmp)
 
     def resume(self, path=None) -> bool:
+        """Load ``path`` (default last.pt) into model, EMA, optimizer, scheduler and scaler; False if absent.
+        The config keys that differ from the checkpoint's are named in a warning."""
         path = Path(path) if path else self.out / "last.pt"
         if not path.exists():
             return False
@@ -239,6 +262,7 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> list[dict]:
+        """Train until ``train.epochs``, validating, checkpointing and logging after every epoch; returns the history."""
         self.out.mkdir(parents=True, exist_ok=True)
         if self.ctx.main and self.config_yaml:
             atomic_write_text(self.out / "config.yaml", self.config_yaml)
@@ -268,6 +292,7 @@ class Trainer:
         return self.history
 
     def train_epoch(self, epoch: int) -> dict:
+        """One epoch (seeded by epoch and rank); the mean of each logged value."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed * 1000 + epoch * 10 + self.ctx.rank)
         loader = self.train_loader(epoch)
@@ -304,10 +329,12 @@ class Trainer:
         return {k: v / max(count, 1) for k, v in totals.items()}
 
     def evaluation_model(self) -> torch.nn.Module:
+        """The weights validation uses: the EMA model where ``train.ema`` is on."""
         return self.ema.module if self.ema else unwrap(self.model)
 
     @torch.no_grad()
     def evaluate(self) -> dict:
+        """Predict the validation set on every process, gather, and score."""
         model = self.evaluation_model()
         model.eval()
         with self.autocast():
@@ -322,6 +349,7 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def plot_history(history: list[dict], path) -> None:
+    """The learning curve: every logged loss and the validation score by epoch, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
