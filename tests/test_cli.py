@@ -1,0 +1,35 @@
+import ast
+import subprocess
+import sys
+
+from volslice.cli import COMMANDS
+from volslice.config import PROJECT_ROOT
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "volslice", "--help"], capture_output=True, text=True, check=True).stdout
+    for name in COMMANDS:
+        assert f"\n    {name}" in out, name
+    assert len(list((PROJECT_ROOT / "src" / "volslice" / "cli").glob("[!_]*.py"))) == len(COMMANDS)
+
+
+def test_the_library_never_imports_a_command():
+    offenders = []
+    for path in sorted((PROJECT_ROOT / "src" / "volslice").rglob("*.py")):
+        if "cli" in path.relative_to(PROJECT_ROOT / "src" / "volslice").parts or path.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.startswith("volslice.cli")]
+    for path in sorted((PROJECT_ROOT / "benchmarks").glob("*.py")):
+        offenders += [f"{path.name}: volslice.cli" for _ in [0] if "volslice.cli" in path.read_text()]
+    assert offenders == []
+
+
+def test_numbered_scripts_are_thin_callers():
+    for script, command in (("00_make_synthetic.py", "synthetic"), ("01_dicom_to_cache.py", "cache"),
+                            ("02_make_folds.py", "folds")):
+        out = subprocess.run([sys.executable, str(PROJECT_ROOT / "preprocess" / script), "--help"],
+                             capture_output=True, text=True, check=True).stdout
+        assert out.startswith(f"usage: volslice {command}"), out[:80]
