@@ -91,6 +91,7 @@ class _SliceGeometry:
 
     @property
     def normal(self) -> np.ndarray:
+        """The slice normal: cross product of the row and column directions."""
         return np.cross(self.orientation[:3], self.orientation[3:])
 
     @property
@@ -100,6 +101,7 @@ class _SliceGeometry:
 
     @property
     def slice_spacing(self) -> float:
+        """Median distance between neighbouring slices, mm (NaN for one slice)."""
         return float(np.median(np.diff(self.z))) if len(self.z) > 1 else float("nan")
 
 
@@ -135,6 +137,7 @@ class ScannedSeries(_SliceGeometry):
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the series' slices."""
         header = self.entries[0][1]
         return int(header["Rows"]), int(header["Columns"])
 

@@ -45,6 +45,7 @@ class InferenceResult:
 
     @property
     def seconds_per_patient(self) -> float:
+        """Wall time per predicted patient."""
         return self.seconds_total / max(self.patients, 1)
 
     def describe(self, problem_limit: int = 10) -> str:

@@ -51,10 +51,12 @@ IMAGE_LEVEL_COLUMNS = {"Active_Extravasation": "extravasation_injury", "Bowel": 
 
 @dataclass(frozen=True)
 class ScoreResult:
+    """The metric's score and each group's weighted log loss."""
     score: float
     group_losses: dict[str, float]
 
     def as_dict(self) -> dict:
+        """Plain dict, for JSON."""
         return {"score": self.score, "group_losses": dict(self.group_losses)}
 
 
@@ -170,6 +172,7 @@ def prior_probabilities(train_labels: pd.DataFrame) -> dict[str, float]:
 
 
 def constant_submission(patient_ids, probabilities: dict[str, float]) -> pd.DataFrame:
+    """The same probabilities for every patient in ``patient_ids`` (sorted, once each)."""
     ids = pd.Series(sorted(set(int(p) for p in patient_ids)), name=ID_COLUMN)
     sub = pd.DataFrame({ID_COLUMN: ids})
     for c in PREDICTION_COLUMNS:

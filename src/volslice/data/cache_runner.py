@@ -45,6 +45,7 @@ class CacheSummary:
 
     @property
     def slices_per_second(self) -> float:
+        """Source slices read per second of the run."""
         return self.slices / self.seconds if self.seconds else 0.0
 
     def line(self) -> str:

@@ -71,6 +71,8 @@ def projection_head(in_dim: int, dim: int) -> nn.Sequential:
 
 
 class CropNetwork(nn.Module):
+    """An encoder of crops and its projection head (the student's or the teacher's)."""
+
     def __init__(self, encoder: nn.Module, projection_dim: int, dropout: float):
         super().__init__()
         self.encoder, self.dropout = encoder, nn.Dropout(dropout)

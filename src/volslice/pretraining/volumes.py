@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VolumeSource:
+    """One volume to pretrain on: a cached series or a NIfTI file."""
     name: str  # file stem in the volumes folder
     kind: str  # cache | nifti
     path: str  # a cached series' .npy, or a NIfTI file
@@ -40,11 +41,13 @@ class VolumeSource:
 
 
 def geometry_fingerprint(cfg: PretrainConfig) -> dict:
+    """The settings that decide a prepared volume's content (the folder records them)."""
     keys = ("volume_depth", "volume_size", "hu_min", "hu_max", "body_threshold_hu", "cache_window")
     return {k: getattr(cfg, k) for k in keys}
 
 
 def list_sources(cfg: PretrainConfig, cache_dir=None) -> list[VolumeSource]:
+    """Every cached series (with ``pretrain.use_cache``) and every NIfTI file of ``pretrain.extra_dirs``."""
     sources = []
     if cfg.use_cache:
         if cache_dir is None:
@@ -97,6 +100,7 @@ def read_nifti_zyx(path) -> np.ndarray:
 
 
 def cache_channel(cache_dir, window: str) -> int:
+    """Index of the cached window named ``window`` (0 when empty)."""
     if not window:
         return 0
     config = yaml.safe_load((Path(cache_dir) / "config.yaml").read_text())
@@ -107,6 +111,8 @@ def cache_channel(cache_dir, window: str) -> int:
 
 
 def prepare_volume(source: VolumeSource, cfg: PretrainConfig, out: Path, channel: int) -> dict:
+    """Resize one source to the VoCo volume and save it as uint8 (skipped if done); a failure is
+    returned in ``error``, never raised."""
     path = out / f"{source.name}.npy"
     row = {"name": source.name, "kind": source.kind, "source": source.path, "path": path.name, "error": ""}
     if path.exists():
@@ -126,13 +132,14 @@ def prepare_volume(source: VolumeSource, cfg: PretrainConfig, out: Path, channel
 
 
 def check_geometry(out: Path, cfg: PretrainConfig) -> None:
+    """Refuse a volumes folder prepared with other geometry settings."""
     changed = stamp_settings(out / "geometry.yaml", geometry_fingerprint(cfg))
     if changed:
         raise ValueError(f"{out} holds volumes prepared with other settings ({changed}); use another folder")
 
 
 def prepare_volumes(sources: list[VolumeSource], cfg: PretrainConfig, out, progress: bool = True) -> pd.DataFrame:
-    """Prepare every source not yet in ``out``; returns the table of usable volumes and prints the
+    """Prepare every source not yet in ``out``; returns the table of usable volumes and logs the
     ones that failed (also written to ``out/failed.csv``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

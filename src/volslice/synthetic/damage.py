@@ -48,6 +48,7 @@ def damage(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
 
 @dataclass(frozen=True)
 class FuzzCase:
+    """One series folder with one damaged file."""
     folder: str  # the series folder
     damaged: str  # the damaged file in it
     intact: tuple  # the other files
@@ -57,6 +58,7 @@ class FuzzCase:
 
 @dataclass
 class FuzzOutcome:
+    """What became of a case: read, named, lost or crash, and why."""
     case: FuzzCase
     outcome: str  # read | named | lost | crash
     detail: str = ""

@@ -32,6 +32,7 @@ COMPRESSIONS = {"rle": RLELossless, "none": ExplicitVRLittleEndian, "j2k": JPEG2
 
 @dataclass
 class SeriesGeometry:
+    """Where a synthetic series' pixels and slices are in patient coordinates."""
     origin_xy: tuple  # LPS x, y of the first pixel's centre, mm
     pixel_spacing: float  # mm, square pixels
     z: np.ndarray  # slice positions, ascending, mm

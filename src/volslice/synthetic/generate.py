@@ -37,6 +37,7 @@ PREVALENCE = {
 
 @dataclass
 class PatientPlan:
+    """One synthetic patient before rendering: ids, split, labels."""
     index: int
     patient_id: int
     split: str  # train | test
@@ -45,6 +46,7 @@ class PatientPlan:
 
 
 def sample_labels(rng, prevalence: str) -> dict:
+    """Group -> class index, drawn with the ``balanced`` or ``real`` prevalence."""
     probs = PREVALENCE[prevalence]
     labels = {}
     for group in comp.GROUP_NAMES:
@@ -57,6 +59,7 @@ def sample_labels(rng, prevalence: str) -> dict:
 
 
 def plan_patients(cfg: SyntheticConfig) -> list[PatientPlan]:
+    """Every patient of the dataset, seeded: ids, splits, labels, one or two series."""
     rng = np.random.default_rng(cfg.seed)
     n = cfg.train_patients + cfg.test_patients
     patient_ids = rng.choice(np.arange(10_000, 65_536), size=n, replace=False)
@@ -72,6 +75,7 @@ def plan_patients(cfg: SyntheticConfig) -> list[PatientPlan]:
 
 
 def label_row(plan: PatientPlan) -> dict:
+    """The patient's train.csv row (one-hot columns and any_injury)."""
     row = {comp.ID_COLUMN: plan.patient_id}
     for group, cols in comp.GROUPS.items():
         for k, col in enumerate(cols):

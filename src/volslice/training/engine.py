@@ -58,10 +58,12 @@ class DistContext:
 
     @property
     def enabled(self) -> bool:
+        """More than one process."""
         return self.world_size > 1
 
     @property
     def main(self) -> bool:
+        """The process that writes files and logs (rank 0)."""
         return self.rank == 0
 
     @classmethod
