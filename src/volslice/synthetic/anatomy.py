@@ -20,12 +20,14 @@ SOLID_ORGANS = {"liver": (LIVER,), "spleen": (SPLEEN,), "kidney": (LEFT_KIDNEY, 
 
 @dataclass
 class Ellipsoid:
+    """An organ or lesion shape: a rotated ellipsoid whose outline may wobble."""
     center: np.ndarray  # (x, y, z) mm
     radii: np.ndarray  # (rx, ry, rz) mm
     angle: float = 0.0  # in-plane rotation, radians
     wobble: tuple = (0.0, 3, 0.0)  # amplitude, angular frequency, phase of the outline
 
     def bbox(self, margin: float = 1.0):
+        """(low, high) corners of a box that holds the shape, grown by ``margin``."""
         r = self.radii.max() * margin * (1 + abs(self.wobble[0]))
         return self.center - r, self.center + r
 
@@ -41,11 +43,13 @@ class Ellipsoid:
         return d
 
     def grown(self, mm: float) -> "Ellipsoid":
+        """The same shape with every radius ``mm`` larger."""
         return Ellipsoid(self.center, self.radii + mm, self.angle, self.wobble)
 
 
 @dataclass
 class Lesion:
+    """One injury or finding to paint: its kind, shape and where it may show."""
     kind: str  # laceration | hematoma | extravasation | bowel_defect | free_air | free_fluid
     shape: Ellipsoid
     organ_label: int = 0  # restrict to this organ's mask (0: anywhere inside the body)
@@ -55,6 +59,7 @@ class Lesion:
 
 @dataclass
 class Anatomy:
+    """One synthetic patient's body: torso, organs, vessels, bowel loops and lesions, in mm."""
     body_axes: tuple  # (a, b) semi-axes of the torso, mm
     body_wobble: float
     fat_mm: float
@@ -71,11 +76,13 @@ class Anatomy:
     lesions: list = field(default_factory=list)
 
     def organ_shapes(self) -> dict[int, Ellipsoid]:
+        """Mask label -> shape of the solid organs."""
         return {LIVER: self.liver, SPLEEN: self.spleen, **self.kidneys}
 
 
 @dataclass
 class Phase:
+    """The contrast phase's HU of the enhancing structures."""
     aortic_hu: float
     liver: float
     spleen: float
@@ -85,6 +92,7 @@ class Phase:
 
 
 def sample_phase(rng, arterial: bool) -> Phase:
+    """HU of an arterial or a portal-venous phase, drawn from ranges typical of abdominal CT."""
     if arterial:
         aorta = rng.uniform(250, 400)
         return Phase(aorta, rng.uniform(65, 80), rng.uniform(95, 120), rng.uniform(170, 220),
@@ -186,6 +194,7 @@ IMAGE_LEVEL_KINDS = {"extravasation": "Active_Extravasation", "bowel_defect": "B
 
 @dataclass
 class Rendered:
+    """A rendered volume: HU, organ labels, and on which slices each image-level injury shows."""
     hu: np.ndarray  # (z, y, x) int16, z ascending
     organs: np.ndarray  # (z, y, x) uint8 organ labels
     visible: dict  # image-level injury name -> bool per slice

@@ -40,14 +40,17 @@ class SeriesGeometry:
 
     @property
     def xs(self):
+        """Patient x of every pixel column, mm."""
         return self.origin_xy[0] + np.arange(self.size) * self.pixel_spacing
 
     @property
     def ys(self):
+        """Patient y of every pixel row, mm."""
         return self.origin_xy[1] + np.arange(self.size) * self.pixel_spacing
 
     @property
     def slice_spacing(self) -> float:
+        """Mean distance between slices, mm (0 for one slice)."""
         return float(np.diff(self.z).mean()) if len(self.z) > 1 else 0.0
 
 
