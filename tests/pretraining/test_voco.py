@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 from volslice.pretraining.data import corner_labels, crop_corners
+from volslice.training.engine import ema_update
 from volslice.pretraining.voco import (
     base_crop_boxes,
-    ema_update,
     overlap_labels,
     position_loss,
     regularisation_loss,
@@ -62,8 +62,8 @@ def test_logits_and_regularisation():
 def test_ema_update():
     student, teacher = nn.Linear(2, 2), nn.Linear(2, 2)
     before = teacher.weight.clone()
-    ema_update(teacher, student, momentum=0.9)
+    ema_update(teacher, student, decay=0.9)
     torch.testing.assert_close(teacher.weight, 0.9 * before + 0.1 * student.weight)
     for _ in range(200):
-        ema_update(teacher, student, momentum=0.9)
+        ema_update(teacher, student, decay=0.9)
     torch.testing.assert_close(teacher.weight, student.weight)

@@ -1,3 +1,4 @@
+import copy
 import math
 import os
 import subprocess
@@ -7,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from toy import ToyTask, toy_data, toy_model
 from volslice.config import TrainConfig
@@ -132,3 +134,28 @@ def test_torch_compile_option_trains(tmp_path):
     history = trainer.fit()
     assert len(history) == 1 and math.isfinite(history[0]["train_loss"])
     assert "_orig_mod" not in "".join(load_checkpoint(tmp_path / "last.pt")["model"])  # saved unwrapped
+
+
+def test_weight_ema_equals_timms_model_ema_and_the_teacher_copies_buffers():
+    from timm.utils import ModelEmaV3
+
+    from volslice.training.engine import ema_update
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.randn(2, 1, 6, 6))
+    ours, timms = copy.deepcopy(model), ModelEmaV3(model, decay=0.8)
+    for step in range(1, 6):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model.train()(torch.randn(4, 1, 6, 6))  # moves the BatchNorm statistics
+        ema_update(ours, model, 0.0 if step <= 1 else 0.8, buffers="average")
+        timms.update(model, step=step)
+    for (key, value), expected in zip(ours.state_dict().items(), timms.module.state_dict().values()):
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7, msg=key)
+    assert not torch.equal(ours[1].running_mean, model[1].running_mean)  # averaged, not copied
+    teacher = copy.deepcopy(ours)
+    ema_update(teacher, model, 0.8)
+    torch.testing.assert_close(teacher[1].running_mean, model[1].running_mean, rtol=0, atol=0)
+    torch.testing.assert_close(teacher[0].weight, 0.8 * ours[0].weight + 0.2 * model[0].weight)

@@ -1,5 +1,5 @@
 """The VoCo pretext (position prediction by base-crop contrast), as in 2D-VoCo: the crop geometry,
-overlap labels, logits, losses and the momentum teacher. Pure functions, shared by the 2D and 3D
+overlap labels, logits and losses. Pure functions, shared by the 2D and 3D
 variants; the pretraining task (``task.py``) runs them on the shared Trainer.
 
 Boxes are in-plane, in coordinates normalised to the resized volume: (x0, y0, x1, y1) in [0, 1].
@@ -50,12 +50,3 @@ def regularisation_loss(base_features: torch.Tensor) -> torch.Tensor:
     similarity = F.relu(normed @ normed.detach().T) ** 2
     i, j = torch.triu_indices(len(normed), len(normed), offset=1)
     return similarity[i, j].mean()
-
-
-@torch.no_grad()
-def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
-    """teacher <- momentum * teacher + (1 - momentum) * student (parameters; buffers copied)."""
-    for t, s in zip(teacher.parameters(), student.parameters()):
-        t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
-    for t, s in zip(teacher.buffers(), student.buffers()):
-        t.copy_(s)

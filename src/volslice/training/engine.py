@@ -10,6 +10,7 @@ needs, ``summary.csv``, a learning-curve PNG and rank-0 progress bars.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -141,6 +142,25 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+@torch.no_grad()
+def ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float, buffers: str = "copy") -> None:
+    """average <- decay * average + (1 - decay) * model, tensor by tensor: the Trainer's weight EMA
+    (``train.ema``) and the 2D-VoCo momentum teacher. Buffers (BatchNorm's running statistics) are
+    copied (``"copy"``: the teacher) or averaged too where floating point (``"average"``: the weight
+    EMA, as timm's ModelEmaV3 does; a test checks the two agree)."""
+    if buffers == "average":
+        for a, m in zip(average.state_dict().values(), model.state_dict().values()):
+            if a.is_floating_point():
+                a.lerp_(m.to(a.dtype), 1 - decay)
+            else:
+                a.copy_(m)
+        return
+    for a, m in zip(average.parameters(), model.parameters()):
+        a.lerp_(m.detach(), 1 - decay)
+    for a, m in zip(average.buffers(), model.buffers()):
+        a.copy_(m)
+
+
 def model_weights(path) -> dict:
     """The weights to predict with: a ``.safetensors`` file as it is, or a checkpoint's EMA weights
     where it was trained with EMA, else its model weights."""
@@ -168,11 +188,7 @@ class Trainer:
         if cfg.channels_last:
             model = to_channels_last(model)
         self.model = model
-        self.ema = None
-        if cfg.ema > 0:
-            from timm.utils import ModelEmaV3
-
-            self.ema = ModelEmaV3(model, decay=cfg.ema)
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.train_loader(0)) / cfg.grad_accum)
         total = self.steps_per_epoch * cfg.epochs
@@ -223,7 +239,7 @@ class Trainer:
         best score, history and config (each epoch reseeds the RNGs from its number)."""
         return {
             "model": unwrap(self.model).state_dict(),
-            "ema": self.ema.module.state_dict() if self.ema else {},
+            "ema": self.ema.state_dict() if self.ema else {},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -254,7 +270,7 @@ class Trainer:
                         "(delete %s to start afresh)", path, ", ".join(changed), self.out)
         unwrap(self.model).load_state_dict(state["model"])
         if self.ema and state["ema"]:
-            self.ema.module.load_state_dict(state["ema"])
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -319,8 +335,9 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
                 self.step += 1
-                if self.ema:
-                    self.ema.update(unwrap(self.model), step=self.step)
+                if self.ema:  # the first step copies the weights, as timm's ModelEmaV3 does
+                    decay = 0.0 if self.step <= 1 else cfg.ema
+                    ema_update(self.ema, unwrap(self.model), decay, buffers="average")
                 if hasattr(self.task, "after_step"):
                     self.task.after_step(self.model)
             logs = {"train_loss": float(loss.detach()), **logs}
@@ -332,7 +349,7 @@ class Trainer:
 
     def evaluation_model(self) -> torch.nn.Module:
         """The weights validation uses: the EMA model where ``train.ema`` is on."""
-        return self.ema.module if self.ema else unwrap(self.model)
+        return self.ema if self.ema else unwrap(self.model)
 
     @torch.no_grad()
     def evaluate(self) -> dict:
