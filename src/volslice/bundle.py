@@ -1,7 +1,7 @@
 """A folder to upload as a Kaggle dataset, so that the inference notebook runs with no internet.
 
 BUNDLE/wheels/        the project as a wheel and every runtime dependency as wheels for the target
-                      Python (torch, torchvision and timm only with --with-torch: Kaggle's images
+                      Python (torch, torchvision, timm and segmentation-models-pytorch only with --with-torch: Kaggle's images
                       ship them, and the CUDA builds are several GB)
 BUNDLE/requirements.txt  what the notebook installs: pip install --no-index --find-links BUNDLE/wheels
                       -r BUNDLE/requirements.txt
@@ -25,7 +25,7 @@ from volslice.predictor import PRIOR_FILE
 from volslice.training.engine import load_checkpoint, model_weights
 
 DEV_ONLY = {"pytest", "nbclient", "nbformat", "ipykernel", "papermill", "setuptools"}
-KAGGLE_PROVIDED = {"torch", "torchvision", "timm"}
+KAGGLE_PROVIDED = {"torch", "torchvision", "timm", "segmentation-models-pytorch"}  # in Kaggle's images; they need torch
 
 
 def runtime_requirements(with_torch: bool) -> list[str]:

@@ -145,6 +145,50 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=_pretrain_loop)
 
 
+def _segmentation_loop() -> TrainConfig:
+    return TrainConfig(out_dir="work/runs/segmentation", epochs=20, batch_size=8, lr=3e-4, warmup_epochs=1.0,
+                       rotate_degrees=0.0, tta=False)
+
+
+def _fusion_loop() -> TrainConfig:
+    return TrainConfig(out_dir="work/runs/volume_fusion", epochs=20, batch_size=8, lr=3e-4, warmup_epochs=1.0,
+                       flip=False, rotate_degrees=0.0, intensity=0.0, tta=False)
+
+
+@dataclass
+class VolumeFusionConfig:
+    """Volume Fusion (MIS-FM) pretraining of the whole segmentation network on unlabeled slices."""
+
+    classes: int = 4  # K: a block of class k fuses alpha = k / K of the foreground view
+    block_min: int = 8  # block sides in pixels, drawn per block row and column
+    block_max: int = 32
+    foreground_ratio: float = 0.7  # share of blocks with a class k >= 1
+    scale_min: float = 0.7  # each view is resized by a factor in this range before its crop
+    scale_max: float = 1.5
+    gamma_min: float = 0.7
+    gamma_max: float = 1.5
+    invert: float = 0.2  # probability that a view's contrast is inverted
+    slices_per_series: int = 8  # samples drawn from each series per epoch
+    val_fraction: float = 0.1  # series held out to track the fusion loss
+    train: TrainConfig = field(default_factory=_fusion_loop)
+
+
+@dataclass
+class SegmentationConfig:
+    """The 2.5D organ segmentation model (segmentation-models-pytorch) and its training."""
+
+    arch: str = "Unet"  # any smp architecture
+    encoder: str = "tu-efficientnet_lite0"  # any smp encoder; tu-<name>: a timm encoder
+    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+    weights: str = ""  # a file to start from: Volume Fusion's export, or any state dict of the network
+    context: int = 1  # adjacent cached slices on each side, stacked as channels
+    crop: int = 192  # random crop in training, centre crop in validation
+    slices_per_series: int = 16  # slices drawn from each masked series per epoch
+    dice_weight: float = 0.5  # loss = dice_weight * Dice + (1 - dice_weight) * cross-entropy
+    train: TrainConfig = field(default_factory=_segmentation_loop)
+    fusion: VolumeFusionConfig = field(default_factory=VolumeFusionConfig)
+
+
 @dataclass
 class Config:
     """Every stage's settings; what each run saves as config.yaml."""
@@ -155,6 +199,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@
         [--platform manylinux2014_x86_64] [--with-torch]
 
 BUNDLE/wheels/        the project as a wheel and every runtime dependency as wheels for the target
-                      Python (torch, torchvision and timm only with --with-torch: Kaggle's images
+                      Python (torch, torchvision, timm and segmentation-models-pytorch only with --with-torch: Kaggle's images
                       ship them, and the CUDA builds are several GB)
 BUNDLE/requirements.txt  what the notebook installs: pip install --no-index --find-links BUNDLE/wheels
                       -r BUNDLE/requirements.txt
@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--python-version", help="target Python, e.g. 3.11 (default: this one)")
     parser.add_argument("--platform", help="target wheel platform, e.g. manylinux2014_x86_64")
-    parser.add_argument("--with-torch", action="store_true", help="also bundle torch, torchvision and timm")
+    parser.add_argument("--with-torch", action="store_true", help="also bundle torch, torchvision, timm and segmentation-models-pytorch")
 
 
 def run(args) -> int:

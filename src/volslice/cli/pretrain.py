@@ -1,11 +1,14 @@
-"""Self-supervised pretraining of the classifier's backbone (2D-VoCo) on unlabeled volumes.
+"""Self-supervised pretraining: 2D-VoCo for the classifier's backbone, Volume Fusion for the segmentation network.
 
-    volslice pretrain --cache CACHE [--extra NIFTI_DIR ...] [--volumes DIR] [--config FILE] [--resume]
-        [key=value ...]
-    torchrun --nproc_per_node=N -m volslice pretrain ...   (DDP; pretrain.train.batch_size is per process)
+    volslice pretrain --cache CACHE [--method voco|volume-fusion] [--extra NIFTI_DIR ...] [--volumes DIR]
+        [--config FILE] [--resume] [key=value ...]
+    torchrun --nproc_per_node=N -m volslice pretrain ...   (DDP; the batch size is per process)
 
-Writes pretrain.train.out_dir/: config.yaml, last.pt, best.pt, summary.csv, learning_curve.png and
-backbone.safetensors, which fine-tuning loads with model.init=file model.weights=OUT/backbone.safetensors.
+voco (default) writes pretrain.train.out_dir/: config.yaml, last.pt, best.pt, summary.csv,
+learning_curve.png and backbone.safetensors, which fine-tuning loads with model.init=file
+model.weights=OUT/backbone.safetensors. volume-fusion pretrains the whole segmentation network on
+every cached series (segmentation.fusion.*) and writes segmentation.fusion.train.out_dir/, with
+volume_fusion.safetensors for ``volslice segment segmentation.weights=...``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 def add_arguments(parser) -> None:
     """The subcommand's arguments."""
     parser.add_argument("--cache", type=Path, help="cache folder from step 01 (needed with pretrain.use_cache)")
+    parser.add_argument("--method", default="voco", choices=["voco", "volume-fusion"])
     parser.add_argument("--extra", type=Path, action="append", default=[], help="folder of unlabeled NIfTI volumes")
     parser.add_argument("--volumes", type=Path, help="folder of prepared volumes (shared between runs)")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
@@ -26,9 +30,17 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
     from volslice.config import load_config
-    from volslice.pretraining.run import pretrain
 
     cfg = load_config(*args.config, overrides=args.overrides)
+    if args.method == "volume-fusion":
+        from volslice.segmentation.run import pretrain_volume_fusion
+
+        if args.cache is None:
+            args.parser.error("--method volume-fusion needs --cache")
+        print(f"Volume Fusion pretraining written to {pretrain_volume_fusion(cfg, args.cache, args.resume)}")
+        return 0
+    from volslice.pretraining.run import pretrain
+
     cfg.pretrain.extra_dirs += [str(p) for p in args.extra]
     out = pretrain(cfg, args.cache, args.volumes, args.resume)
     print(f"pretraining written to {out}")

@@ -1,0 +1,91 @@
+"""Training the segmentation network per fold on the series with masks, and its Volume Fusion
+pretraining on every cached series; both on the shared Trainer (checkpoints, exact resume,
+summary.csv, learning curve, DDP, progress bars).
+
+A fold writes ``segmentation.train.out_dir/fold<K>/`` (config.yaml, last.pt, best.pt, summary.csv
+with the validation Dice per organ, learning_curve.png). Volume Fusion writes
+``segmentation.fusion.train.out_dir/`` the same way, and ``volume_fusion.safetensors``: the whole
+network, which fine-tuning loads with ``segmentation.weights=...`` (the pretext's head is left out).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from volslice.config import Config, to_yaml
+from volslice.data.cache import load_manifest
+from volslice.io import atomic_path
+from volslice.segmentation.data import MaskedSliceDataset, VolumeFusionDataset
+from volslice.segmentation.model import ORGAN_CLASSES, build_segmenter, load_matching
+from volslice.segmentation.task import SegmentationTask
+from volslice.training.engine import DistContext, Trainer, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+FUSION_EXPORT = "volume_fusion.safetensors"
+
+
+def input_channels(manifest: pd.DataFrame, context: int) -> int:
+    """The cached windows times the 2.5D context slices."""
+    return int(manifest.channels.iloc[0]) * (2 * context + 1)
+
+
+def train_segmentation_fold(cfg: Config, cache: Path, folds: pd.DataFrame, fold: int, resume: bool = False) -> dict:
+    """Train on the masked train series of the other folds, validate on fold ``fold``'s (-1: all
+    for training, none held out); returns the best epoch's validation metrics."""
+    scfg = cfg.segmentation
+    manifest = load_manifest(cache)
+    manifest = manifest[manifest.split == "train"].merge(folds[["series_id", "fold"]].drop_duplicates(),
+                                                         on="series_id", how="inner")
+    common = dict(context=scfg.context, crop=scfg.crop, slices_per_series=scfg.slices_per_series)
+    train_rows = manifest if fold == -1 else manifest[manifest.fold != fold]
+    val_rows = manifest[(manifest.fold == fold) & manifest.mask_path.notna()]
+    train_set = MaskedSliceDataset(cache, train_rows, train=True, **common)
+    val_set = MaskedSliceDataset(cache, val_rows, train=False, **common) if len(val_rows) else None
+    torch.manual_seed(scfg.train.seed)
+    model = build_segmenter(scfg, input_channels(manifest, scfg.context), len(ORGAN_CLASSES))
+    if scfg.weights:
+        load_matching(model, scfg.weights)
+    out = Path(scfg.train.out_dir) / f"fold{fold}"
+    if DistContext.from_env().main:
+        log.info("segmentation fold %d: %d masked train series, %d held out", fold, len(train_set.rows),
+                 len(val_set.rows) if val_set else 0)
+    trainer = Trainer(model, SegmentationTask(list(ORGAN_CLASSES), scfg.dice_weight), train_set, val_set,
+                      scfg.train, out, config_yaml=to_yaml(cfg))
+    history = trainer.fit(resume=resume)
+    best = min(history, key=lambda row: row.get("val_score", np.inf)) if history else {}
+    return {k[len("val_"):]: v for k, v in best.items() if k.startswith("val_")}
+
+
+def pretrain_volume_fusion(cfg: Config, cache: Path, resume: bool = False) -> Path:
+    """Volume Fusion on every cached series (train and test; no labels); exports the network."""
+    scfg, fcfg = cfg.segmentation, cfg.segmentation.fusion
+    manifest = load_manifest(cache)
+    order = np.random.default_rng(fcfg.train.seed).permutation(len(manifest))
+    n_val = max(1, int(round(fcfg.val_fraction * len(manifest)))) if fcfg.val_fraction > 0 and len(manifest) > 1 else 0
+    val_rows, train_rows = manifest.iloc[sorted(order[:n_val])], manifest.iloc[sorted(order[n_val:])]
+    common = dict(context=scfg.context, crop=scfg.crop)
+    train_set = VolumeFusionDataset(cache, train_rows, fcfg, train=True, **common)
+    val_set = VolumeFusionDataset(cache, val_rows, fcfg, train=False, seed=fcfg.train.seed, **common) if n_val else None
+    torch.manual_seed(fcfg.train.seed)
+    classes = [f"alpha_{k}_of_{fcfg.classes}" for k in range(fcfg.classes + 1)]
+    model = build_segmenter(scfg, input_channels(manifest, scfg.context), len(classes))
+    out = Path(fcfg.train.out_dir)
+    ctx = DistContext.from_env()
+    if ctx.main:
+        log.info("Volume Fusion on %d cached series (%d held out), K=%d", len(train_rows), n_val, fcfg.classes)
+    Trainer(model, SegmentationTask(classes, scfg.dice_weight), train_set, val_set, fcfg.train, out,
+            config_yaml=to_yaml(cfg)).fit(resume=resume)
+    if ctx.main:
+        checkpoint = out / ("best.pt" if (out / "best.pt").exists() else "last.pt")
+        with atomic_path(out / FUSION_EXPORT, suffix=".safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in load_checkpoint(checkpoint)["model"].items()}, str(tmp))
+        log.info("exported the Volume Fusion network to %s", out / FUSION_EXPORT)
+    ctx.barrier()
+    return out

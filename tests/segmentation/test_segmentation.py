@@ -1,0 +1,114 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from volslice.cli import main as cli
+from volslice.config import CacheConfig, VolumeFusionConfig, load_config
+from volslice.data.cache import load_manifest
+from volslice.data.cache_runner import run_cache
+from volslice.data.folds import make_folds
+from volslice.segmentation.data import MaskedSliceDataset, _block_edges, fuse, fusion_class_map
+from volslice.segmentation.model import ORGAN_CLASSES, build_segmenter, load_matching
+from volslice.segmentation.task import SegmentationTask
+from volslice.training.engine import load_checkpoint
+
+SMALL = ["segmentation.encoder=tu-resnet10t", "segmentation.decoder_channels=[32,16,16,8,8]",
+         "segmentation.crop=32", "segmentation.slices_per_series=2", "segmentation.train.epochs=1",
+         "segmentation.train.batch_size=4", "segmentation.train.workers=0", "segmentation.train.progress=false",
+         "segmentation.fusion.slices_per_series=2", "segmentation.fusion.train.epochs=1",
+         "segmentation.fusion.train.batch_size=4", "segmentation.fusion.train.workers=0",
+         "segmentation.fusion.train.progress=false", "segmentation.fusion.block_min=4",
+         "segmentation.fusion.block_max=12"]
+
+
+def test_fused_image_is_alpha_a_plus_one_minus_alpha_b_pixel_by_pixel():
+    rng = np.random.default_rng(0)
+    cfg = VolumeFusionConfig(classes=4)
+    a, b = rng.random((3, 40, 48), dtype=np.float32), rng.random((3, 40, 48), dtype=np.float32)
+    class_map = fusion_class_map((40, 48), cfg, rng)
+    fused = fuse(a, b, class_map, cfg.classes)
+    for y, x in [(0, 0), (5, 47), (39, 20), (17, 33)] + [tuple(p) for p in rng.integers(0, 40, (20, 2))]:
+        alpha = class_map[y, x] / 4
+        np.testing.assert_allclose(fused[:, y, x], alpha * a[:, y, x] + (1 - alpha) * b[:, y, x], rtol=1e-6)
+    assert set(np.unique(class_map)) <= {0, 1, 2, 3, 4}
+    np.testing.assert_array_equal(fused[:, class_map == 4], a[:, class_map == 4])
+    np.testing.assert_array_equal(fused[:, class_map == 0], b[:, class_map == 0])
+
+
+@pytest.mark.parametrize("ratio", [0.7, 0.3])
+def test_foreground_share_follows_the_configured_ratio(ratio):
+    rng = np.random.default_rng(1)
+    cfg = VolumeFusionConfig(foreground_ratio=ratio, classes=3, block_min=8, block_max=16)
+    maps = np.stack([fusion_class_map((128, 128), cfg, rng) for _ in range(200)])
+    assert (maps > 0).mean() == pytest.approx(ratio, abs=0.02)
+    assert set(np.unique(maps)) == {0, 1, 2, 3}
+    shares = [(maps == k).mean() for k in (1, 2, 3)]  # k uniform over 1..K
+    assert max(shares) - min(shares) < 0.02
+
+
+def test_block_sizes_and_k_are_config_keys():
+    cfg = load_config(overrides=["segmentation.fusion.classes=2", "segmentation.fusion.block_min=5",
+                                 "segmentation.fusion.block_max=7"]).segmentation.fusion
+    assert (cfg.classes, cfg.block_min, cfg.block_max) == (2, 5, 7)
+    rng = np.random.default_rng(2)
+    sides = np.diff(_block_edges(1000, cfg.block_min, cfg.block_max, rng))
+    assert sides[:-1].min() >= 5 and sides.max() <= 7 and sides.sum() == 1000
+    assert fusion_class_map((64, 64), cfg, rng).max() <= 2
+
+
+def test_dice_score_by_hand():
+    task = SegmentationTask(["background", "liver", "spleen"])
+    sums = {"predicted": np.array([90.0, 6.0, 4.0]), "true": np.array([88.0, 8.0, 4.0]),
+            "both": np.array([86.0, 6.0, 2.0])}
+    half = {k: v / 2 for k, v in sums.items()}
+    metrics = task.score([half, half])  # two processes' sums add up
+    assert metrics["dice_liver"] == pytest.approx(12 / 14) and metrics["dice_spleen"] == pytest.approx(0.5)
+    assert metrics["score"] == pytest.approx(1 - (12 / 14 + 0.5) / 2)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("seg")
+    run_cache(tiny_data, root / "cache", CacheConfig(size=48, z_mode="count", n_slices=8, workers=1), progress=False)
+    make_folds(pd.read_csv(tiny_data / "train.csv"), pd.read_csv(tiny_data / "train_series_meta.csv"), 2, 0).to_csv(
+        root / "folds.csv", index=False)
+    return root
+
+
+def test_masked_slices_carry_their_own_mask(prepared):
+    manifest = load_manifest(prepared / "cache")
+    ds = MaskedSliceDataset(prepared / "cache", manifest, context=1, crop=32, slices_per_series=4, train=False)
+    item = ds[2]
+    row = ds.rows.iloc[0]
+    masks = np.load(prepared / "cache" / row.mask_path)
+    images = np.load(prepared / "cache" / row.image_path)
+    z = int(np.rint(np.linspace(0, len(masks) - 1, 4))[2])
+    np.testing.assert_array_equal(item["mask"].numpy(), masks[z, 8:40, 8:40])
+    np.testing.assert_array_equal(item["image"].numpy()[1], images[z, 0, 8:40, 8:40])
+    assert item["image"].shape == (3, 32, 32) and item["mask"].max() > 0
+
+
+def test_volume_fusion_then_segmentation_on_the_trainer(prepared, tmp_path, capsys):
+    fusion_out, seg_out = tmp_path / "fusion", tmp_path / "seg"
+    assert cli(["pretrain", "--method", "volume-fusion", "--cache", str(prepared / "cache"), *SMALL,
+                f"segmentation.fusion.train.out_dir={fusion_out}"]) == 0
+    export = fusion_out / "volume_fusion.safetensors"
+    assert export.exists() and "val_dice_alpha_4_of_4" in pd.read_csv(fusion_out / "summary.csv")
+    cfg = load_config(overrides=SMALL).segmentation
+    network = build_segmenter(cfg, 3, len(ORGAN_CLASSES))
+    loaded, skipped = load_matching(network, export)
+    assert loaded == len(network.state_dict()) - 2 and all(k.startswith("segmentation_head") for k in skipped)
+    args = ["segment", "--cache", str(prepared / "cache"), "--folds", str(prepared / "folds.csv"), "--fold", "0",
+            *SMALL, f"segmentation.weights={export}", f"segmentation.train.out_dir={seg_out}"]
+    assert cli(args) == 0
+    assert "dice_liver" in capsys.readouterr().out
+    summary = pd.read_csv(seg_out / "fold0" / "summary.csv")
+    assert {f"val_dice_{c}" for c in ORGAN_CLASSES[1:]} <= set(summary.columns) and len(summary) == 1
+    # resume continues the schedule where it stopped
+    assert cli(args + ["segmentation.train.epochs=2", "--resume"]) == 0
+    assert len(pd.read_csv(seg_out / "fold0" / "summary.csv")) == 2
+    assert load_checkpoint(seg_out / "fold0" / "last.pt")["epoch"] == 2
+    with pytest.raises(ValueError, match="cached mask"):
+        MaskedSliceDataset(prepared / "cache", load_manifest(prepared / "cache").assign(mask_path=None),
+                           context=0, crop=16, slices_per_series=1, train=True)
