@@ -77,8 +77,7 @@ def test_inference_input_equals_the_training_validation_input(tiny_data, trained
     rows = load_manifest(cache)
     rows = rows[rows.split == "train"]
     heads = {h: comp.GROUPS[h] for h in predictor.cfg.model.heads}
-    dataset = SeriesDataset(cache, rows, heads, n_slices=predictor.cfg.train.n_slices,
-                            crop=predictor.cfg.train.crop, context=predictor.cfg.model.context, train=False)
+    dataset = SeriesDataset(cache, rows, heads, spec=predictor.spec, train=False)
     for index in range(2):
         row = rows.iloc[index]
         folder = tiny_data / "train_images" / str(row.patient_id) / str(row.series_id)

@@ -5,8 +5,10 @@ BUNDLE/wheels/        the project as a wheel and every runtime dependency as whe
                       ship them, and the CUDA builds are several GB)
 BUNDLE/requirements.txt  what the notebook installs: pip install --no-index --find-links BUNDLE/wheels
                       -r BUNDLE/requirements.txt
-BUNDLE/models/<run>/fold<k>/  model.safetensors (the best checkpoint's weights, EMA where used) and
-                      config.yaml -- no pickles
+BUNDLE/models/<run>/fold<k>/  model.safetensors (the best checkpoint's weights, EMA where used),
+                      config.yaml and prior.json -- no pickles
+BUNDLE/models/<run>/segmenter/fold<k>/  the same for the segmentation model an organ-aware run
+                      predicts its organs with
 BUNDLE/inference.ipynb
 """
 
@@ -17,12 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from volslice.config import PROJECT_ROOT
-from volslice.io import atomic_path, atomic_write_text
-from volslice.predictor import PRIOR_FILE
-from volslice.training.engine import load_checkpoint, model_weights
+from volslice.io import atomic_write_text
+from volslice.predictor import PRIOR_FILE, SEGMENTER_FOLDER
+from volslice.runs import export_fold, fold_folders
 
 DEV_ONLY = {"pytest", "nbclient", "nbformat", "ipykernel", "papermill", "setuptools"}
 KAGGLE_PROVIDED = {"torch", "torchvision", "timm", "segmentation-models-pytorch"}  # in Kaggle's images; they need torch
@@ -43,19 +43,12 @@ def runtime_requirements(with_torch: bool) -> list[str]:
 
 
 def export_models(run_dir: Path, out: Path) -> list[Path]:
-    """fold*/best.pt -> fold*/model.safetensors (EMA weights where trained with EMA), config.yaml, prior.json."""
-    written = []
-    for checkpoint in sorted(run_dir.glob("fold*/best.pt")):
-        target = out / run_dir.name / checkpoint.parent.name
-        target.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target / "model.safetensors", suffix=".safetensors") as tmp:
-            save_file({k: v.contiguous() for k, v in model_weights(checkpoint).items()}, str(tmp))
-        atomic_write_text(target / "config.yaml", load_checkpoint(checkpoint)["config"])
-        if (checkpoint.parent / PRIOR_FILE).exists():
-            shutil.copy(checkpoint.parent / PRIOR_FILE, target / PRIOR_FILE)
-        written.append(target)
-    if not written:
-        raise FileNotFoundError(f"no fold*/best.pt under {run_dir}")
+    """Each fold of a run -> model.safetensors (EMA weights where trained with EMA), config.yaml,
+    prior.json; and the run's segmenter, where it has one, the same way."""
+    written = [export_fold(fold, out / run_dir.name / fold.name, (PRIOR_FILE,)) for fold in fold_folders(run_dir)]
+    if (run_dir / SEGMENTER_FOLDER).is_dir():
+        for fold in fold_folders(run_dir / SEGMENTER_FOLDER):
+            export_fold(fold, out / run_dir.name / SEGMENTER_FOLDER / fold.name)
     return written
 
 

@@ -71,6 +71,9 @@ class ModelConfig:
     weights: str = ""  # init=file: a state dict / safetensors / pretraining checkpoint
     weights_prefix: str = ""  # sub-module of that checkpoint, e.g. student.encoder.backbone.
     context: int = 0  # 2.5D: adjacent slices on each side stacked as channels
+    input: str = "slices"  # slices | organs (crops of each head's organ: liver, spleen, kidney)
+    slice_range: str = "all"  # all | organs (the z range where the organs are; whole-slice input)
+    organ_margin: float = 0.15  # organ boxes and z ranges widened by this share of their size
     sequence: str = "lstm"  # lstm | gru | transformer | none
     hidden: int = 128
     layers: int = 1

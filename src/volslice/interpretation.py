@@ -18,7 +18,8 @@ from volslice.data.cache import cache_series
 from volslice.data.layout import series_folder
 from volslice.dicom import read_series
 from volslice.io import atomic_path
-from volslice.predictor import Predictor, fold_folders
+from volslice.predictor import Predictor
+from volslice.runs import fold_folders
 from volslice.training.classification import ClassificationTask
 
 

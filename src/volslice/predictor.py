@@ -7,6 +7,10 @@ settings, the slice sampling and crop, the flip TTA, the aggregation over a pati
 from the prior, the fill for the heads the model does not predict. OOF prediction, ``volslice
 infer``, the notebook and ``volslice interpret`` all go through it, so the same model on the same
 patient gives the same row whichever of them runs it.
+
+An organ-aware run (``model.input=organs`` or ``model.slice_range=organs``) holds the segmenter
+that made its training crops in ``segmenter/``; the Predictor runs it on each series to find the
+organs, exactly as step 03 did for the OOF rows.
 """
 
 from __future__ import annotations
@@ -22,16 +26,18 @@ import torch
 
 from volslice import competitions
 from volslice.config import Config, load_config
-from volslice.data.dataset import sample_slices
+from volslice.data.inputs import InputSpec, sample_input
 from volslice.io import atomic_write_json
 from volslice.models.build import build_classifier
+from volslice.runs import fold_folders, weight_file
+from volslice.segmentation.organs import Segmenter
 from volslice.training.classification import ClassificationTask, to_float
 from volslice.training.engine import model_weights, to_channels_last
 
 log = logging.getLogger(__name__)
 
 PRIOR_FILE = "prior.json"
-WEIGHT_FILES = ("best.pt", "model.safetensors")
+SEGMENTER_FOLDER = "segmenter"
 
 
 def input_channels(cfg: Config) -> int:
@@ -44,22 +50,6 @@ def save_prior(folder, prior: dict) -> None:
     atomic_write_json(Path(folder) / PRIOR_FILE, prior)
 
 
-def weight_file(fold: Path) -> Path | None:
-    """A fold folder's weights: a training checkpoint, else an exported safetensors file."""
-    return next((fold / name for name in WEIGHT_FILES if (fold / name).exists()), None)
-
-
-def fold_folders(folder) -> list[Path]:
-    """The fold folders of a run (or of a bundle's model folder); a fold folder is its own list."""
-    folder = Path(folder)
-    if weight_file(folder):
-        return [folder]
-    folds = sorted(p for p in folder.glob("fold*") if weight_file(p))
-    if not folds:
-        raise FileNotFoundError(f"no fold*/best.pt or fold*/model.safetensors under {folder}")
-    return folds
-
-
 @dataclass
 class Predictor:
     """The fold models of one run, their config, the task that predicts with them and a weight in
@@ -70,6 +60,7 @@ class Predictor:
     task: ClassificationTask
     weight: float = 1.0
     folder: str = ""
+    segmenter: Segmenter | None = None
 
     @classmethod
     def load(cls, folder, device, weight: float = 1.0) -> "Predictor":
@@ -86,7 +77,15 @@ class Predictor:
         priors = [_read_prior(f, comp) for f in folds]
         prior = {col: float(np.mean([p[col] for p in priors])) for col in comp.PREDICTION_COLUMNS}
         task = ClassificationTask(comp, cfg.model.heads, cfg.train, prior)
-        return cls(cfg, models, task, weight, str(folder))
+        segmenter = None
+        if InputSpec.from_config(cfg).needs_organs:
+            segmenter = Segmenter.load(_segmenter_folder(folds[0]), device)
+        return cls(cfg, models, task, weight, str(folder), segmenter)
+
+    @property
+    def spec(self) -> InputSpec:
+        """The run's input settings."""
+        return InputSpec.from_config(self.cfg)
 
     @property
     def comp(self):
@@ -98,11 +97,17 @@ class Predictor:
         """Where the models are."""
         return next(self.models[0].parameters()).device
 
-    def model_input(self, images: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """(model input (1, S, C, H, W) on the device, its uint8 slices) from one cached series
-        (z, C, H, W), sampled as in validation."""
-        slices, _ = sample_slices(images, self.cfg.train.n_slices, self.cfg.train.crop, self.cfg.model.context,
-                                  train=False)
+    def organ_record(self, images: np.ndarray) -> dict | None:
+        """The organ record the run's input needs (its segmenter's prediction), else None."""
+        return self.segmenter.record(images) if self.segmenter else None
+
+    def model_input(self, images: np.ndarray, record: dict | None = None) -> tuple[torch.Tensor, np.ndarray]:
+        """(model input (1, [heads,] S, C, H, W) on the device, its uint8 slices) from one cached
+        series (z, C, H, W), sampled as in validation; the organs are predicted where the input
+        needs them and no ``record`` is given."""
+        if record is None:
+            record = self.organ_record(images)
+        slices, _ = sample_input(images, self.spec, train=False, record=record)
         return to_float(torch.from_numpy(slices)[None], self.device), slices
 
     def series_rows(self, images: np.ndarray, patient_id: int, series_id: int) -> list[dict]:
@@ -117,6 +122,14 @@ class Predictor:
     def patient_rows(self, series_rows: pd.DataFrame) -> pd.DataFrame:
         """Submission rows, one per patient of ``series_rows``."""
         return self.task.aggregate(series_rows)
+
+
+def _segmenter_folder(fold: Path) -> Path:
+    """An organ-aware run's segmenter: ``segmenter/`` beside its fold folders (or inside a fold folder)."""
+    for folder in (fold.parent / SEGMENTER_FOLDER, fold / SEGMENTER_FOLDER):
+        if folder.is_dir():
+            return folder
+    raise FileNotFoundError(f"{fold.parent} needs its organs predicted, but has no {SEGMENTER_FOLDER}/ folder")
 
 
 def _read_prior(fold: Path, comp) -> dict:

@@ -7,7 +7,8 @@ from volslice.competitions import rsna2023 as comp
 from volslice.config import CacheConfig
 from volslice.data.cache import load_manifest
 from volslice.data.cache_runner import run_cache
-from volslice.data.dataset import SeriesDataset, select_slices
+from volslice.data.dataset import SeriesDataset
+from volslice.data.inputs import InputSpec, select_slices
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_items_carry_slices_targets_and_slice_labels(tiny_data, keep_cache):
     image_labels = pd.read_csv(tiny_data / "image_level_labels.csv")
     heads = {g: comp.GROUPS[g] for g in comp.GROUP_NAMES}
     ds = SeriesDataset(keep_cache, train, heads, labels=labels, image_labels=image_labels,
-                       slice_heads=comp.IMAGE_LEVEL_COLUMNS, n_slices=8, crop=40, context=1)
+                       slice_heads=comp.IMAGE_LEVEL_COLUMNS, spec=InputSpec(n_slices=8, crop=40, context=1))
     assert len(ds) == len(train)
     unknown_free = 0  # slice labels of patients without that injury: known negatives
     for i in range(len(ds)):
@@ -55,7 +56,7 @@ def test_items_carry_slices_targets_and_slice_labels(tiny_data, keep_cache):
     row = train[train.series_id == series_id].iloc[0]
     ds_all = SeriesDataset(keep_cache, train[train.series_id == series_id], heads, labels=labels,
                            image_labels=image_labels, slice_heads=comp.IMAGE_LEVEL_COLUMNS,
-                           n_slices=row.slices, crop=48)
+                           spec=InputSpec(n_slices=row.slices, crop=48))
     target = ds_all[0]["slice_target"][:, 0].numpy().astype(bool)
     expected = np.isin(row.instance_numbers, listed[listed.series_id == series_id].instance_number)
     assert 0 < expected.sum() < len(expected)
@@ -65,7 +66,7 @@ def test_items_carry_slices_targets_and_slice_labels(tiny_data, keep_cache):
 def test_centre_crop_is_deterministic_and_random_crop_moves(keep_cache):
     manifest = load_manifest(keep_cache)
     heads = {"liver": comp.GROUPS["liver"]}
-    val = SeriesDataset(keep_cache, manifest, heads, n_slices=4, crop=32)
+    val = SeriesDataset(keep_cache, manifest, heads, spec=InputSpec(n_slices=4, crop=32))
     torch.manual_seed(0)
     first = val[0]["image"]
     torch.manual_seed(1)
@@ -73,6 +74,6 @@ def test_centre_crop_is_deterministic_and_random_crop_moves(keep_cache):
     volume = np.load(keep_cache / manifest.image_path.iloc[0])
     picks = select_slices(volume.shape[0], 4, jitter=False)
     assert torch.equal(val[0]["image"], torch.from_numpy(volume[picks][..., 8:40, 8:40].copy()))
-    train = SeriesDataset(keep_cache, manifest, heads, n_slices=4, crop=32, train=True)
+    train = SeriesDataset(keep_cache, manifest, heads, spec=InputSpec(n_slices=4, crop=32), train=True)
     torch.manual_seed(1)
     assert len({train[0]["image"].float().sum().item() for _ in range(6)}) > 1

@@ -9,6 +9,10 @@ no validation). Each fold writes to ``train.out_dir/fold<K>/``: config.yaml, pri
 best.pt, summary.csv, learning_curve.png and oof.csv (the best checkpoint's predictions for the
 fold's patients, made as inference makes them). When every fold has its oof.csv,
 ``train.out_dir/oof.csv`` and the overall OOF score are written (recorded as ``oof`` in the report).
+
+Organ-aware input (model.input=organs: organ crops; model.slice_range=organs: slices where the organs
+are) reads the organ records of step 03 (--organs, default CACHE/organs) and exports the segmenter
+that made them into train.out_dir/segmenter/, which inference runs on the raw series.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
     parser.add_argument("--resume", action="store_true", help="continue each fold from its last.pt")
     parser.add_argument("--report", type=Path, help="JSON report to record the OOF score in")
+    parser.add_argument("--organs", type=Path, help="organ records of step 03, for model.input=organs or "
+                        "model.slice_range=organs (default: CACHE/organs)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.epochs=5")
 
 
@@ -40,7 +46,8 @@ def run(args) -> int:
     cfg = load_config(*args.config, overrides=overrides)
     try:
         summary = train_folds(cfg, args.data, args.cache, args.folds, None if folds == ["all"] else
-                              [int(f) for f in folds], resume=args.resume, report=args.report)
+                              [int(f) for f in folds], resume=args.resume, report=args.report,
+                              organs=args.organs)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

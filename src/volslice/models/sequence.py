@@ -3,6 +3,9 @@ model across slices, pooling over slices, one head per organ group.
 
 Input: (batch, slices, channels, height, width). Output: dict head -> logits (batch, classes),
 plus ``"slices"``: per-slice logits (batch, slices, n_slice_labels) for the auxiliary loss.
+Organ crops (``model.input=organs``): (batch, heads, slices, channels, height, width), one crop
+sequence per head in head order; every sequence goes through the same backbone and sequence model,
+and each head reads its own organ's.
 """
 
 from __future__ import annotations
@@ -84,6 +87,12 @@ class SliceSequenceModel(nn.Module):
         return feats.view(b, s, -1)
 
     def forward(self, x: torch.Tensor) -> dict:
+        if x.ndim == 6:
+            batch, organs = x.shape[:2]
+            if organs != len(self.heads):
+                raise ValueError(f"{organs} organ crop sequences for {len(self.heads)} heads")
+            out = self.forward(x.flatten(0, 1))
+            return {name: out[name].view(batch, organs, -1)[:, i] for i, name in enumerate(self.heads)}
         seq = self.slice_features(x)
         if self.kind in ("lstm", "gru"):
             seq, _ = self.sequence(seq)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from volslice.config import ModelConfig, PretrainConfig
-from volslice.data.dataset import select_slices
+from volslice.data.inputs import select_slices
 from volslice.models.build import LOCAL_IMAGENET, load_imagenet
 from volslice.models.sequence import create_backbone
 

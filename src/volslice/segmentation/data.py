@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from volslice.config import VolumeFusionConfig
 from volslice.data.cache import load_images
-from volslice.data.dataset import crop, select_slices, stack_slices
+from volslice.data.inputs import crop, select_slices, stack_slices
 
 
 def _rng(train: bool, index: int, seed: int = 0) -> np.random.Generator:

@@ -8,11 +8,12 @@ import logging
 import torch
 
 from volslice.config import SegmentationConfig
+from volslice.data.inputs import ORGAN_LABELS
 from volslice.models.weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
-ORGAN_CLASSES = ("background", "liver", "spleen", "left_kidney", "right_kidney", "bowel")  # mask values 0..5
+ORGAN_CLASSES = ("background", *ORGAN_LABELS)  # mask values 0..5
 
 
 def build_segmenter(cfg: SegmentationConfig, in_channels: int, classes: int) -> torch.nn.Module:

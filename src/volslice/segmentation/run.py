@@ -24,6 +24,7 @@ from volslice.io import atomic_path
 from volslice.segmentation.data import MaskedSliceDataset, VolumeFusionDataset
 from volslice.segmentation.model import ORGAN_CLASSES, build_segmenter, load_matching
 from volslice.segmentation.task import SegmentationTask
+from volslice.training.cross_validation import adopt_cache_settings
 from volslice.training.engine import DistContext, Trainer, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def input_channels(manifest: pd.DataFrame, context: int) -> int:
 def train_segmentation_fold(cfg: Config, cache: Path, folds: pd.DataFrame, fold: int, resume: bool = False) -> dict:
     """Train on the masked train series of the other folds, validate on fold ``fold``'s (-1: all
     for training, none held out); returns the best epoch's validation metrics."""
+    cfg = adopt_cache_settings(cfg, Path(cache))
     scfg = cfg.segmentation
     manifest = load_manifest(cache)
     manifest = manifest[manifest.split == "train"].merge(folds[["series_id", "fold"]].drop_duplicates(),

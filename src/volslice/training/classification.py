@@ -21,7 +21,7 @@ MEAN, STD = 0.45, 0.225  # grey-level normalisation (ImageNet-like scale for ada
 
 
 def to_float(images: torch.Tensor, device) -> torch.Tensor:
-    """uint8 (B, S, C, H, W) -> normalised float on the device (copy overlaps compute when pinned)."""
+    """uint8 (B, [heads,] S, C, H, W) -> normalised float on the device (copy overlaps compute when pinned)."""
     return (images.to(device, non_blocking=True).float() / 255.0 - MEAN) / STD
 
 
@@ -38,7 +38,9 @@ def intensity_jitter(x: torch.Tensor, amount: float) -> torch.Tensor:
 
 def augment(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Random flips, small rotations and contrast/brightness, per sample, in one batched op on x's device.
-    The same transform applies to every slice of a sample."""
+    The same transform applies to every slice of a sample (of an organ's crops: each organ has its own)."""
+    if x.ndim == 6:
+        return augment(x.flatten(0, 1), cfg).view(x.shape)
     b, s, c, h, w = x.shape
     device = x.device
     angle = (torch.rand(b, device=device) * 2 - 1) * math.radians(cfg.rotate_degrees)

@@ -3,6 +3,11 @@
 Each fold writes to ``train.out_dir/fold<K>/``: config.yaml, prior.json, last.pt, best.pt,
 summary.csv, learning_curve.png and oof.csv. The OOF rows are made by the same ``Predictor`` that
 inference uses, loaded from the fold folder, so they estimate the submission.
+
+An organ-aware run (``model.input=organs`` or ``model.slice_range=organs``) reads the organ records
+of step 03 (``volslice organs``): training series take their ground-truth masks' boxes where they
+have masks, validation series the segmenter's, as inference will. The segmenter is exported into
+``train.out_dir/segmenter/`` so that inference predicts the organs with the same model.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from volslice import competitions
 from volslice.config import CacheConfig, Config, changed_keys, to_yaml
 from volslice.data.cache import cache_config_fingerprint, load_manifest
 from volslice.data.dataset import SeriesDataset
+from volslice.data.inputs import InputSpec
 from volslice.io import atomic_write_csv, update_json
 from volslice.models.build import build_classifier
-from volslice.predictor import Predictor, input_channels, save_prior
+from volslice.predictor import SEGMENTER_FOLDER, Predictor, input_channels, save_prior
+from volslice.segmentation.organs import copy_segmenter, load_organ_records
 from volslice.training.classification import ClassificationTask
 from volslice.training.engine import DistContext, Trainer, resolve_device
 
@@ -44,8 +51,22 @@ def adopt_cache_settings(cfg: Config, cache: Path) -> Config:
     return replace(cfg, cache=cached)
 
 
-def fold_datasets(cfg: Config, comp, data: Path, cache: Path, folds: pd.DataFrame, fold: int):
-    """(train set, validation set or None, task, input channels) of one fold (-1: every patient)."""
+def organs_folder(cfg: Config, cache: Path, organs: Path | None) -> Path | None:
+    """The organ records an organ-aware run reads (default ``CACHE/organs``); None where the input
+    needs none."""
+    if not InputSpec.from_config(cfg).needs_organs:
+        return None
+    folder = Path(organs) if organs else Path(cache) / "organs"
+    if not folder.is_dir():
+        raise ValueError(f"model.input={cfg.model.input} model.slice_range={cfg.model.slice_range} needs the organ "
+                         f"records of step 03 (volslice organs), and {folder} does not exist")
+    return folder
+
+
+def fold_datasets(cfg: Config, comp, data: Path, cache: Path, folds: pd.DataFrame, fold: int,
+                  organs: Path | None = None):
+    """(train set, validation set or None, task, input channels) of one fold (-1: every patient).
+    ``organs``: the organ records' folder where the input needs them."""
     manifest = load_manifest(cache)
     manifest = manifest[manifest.split == "train"].merge(folds[["series_id", "fold"]], on="series_id", how="inner")
     if manifest.empty:
@@ -59,9 +80,11 @@ def fold_datasets(cfg: Config, comp, data: Path, cache: Path, folds: pd.DataFram
                               slice_loss_weight=cfg.model.slice_loss_weight)
     slice_heads = comp.IMAGE_LEVEL_COLUMNS if cfg.model.slice_loss_weight > 0 else None
     common = dict(heads=task.head_columns(), labels=labels, image_labels=image_labels, slice_heads=slice_heads,
-                  n_slices=cfg.train.n_slices, crop=cfg.train.crop, context=cfg.model.context)
-    train_set = SeriesDataset(cache, train_rows, train=True, **common)
-    val_set = SeriesDataset(cache, val_rows, train=False, **common) if len(val_rows) else None
+                  spec=InputSpec.from_config(cfg))
+    truth = load_organ_records(organs, ground_truth=True) if organs else None
+    predicted = load_organ_records(organs, ground_truth=False) if organs else None
+    train_set = SeriesDataset(cache, train_rows, train=True, organs=truth, **common)
+    val_set = SeriesDataset(cache, val_rows, train=False, organs=predicted, **common) if len(val_rows) else None
     task.bind_solution(labels)  # the metric derives its weights from the true classes
     channels = int(manifest.channels.iloc[0]) * (2 * cfg.model.context + 1)
     if channels != input_channels(cfg):
@@ -70,12 +93,13 @@ def fold_datasets(cfg: Config, comp, data: Path, cache: Path, folds: pd.DataFram
     return train_set, val_set, task, channels
 
 
-def train_fold(cfg: Config, data: Path, cache: Path, folds: pd.DataFrame, fold: int, resume: bool) -> Path:
+def train_fold(cfg: Config, data: Path, cache: Path, folds: pd.DataFrame, fold: int, resume: bool,
+               organs: Path | None = None) -> Path:
     """Train one fold; write its OOF predictions where it has validation patients."""
     comp = competitions.get(cfg.competition)
     out = Path(cfg.train.out_dir) / f"fold{fold}"
     torch.manual_seed(cfg.train.seed)
-    train_set, val_set, task, in_chans = fold_datasets(cfg, comp, data, cache, folds, fold)
+    train_set, val_set, task, in_chans = fold_datasets(cfg, comp, data, cache, folds, fold, organs)
     model, report = build_classifier(cfg.model, in_chans, comp)
     ctx = DistContext.from_env()
     if ctx.main:
@@ -125,9 +149,14 @@ def combine_oof(cfg: Config, data: Path, n_folds: int, report: Path | None = Non
 
 
 def train_folds(cfg: Config, data: Path, cache: Path, folds_file: Path, chosen: list[int] | None = None,
-                resume: bool = False, report: Path | None = None) -> dict | None:
-    """Train the ``chosen`` folds (default: all, in turn) and, once every fold has its OOF, score it."""
+                resume: bool = False, report: Path | None = None, organs: Path | None = None) -> dict | None:
+    """Train the ``chosen`` folds (default: all, in turn) and, once every fold has its OOF, score it.
+    ``organs``: the organ records of an organ-aware run (default ``CACHE/organs``)."""
     cfg = adopt_cache_settings(cfg, Path(cache))
+    organs = organs_folder(cfg, Path(cache), organs)
+    if organs and DistContext.from_env().main:
+        copy_segmenter(organs, cfg.train.out_dir, SEGMENTER_FOLDER)
+    DistContext.from_env().barrier()
     folds = pd.read_csv(folds_file)
     n_folds = int(folds.fold.max()) + 1
     chosen = list(range(n_folds)) if chosen is None else chosen
@@ -135,7 +164,7 @@ def train_folds(cfg: Config, data: Path, cache: Path, folds_file: Path, chosen: 
     if bad:
         raise ValueError(f"folds {bad}: {folds_file} has folds 0..{n_folds - 1} (or -1 for all data)")
     for fold in chosen:
-        train_fold(cfg, Path(data), Path(cache), folds, fold, resume)
+        train_fold(cfg, Path(data), Path(cache), folds, fold, resume, organs)
     if DistContext.from_env().main:
         return combine_oof(cfg, Path(data), n_folds, report)
     return None

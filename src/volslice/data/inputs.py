@@ -1,0 +1,180 @@
+"""What the classifier sees of one cached series, made by one function for training, validation,
+OOF and inference alike (``sample_input``):
+
+- whole slices (``model.input=slices``): N slices spread over the series, or over the z range where
+  the organs are (``model.slice_range=organs``), with a square crop;
+- organ crops (``model.input=organs``): for each head (liver, spleen, kidney), N slices of the
+  z range that organ spans, each cut to the organ's box with a margin and resized to
+  ``train.crop``; the two kidneys' boxes are cut separately and placed side by side.
+
+The organ boxes come from an organ record (``volslice.segmentation.organs``): ground-truth masks or
+the segmenter's prediction. Randomness (slice jitter, crop position, box jitter) comes from torch's
+generator, which the Trainer seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+ORGAN_LABELS = ("liver", "spleen", "left_kidney", "right_kidney", "bowel")  # mask values 1..5
+CROP_PARTS = {"liver": ("liver",), "spleen": ("spleen",), "kidney": ("left_kidney", "right_kidney")}
+INPUTS = ("slices", "organs")
+SLICE_RANGES = ("all", "organs")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The input settings of a classifier run (from its config)."""
+
+    n_slices: int
+    crop: int
+    context: int = 0
+    input: str = "slices"  # slices | organs
+    slice_range: str = "all"  # all | organs
+    organ_margin: float = 0.15
+    heads: tuple = ()
+
+    @classmethod
+    def from_config(cls, cfg) -> "InputSpec":
+        """The spec of a run's ``Config``; fails on an input the heads cannot take."""
+        spec = cls(cfg.train.n_slices, cfg.train.crop, cfg.model.context, cfg.model.input, cfg.model.slice_range,
+                   cfg.model.organ_margin, tuple(cfg.model.heads))
+        if spec.input not in INPUTS:
+            raise ValueError(f"model.input must be one of {', '.join(INPUTS)}, got {spec.input!r}")
+        if spec.slice_range not in SLICE_RANGES:
+            raise ValueError(f"model.slice_range must be one of {', '.join(SLICE_RANGES)}, got {spec.slice_range!r}")
+        if spec.input == "organs":
+            wrong = [h for h in spec.heads if h not in CROP_PARTS]
+            if wrong:
+                raise ValueError(f"model.input=organs crops {', '.join(CROP_PARTS)}; heads {wrong} need "
+                                 "model.input=slices (train them in another run and ensemble the runs)")
+            if cfg.model.slice_loss_weight > 0:
+                raise ValueError("model.slice_loss_weight needs whole slices (model.input=slices)")
+        return spec
+
+    @property
+    def needs_organs(self) -> bool:
+        """Whether the input depends on the organ records (step 03, or the segmenter at inference)."""
+        return self.input == "organs" or self.slice_range == "organs"
+
+
+def select_slices(depth: int, count: int, jitter: bool) -> np.ndarray:
+    """``count`` indices spread uniformly over ``depth`` slices; in training each moves randomly
+    within its own interval."""
+    if jitter:
+        width = depth / count
+        offsets = torch.rand(count).numpy() * width
+        return np.minimum((np.arange(count) * width + offsets).astype(int), depth - 1)
+    return np.rint(np.linspace(0, depth - 1, count)).astype(int)
+
+
+def stack_slices(volume: np.ndarray, picks: np.ndarray, context: int = 0) -> np.ndarray:
+    """(len(picks), C * (2 context + 1), H, W): each picked slice with ``context`` neighbours on
+    each side stacked as channels (2.5D), clipped at the ends of the series."""
+    depth, _, height, width = volume.shape
+    if not context:
+        return np.asarray(volume[picks])
+    offsets = np.arange(-context, context + 1)
+    stacks = np.clip(picks[:, None] + offsets[None, :], 0, depth - 1)
+    return np.asarray(volume[stacks.ravel()]).reshape(len(picks), -1, height, width)
+
+
+def crop(image: np.ndarray, size: int, random: bool) -> np.ndarray:
+    """Square crop of the last two axes: at a random position, or centred."""
+    height, width = image.shape[-2:]
+    size = min(size, height, width)
+    if random:
+        top = int(torch.randint(0, height - size + 1, (1,)))
+        left = int(torch.randint(0, width - size + 1, (1,)))
+    else:
+        top, left = (height - size) // 2, (width - size) // 2
+    return np.ascontiguousarray(image[..., top : top + size, left : left + size])
+
+
+def sample_slices(volume: np.ndarray, n_slices: int, crop_size: int, context: int, train: bool,
+                  z_range: tuple[int, int] | None = None):
+    """(input (n_slices, C * (2 context + 1), crop, crop) uint8, the slice picks) from one cached
+    series (within ``z_range`` where given): jittered picks and a random crop in training, uniform
+    picks and the centre crop otherwise."""
+    low, high = z_range or (0, volume.shape[0])
+    picks = low + select_slices(high - low, n_slices, train)
+    return crop(stack_slices(volume, picks, context), crop_size, train), picks
+
+
+def organs_z_range(record: dict, organs, margin: float, depth: int) -> tuple[int, int] | None:
+    """[low, high) of the slices that any of ``organs`` spans in ``record``, widened by ``margin``
+    of its length on each side; None where none of them was found."""
+    boxes = [record["boxes"][o] for o in organs if record["boxes"].get(o)]
+    if not boxes:
+        return None
+    low, high = min(b[0] for b in boxes), max(b[1] for b in boxes)
+    pad = int(round(margin * (high - low)))
+    return max(0, low - pad), min(depth, high + pad)
+
+
+def _box_window(box, margin: float, aspect: float, shape, train: bool) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) around an organ's in-plane box: widened by ``margin`` of its side,
+    grown to height / width = ``aspect`` about its centre, jittered in training (a shift and a
+    scale of up to half the margin)."""
+    if box is None:  # not found: the whole plane
+        return 0, shape[0], 0, shape[1]
+    _, _, y0, y1, x0, x1 = box
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    height, width = (y1 - y0) * (1 + 2 * margin), (x1 - x0) * (1 + 2 * margin)
+    height, width = max(height, width * aspect, 4.0), max(width, height / aspect, 4.0 / aspect)
+    if train:
+        jitter = (torch.rand(3).numpy() * 2 - 1) * margin / 2
+        cy, cx = cy + jitter[0] * height, cx + jitter[1] * width
+        height, width = height * (1 + jitter[2]), width * (1 + jitter[2])
+    top, left = int(round(cy - height / 2)), int(round(cx - width / 2))
+    return top, top + max(1, int(round(height))), left, left + max(1, int(round(width)))
+
+
+def cut_and_resize(stack: np.ndarray, window, height: int, width: int) -> np.ndarray:
+    """(S, C, height, width): ``window`` (top, bottom, left, right) of every slice of ``stack``
+    (S, C, H, W), zero outside the image, resized (area average when shrinking, else bilinear)."""
+    top, bottom, left, right = window
+    s, c, h, w = stack.shape
+    out = np.zeros((s, c, bottom - top, right - left), stack.dtype)
+    y0, y1, x0, x1 = max(top, 0), min(bottom, h), max(left, 0), min(right, w)
+    if y1 > y0 and x1 > x0:
+        out[..., y0 - top : y1 - top, x0 - left : x1 - left] = stack[..., y0:y1, x0:x1]
+    shrink = out.shape[2] > height and out.shape[3] > width
+    method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    planes = [cv2.resize(plane, (width, height), interpolation=method) for plane in out.reshape(s * c, *out.shape[2:])]
+    return np.stack(planes).reshape(s, c, height, width)
+
+
+def organ_crops(volume: np.ndarray, record: dict, organ: str, spec: InputSpec, train: bool) -> np.ndarray:
+    """(n_slices, C * (2 context + 1), crop, crop) uint8: the organ's slices cut to its box(es), the
+    parts of a paired organ side by side. An organ the record lacks gets the whole slices."""
+    parts = CROP_PARTS[organ]
+    z_range = organs_z_range(record, parts, spec.organ_margin, volume.shape[0]) or (0, volume.shape[0])
+    picks = z_range[0] + select_slices(z_range[1] - z_range[0], spec.n_slices, train)
+    stack = stack_slices(volume, picks, spec.context)
+    width = spec.crop // len(parts)
+    tiles = [cut_and_resize(stack, _box_window(record["boxes"].get(part), spec.organ_margin, len(parts),
+                                               stack.shape[-2:], train), spec.crop, width)
+             for part in parts]
+    image = np.concatenate(tiles, axis=-1)
+    if image.shape[-1] < spec.crop:
+        image = np.pad(image, [(0, 0)] * 3 + [(0, spec.crop - image.shape[-1])])
+    return np.ascontiguousarray(image)
+
+
+def sample_input(volume: np.ndarray, spec: InputSpec, train: bool, record: dict | None = None):
+    """(input uint8, slice picks or None) of one cached series (z, C, H, W): whole slices
+    (S, C', crop, crop), or organ crops (heads, S, C', crop, crop) with ``model.input=organs``.
+    ``record``: the series' organ record, needed where ``spec.needs_organs``."""
+    if spec.needs_organs and record is None:
+        raise ValueError("this model's input needs the series' organ record (step 03, volslice organs)")
+    if spec.input == "organs":
+        return np.stack([organ_crops(volume, record, head, spec, train) for head in spec.heads]), None
+    z_range = None
+    if spec.slice_range == "organs":
+        z_range = organs_z_range(record, ORGAN_LABELS, spec.organ_margin, volume.shape[0])
+    return sample_slices(volume, spec.n_slices, spec.crop, spec.context, train, z_range)

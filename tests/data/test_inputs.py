@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+
+from volslice.config import load_config
+from volslice.data.inputs import InputSpec, cut_and_resize, organ_crops, organs_z_range, sample_input
+from volslice.models.sequence import HeadSpec, SliceSequenceModel
+from volslice.segmentation.organs import organ_record
+
+
+def labelled_volume():
+    """(z, y, x) labels: liver, two kidneys, bowel in two pieces, a stray liver voxel."""
+    masks = np.zeros((20, 64, 64), np.uint8)
+    masks[4:12, 10:30, 8:40] = 1  # liver
+    masks[6:15, 30:42, 10:18] = 3  # left kidney
+    masks[7:14, 32:44, 46:54] = 4  # right kidney
+    masks[10:16, 50:56, 20:26] = 5  # bowel, two loops
+    masks[12:18, 50:54, 40:44] = 5
+    masks[18, 60, 60] = 1  # a stray liver voxel far from the liver
+    return masks
+
+
+def test_organ_record_boxes_presence_and_mm():
+    masks = labelled_volume()
+    z_mm = np.arange(20) * 5.0 - 40
+    record = organ_record(masks, z_mm, pixel_spacing_mm=0.5)
+    assert record["boxes"]["liver"] == [4, 12, 10, 30, 8, 40]  # the stray voxel is dropped
+    assert record["boxes"]["left_kidney"] == [6, 15, 30, 42, 10, 18]
+    assert record["boxes"]["bowel"] == [10, 18, 50, 56, 20, 44]  # bowel keeps both loops
+    assert record["boxes"]["spleen"] is None and record["boxes_mm"]["spleen"] is None
+    assert record["presence"]["liver"] == [0] * 4 + [1] * 8 + [0] * 8
+    assert record["boxes_mm"]["liver"] == {"z": [-20.0, 15.0], "y": [5.0, 15.0], "x": [4.0, 20.0]}
+    assert organs_z_range(record, ["liver"], 0.25, 20) == (2, 14)
+    assert organs_z_range(record, ["left_kidney", "right_kidney"], 0.0, 20) == (6, 15)
+    assert organs_z_range(record, ["spleen"], 0.25, 20) is None
+
+
+def test_cut_and_resize_pads_outside_the_image_with_zeros():
+    stack = np.full((2, 1, 10, 10), 7, np.uint8)
+    out = cut_and_resize(stack, (-5, 5, 5, 15), 10, 10)
+    assert out.shape == (2, 1, 10, 10)
+    np.testing.assert_array_equal(out[:, :, :5, :], 0)
+    np.testing.assert_array_equal(out[:, :, 5:, :5], 7)
+    np.testing.assert_array_equal(out[:, :, 5:, 5:], 0)
+
+
+def organ_volume():
+    """(z, 1, y, x) images whose value tells the organ: liver 200, left kidney 100, right kidney 150."""
+    masks = labelled_volume()
+    images = np.zeros(masks.shape, np.uint8)
+    images[masks == 1], images[masks == 3], images[masks == 4] = 200, 100, 150
+    return images[:, None], organ_record(masks)
+
+
+def test_organ_crops_cut_each_organ_and_put_the_kidneys_side_by_side():
+    images, record = organ_volume()
+    spec = InputSpec(n_slices=5, crop=32, input="organs", organ_margin=0.2, heads=("kidney", "liver"))
+    crops, picks = sample_input(images, spec, train=False, record=record)
+    assert crops.shape == (2, 5, 1, 32, 32) and crops.dtype == np.uint8 and picks is None
+    kidney, liver = crops
+    # picks span the liver's z range (4..11) widened by 20 %: the first and last lie in the margin
+    assert liver[:, 0, 16, 16].tolist() == [0, 200, 200, 200, 0]
+    # the square window around the liver (44 px about its centre, beyond the image at the top) -> 32 px
+    assert (liver[1:-1, 0, 0, :] == 0).all() and (liver[1:-1, 0, 10:22, 6:26] == 200).all()
+    assert (kidney[1:-1, 0, 16, 8] == 100).all() and (kidney[1:-1, 0, 16, 24] == 150).all()  # left | right
+    # training moves the slices and the box a little, never off the organ's centre
+    torch.manual_seed(0)
+    jittered = organ_crops(images, record, "liver", spec, train=True)
+    assert not np.array_equal(jittered, liver) and (jittered[1:-1, 0, 16, 16] == 200).all()
+
+
+def test_an_organ_not_found_gets_the_whole_slices():
+    images, record = organ_volume()
+    spec = InputSpec(n_slices=4, crop=16, input="organs", heads=("spleen",))
+    crops, _ = sample_input(images, spec, train=False, record=record)
+    expected = cut_and_resize(images[np.rint(np.linspace(0, 19, 4)).astype(int)], (0, 64, 0, 64), 16, 16)
+    np.testing.assert_array_equal(crops[0], expected)
+
+
+def test_slice_range_organs_picks_slices_where_the_organs_are():
+    images, record = organ_volume()
+    spec = InputSpec(n_slices=6, crop=64, slice_range="organs", organ_margin=0.0)
+    _, picks = sample_input(images, spec, train=False, record=record)
+    assert picks.min() == 4 and picks.max() == 17  # liver starts at 4, bowel ends at 18 (half-open)
+    _, all_picks = sample_input(images, InputSpec(n_slices=6, crop=64), train=False)
+    assert all_picks.min() == 0 and all_picks.max() == 19
+    with pytest.raises(ValueError, match="organ record"):
+        sample_input(images, spec, train=False)
+
+
+def test_input_settings_are_checked():
+    with pytest.raises(ValueError, match="bowel"):
+        InputSpec.from_config(load_config(overrides=["model.input=organs"]))
+    with pytest.raises(ValueError, match="slice_loss_weight"):
+        InputSpec.from_config(load_config(overrides=["model.input=organs", "model.heads=[liver]",
+                                                     "model.slice_loss_weight=0.5"]))
+    with pytest.raises(ValueError, match="model.slice_range"):
+        InputSpec.from_config(load_config(overrides=["model.slice_range=some"]))
+    spec = InputSpec.from_config(load_config(overrides=["model.input=organs", "model.heads=[kidney,spleen]"]))
+    assert spec.needs_organs and spec.heads == ("kidney", "spleen")
+
+
+def test_each_head_reads_its_own_organs_crops():
+    torch.manual_seed(0)
+    heads = (HeadSpec("liver", 3), HeadSpec("spleen", 3))
+    model = SliceSequenceModel("resnet10t", in_chans=1, hidden=8, heads=heads).eval()
+    x = torch.randn(2, 2, 3, 1, 32, 32)  # (batch, organs, slices, C, H, W)
+    out = model(x)
+    with torch.no_grad():
+        torch.testing.assert_close(out["liver"], model(x[:, 0])["liver"])
+        torch.testing.assert_close(out["spleen"], model(x[:, 1])["spleen"])
+    assert out["liver"].shape == (2, 3)
+    with pytest.raises(ValueError, match="3 organ crop sequences for 2 heads"):
+        model(torch.randn(1, 3, 2, 1, 32, 32))

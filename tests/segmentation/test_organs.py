@@ -1,0 +1,117 @@
+"""Step 03 (organ records) and an organ-crop classifier through the one prediction path."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from volslice.bundle import export_models
+from volslice.cli import main as cli
+from volslice.competitions import rsna2023 as comp
+from volslice.config import CacheConfig
+from volslice.data.cache import cache_series, load_images, load_manifest
+from volslice.data.cache_runner import run_cache
+from volslice.data.dataset import SeriesDataset
+from volslice.data.folds import make_folds
+from volslice.dicom import read_series
+from volslice.predictor import Predictor
+from volslice.segmentation.organs import load_organ_records, organ_record, predict_organs
+
+SEGMENTER = ["segmentation.encoder=tu-resnet10t", "segmentation.decoder_channels=[32,16,16,8,8]",
+             "segmentation.crop=64", "segmentation.slices_per_series=6", "segmentation.train.epochs=3",
+             "segmentation.train.batch_size=8", "segmentation.train.workers=0", "segmentation.train.progress=false",
+             "segmentation.train.lr=0.003"]
+CROPS = ["model.backbone=resnet10t", "model.init=scratch", "model.hidden=8", "train.n_slices=4", "train.crop=24",
+         "train.batch_size=2", "train.epochs=1", "train.workers=0", "train.progress=false", "model.context=1",
+         "model.input=organs", "model.heads=[kidney,liver,spleen]", "train.series_aggregation=max", "train.tta=true"]
+
+
+@pytest.fixture(scope="module")
+def organ_run(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("organs")
+    run_cache(tiny_data, root / "cache", CacheConfig(size=64, z_mode="count", n_slices=16, workers=1), progress=False)
+    make_folds(pd.read_csv(tiny_data / "train.csv"), pd.read_csv(tiny_data / "train_series_meta.csv"), 2, 0).to_csv(
+        root / "folds.csv", index=False)
+    assert cli(["segment", "--cache", str(root / "cache"), "--folds", str(root / "folds.csv"), "--fold", "0",
+                *SEGMENTER, f"segmentation.train.out_dir={root / 'seg'}"]) == 0
+    assert cli(["organs", "--cache", str(root / "cache"), "--segmenter", str(root / "seg"), "--device", "cpu",
+                "--no-progress"]) == 0
+    assert cli(["train", "--data", str(tiny_data), "--cache", str(root / "cache"), "--folds", str(root / "folds.csv"),
+                *CROPS, f"train.out_dir={root / 'crops'}"]) == 0
+    return root
+
+
+def test_step_03_records_every_series_keeps_the_masks_and_reruns_do_nothing(organ_run, capsys):
+    cache, organs = organ_run / "cache", organ_run / "cache" / "organs"
+    manifest = load_manifest(cache)
+    assert sorted(int(p.stem) for p in organs.glob("*.json")) == sorted(manifest.series_id)
+    masked = manifest[manifest.mask_path.notna()].iloc[0]
+    entry = json.loads((organs / f"{masked.series_id}.json").read_text())
+    truth = organ_record(np.load(cache / masked.mask_path), masked.z_mm, masked.pixel_spacing_mm)
+    assert entry["mask"] == truth and truth["boxes"]["liver"] is not None
+    assert load_organ_records(organs, ground_truth=True)[masked.series_id] == truth
+    assert load_organ_records(organs, ground_truth=False)[masked.series_id] == entry["predicted"]
+    assert len(pd.read_csv(organs / "organs.csv")) == len(manifest) + manifest.mask_path.notna().sum()
+    capsys.readouterr()
+    assert cli(["organs", "--cache", str(cache), "--segmenter", str(organ_run / "seg"), "--no-progress"]) == 0
+    assert f"organs of 0 series predicted, {len(manifest)} already done" in capsys.readouterr().out
+
+
+def test_another_segmenter_is_refused_unless_forced(organ_run, tmp_path):
+    other = tmp_path / "seg_copy"
+    shutil.copytree(organ_run / "seg", other)
+    out = tmp_path / "organs"
+    shutil.copytree(organ_run / "cache" / "organs", out)
+    with pytest.raises(ValueError, match="another segmenter.*--force"):
+        predict_organs(organ_run / "cache", other, out, progress=False)
+    assert predict_organs(organ_run / "cache", other, out, force=True, progress=False)["predicted"] == \
+        len(load_manifest(organ_run / "cache"))
+
+
+def test_inference_finds_the_organs_and_crops_as_training_validation_did(tiny_data, organ_run):
+    """The run's own segmenter, on a series read from raw DICOM with the run's cache settings,
+    gives step 03's predicted record, and the Predictor's input is the validation item."""
+    predictor = Predictor.load(organ_run / "crops" / "fold0", torch.device("cpu"))
+    assert predictor.segmenter is not None
+    cache = organ_run / "cache"
+    rows = load_manifest(cache)
+    rows = rows[rows.split == "train"].reset_index(drop=True)
+    predicted = load_organ_records(cache / "organs", ground_truth=False)
+    heads = {h: comp.GROUPS[h] for h in predictor.cfg.model.heads}
+    dataset = SeriesDataset(cache, rows, heads, spec=predictor.spec, organs=predicted, train=False)
+    found = 0
+    for index in range(3):
+        row = rows.iloc[index]
+        folder = tiny_data / "train_images" / str(row.patient_id) / str(row.series_id)
+        images, _, _ = cache_series(read_series(folder), predictor.cfg.cache)
+        np.testing.assert_array_equal(images, load_images(cache, row))
+        record = predictor.organ_record(images)
+        assert record["boxes"] == predicted[row.series_id]["boxes"]
+        found += sum(box is not None for box in record["boxes"].values())
+        _, crops = predictor.model_input(images)
+        assert crops.shape == (3, 4, 3, 24, 24)  # heads, slices, 2.5D channels, crop
+        np.testing.assert_array_equal(crops, dataset[index]["image"].numpy())
+    assert found > 0  # the segmenter finds organs, so the crops are not whole slices
+
+
+def test_inference_reproduces_the_oof_rows_of_an_organ_crop_run(tiny_data, organ_run, tmp_path):
+    out = tmp_path / "train_split.csv"
+    assert cli(["infer", "--data", str(tiny_data), "--models", str(organ_run / "crops" / "fold0"), "--split", "train",
+                "--out", str(out), "--device", "cpu"]) == 0
+    oof = pd.read_csv(organ_run / "crops" / "fold0" / "oof.csv").set_index("patient_id")
+    inferred = pd.read_csv(out).set_index("patient_id").loc[oof.index]
+    pd.testing.assert_frame_equal(inferred, oof, atol=1e-6, rtol=0)
+
+
+def test_the_bundle_carries_the_segmenter(tiny_data, organ_run, tmp_path):
+    export_models(organ_run / "crops", tmp_path / "models")
+    exported = tmp_path / "models" / "crops"
+    assert (exported / "segmenter" / "fold0" / "model.safetensors").exists()
+    assert not list(exported.rglob("*.pt"))
+    original = Predictor.load(organ_run / "crops", torch.device("cpu"))
+    bundled = Predictor.load(exported, torch.device("cpu"))
+    images = load_images(organ_run / "cache", load_manifest(organ_run / "cache").iloc[0])
+    assert bundled.series_rows(images, 1, 2)[0] == pytest.approx(original.series_rows(images, 1, 2)[0])
