@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 WORK ?= work/demo
 DATA ?=
 CONFIG ?= configs/demo.yaml
+ORGAN_CONFIG ?= configs/organs.yaml
 SUBMISSIONS ?= submissions
 DEMO_DATA := $(if $(DATA),$(DATA),$(WORK)/data)
 # how fine-tuning starts: from the demo's own 2D-VoCo backbone (e.g. FINETUNE=model.init=imagenet instead)
@@ -34,10 +35,20 @@ endif
 	$(VOLSLICE) baseline --data $(DEMO_DATA) --submission $(SUBMISSIONS)/prior_baseline.csv --report $(WORK)/report.json
 	$(VOLSLICE) pretrain --cache $(WORK)/cache --config $(CONFIG) --resume pretrain.train.out_dir=$(WORK)/runs/pretrain \
 		$$(test -d $(DEMO_DATA)/extra_unlabeled && echo --extra $(DEMO_DATA)/extra_unlabeled)
+	$(VOLSLICE) pretrain --method volume-fusion --cache $(WORK)/cache --config $(CONFIG) --resume \
+		segmentation.fusion.train.out_dir=$(WORK)/runs/volume_fusion
+	$(VOLSLICE) segment --cache $(WORK)/cache --folds $(WORK)/folds.csv --fold 0 --config $(CONFIG) --resume \
+		--report $(WORK)/report.json segmentation.train.out_dir=$(WORK)/runs/segmentation \
+		segmentation.weights=$(WORK)/runs/volume_fusion/volume_fusion.safetensors
+	$(PY) preprocess/03_predict_organs.py --cache $(WORK)/cache --segmenter $(WORK)/runs/segmentation
 	$(VOLSLICE) train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
 		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier $(FINETUNE)
+	$(VOLSLICE) train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
+		--config $(ORGAN_CONFIG) --resume train.out_dir=$(WORK)/runs/organs $(FINETUNE)
+	$(VOLSLICE) score --data $(DEMO_DATA) --oof $(WORK)/runs/classifier $(WORK)/runs/organs --report $(WORK)/report.json
 	$(VENV)/bin/papermill --log-output --no-progress-bar notebooks/inference.ipynb $(WORK)/inference.ipynb \
-		-p DATA_ROOT $(DEMO_DATA) -y "MODEL_DIRS: ['$(WORK)/runs/classifier']" -p OUTPUT $(SUBMISSIONS)/demo_ensemble.csv \
+		-p DATA_ROOT $(DEMO_DATA) -y "MODEL_DIRS: ['$(WORK)/runs/classifier', '$(WORK)/runs/organs']" \
+		-p OUTPUT $(SUBMISSIONS)/demo_ensemble.csv \
 		-p REPORT $(WORK)/report.json -p DEVICE auto -p PROGRESS False
 	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
 
@@ -52,7 +63,7 @@ test-gpu: setup
 	$(PY) -m pytest -q -m gpu -rs
 
 kaggle-bundle: setup
-	$(VOLSLICE) bundle --models $(WORK)/runs/classifier --out $(WORK)/kaggle_bundle
+	$(VOLSLICE) bundle --models $(WORK)/runs/classifier $(WORK)/runs/organs --out $(WORK)/kaggle_bundle
 
 bench-preprocess: setup
 	$(PY) benchmarks/bench_preprocess.py --work work/bench512

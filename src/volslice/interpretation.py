@@ -1,9 +1,12 @@
-"""Which slices drive each organ's prediction? Gradient x input slice importance, as a figure.
+"""Which slices, and where in them, drive each organ's prediction? Gradient x input, as a figure.
 
-For every head, the importance of slice s is the sum over its pixels of |x * d p(injury) / dx|,
-where p(injury) = 1 - p(healthy); each head's row is scaled to its maximum. The figure shows the
-selected slices as a strip with one importance row per head under it, the predicted injury
-probability beside each row, and the model's attention weights too when it pools by attention.
+Saliency of a pixel is |x * d p(injury) / dx| summed over its channels, where p(injury) =
+1 - p(healthy). Whole-slice models: the importance of slice s is the sum of its pixels' saliency,
+each head's row scaled to its maximum; the figure shows the selected slices as a strip with one
+importance row per head under it, the predicted injury probability beside each row, and the
+model's attention weights too when it pools by attention. Organ-crop models: each head's row of
+the figure is the crops it saw, with the in-plane saliency over them (scaled to the head's
+maximum), so a reader sees where in the organ the model looked.
 """
 
 from __future__ import annotations
@@ -23,18 +26,56 @@ from volslice.runs import fold_folders
 from volslice.training.classification import ClassificationTask
 
 
-def slice_importance(model, x: torch.Tensor, task: ClassificationTask) -> tuple[dict, dict]:
-    """(head -> (S,) importance, head -> injury probability) for one sample x of shape (1, S, C, H, W)."""
-    importance, injury = {}, {}
-    for head in task.heads:
+def saliency(model, x: torch.Tensor, task: ClassificationTask) -> tuple[dict, dict]:
+    """(head -> saliency of its input pixels, head -> injury probability) for one sample x of shape
+    (1, S, C, H, W) (saliency (S, H, W)) or of organ crops (1, heads, S, C, H, W) (each head's
+    saliency over its own crops, (S, H, W))."""
+    maps, injury = {}, {}
+    for index, head in enumerate(task.heads):
         x = x.detach().clone().requires_grad_(True)
         probs = task.probabilities(model(x), keep_graph=True)[head]
         p_injury = 1 - probs[0, 0]
         (grad,) = torch.autograd.grad(p_injury, x)
-        score = (grad * x).abs().sum(dim=(2, 3, 4))[0].detach().numpy()
-        importance[head] = score / score.max() if score.max() > 0 else score
+        pixels = (grad * x).abs()[0]
+        maps[head] = (pixels[index] if x.ndim == 6 else pixels).sum(dim=1).detach().numpy()
         injury[head] = float(p_injury.detach())
-    return importance, injury
+    return maps, injury
+
+
+def _scaled(values: np.ndarray) -> np.ndarray:
+    return values / values.max() if values.max() > 0 else values
+
+
+def slice_importance(model, x: torch.Tensor, task: ClassificationTask) -> tuple[dict, dict]:
+    """(head -> (S,) importance scaled to its maximum, head -> injury probability) for one sample
+    x of shape (1, S, C, H, W)."""
+    maps, injury = saliency(model, x, task)
+    return {head: _scaled(m.sum(axis=(1, 2))) for head, m in maps.items()}, injury
+
+
+def plot_crop_saliency(crops: np.ndarray, maps: dict, injury: dict, path, title: str = "") -> None:
+    """One row per head: its crops (heads, S, H, W) side by side with its saliency over them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heads, n = len(maps), crops.shape[1]
+    fig, axes = plt.subplots(heads, 1, figsize=(max(6, n * 0.9), 1.0 + 1.1 * heads), squeeze=False)
+    for ax, (index, head) in zip(axes[:, 0], enumerate(maps)):
+        ax.imshow(np.concatenate(list(crops[index]), axis=1), cmap="gray", vmin=0, vmax=255)
+        heat = np.concatenate(list(_scaled(maps[head])), axis=1)
+        ax.imshow(heat, cmap="magma", alpha=0.6 * np.sqrt(heat), vmin=0, vmax=1)
+        ax.set_xticks((np.arange(n) + 0.5) * crops.shape[-1])
+        ax.set_xticklabels([str(i) for i in range(n)], fontsize=7)
+        ax.set_yticks([])
+        ax.set_ylabel(f"{head}\np={injury[head]:.2f}", fontsize=8)
+    axes[0, 0].set_title(title, fontsize=9)
+    axes[-1, 0].set_xlabel("selected slice of the organ's z range (ascending z: feet to head)", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
 
 
 def plot_slice_importance(images: np.ndarray, importance: dict, injury: dict, path, title: str = "",
@@ -71,18 +112,23 @@ def plot_slice_importance(images: np.ndarray, importance: dict, injury: dict, pa
 def explain(data, model_dir, patient_id: int, series_id: int | None = None, split: str = "train",
             out="slice_importance.png") -> dict:
     """Figure for one series of a patient with the first fold model of ``model_dir`` (a fold folder
-    or a run folder), its input prepared by the Predictor as in inference. Returns the importance
-    per head."""
+    or a run folder), its input prepared by the Predictor as in inference (organ crops with the
+    run's segmenter). Returns per head the slice importance (S,), or for organ crops the
+    saliency over its crops (S, H, W)."""
     predictor = Predictor.load(fold_folders(model_dir)[0], torch.device("cpu"))
     model, cfg = predictor.models[0], predictor.cfg
     folder = series_folder(Path(data), split, patient_id, series_id)
     x, images = predictor.model_input(cache_series(read_series(folder), replace(cfg.cache, masks=False))[0])
+    centre = cfg.model.context * len(cfg.cache.windows)  # the picked slice's first window, not a neighbour
+    title = f"patient {patient_id}, series {folder.name} ({Path(predictor.folder).name})"
+    if x.ndim == 6:
+        maps, injury = saliency(model, x, predictor.task)
+        plot_crop_saliency(images[:, :, centre], maps, injury, out, title)
+        return maps
     importance, injury = slice_importance(model, x, predictor.task)
     attention = None
     if cfg.model.pooling == "attention":
         with torch.no_grad():
             attention = model(x)["slice_weights"][0].numpy()
-    plot_slice_importance(images[:, 0], importance, injury, out,
-                          title=f"patient {patient_id}, series {folder.name} ({Path(predictor.folder).name})",
-                          attention=attention)
+    plot_slice_importance(images[:, centre], importance, injury, out, title=title, attention=attention)
     return importance

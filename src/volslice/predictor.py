@@ -140,19 +140,25 @@ def _read_prior(fold: Path, comp) -> dict:
     return comp.sample_submission([0]).iloc[0][comp.PREDICTION_COLUMNS].astype(float).to_dict()
 
 
-def ensemble(predictors: list[Predictor], submissions: list[pd.DataFrame]) -> pd.DataFrame:
+def blend(comp, submissions: list[pd.DataFrame], predicted: list[list[str]], weights: list[float]) -> pd.DataFrame:
     """The weighted mean of several runs' submissions, column by column over the runs that predict
-    it (a column no run predicts: the weighted mean of their fills). One run: its submission."""
-    comp = predictors[0].comp
+    it (``predicted``: each run's columns; a column no run predicts: the weighted mean of their
+    fills), on the first submission's patients. One run: its submission."""
     ids = submissions[0][comp.ID_COLUMN]
     frames = [s.set_index(comp.ID_COLUMN).loc[ids] for s in submissions]
     out = pd.DataFrame({comp.ID_COLUMN: ids.to_numpy()})
     for col in comp.PREDICTION_COLUMNS:
-        voters = [i for i, p in enumerate(predictors) if col in p.task.predicted_columns] or range(len(predictors))
-        weights = np.array([predictors[i].weight for i in voters])
+        voters = [i for i, columns in enumerate(predicted) if col in columns] or range(len(submissions))
+        voter_weights = np.array([weights[i] for i in voters])
         values = np.stack([frames[i][col].to_numpy(float) for i in voters])
-        out[col] = (weights[:, None] * values).sum(0) / weights.sum()
+        out[col] = (voter_weights[:, None] * values).sum(0) / voter_weights.sum()
     return out[comp.SUBMISSION_COLUMNS]
+
+
+def ensemble(predictors: list[Predictor], submissions: list[pd.DataFrame]) -> pd.DataFrame:
+    """``blend`` of the runs' submissions with their predicted columns and weights."""
+    return blend(predictors[0].comp, submissions, [p.task.predicted_columns for p in predictors],
+                 [p.weight for p in predictors])
 
 
 def ensemble_prior(predictors: list[Predictor]) -> dict:

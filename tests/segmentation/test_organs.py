@@ -41,6 +41,9 @@ def organ_run(tiny_data, tmp_path_factory):
                 "--no-progress"]) == 0
     assert cli(["train", "--data", str(tiny_data), "--cache", str(root / "cache"), "--folds", str(root / "folds.csv"),
                 *CROPS, f"train.out_dir={root / 'crops'}"]) == 0
+    assert cli(["train", "--data", str(tiny_data), "--cache", str(root / "cache"), "--folds", str(root / "folds.csv"),
+                *CROPS, "model.input=slices", "model.slice_range=organs", "model.heads=[bowel,extravasation]",
+                "model.slice_loss_weight=0.5", f"train.out_dir={root / 'whole'}"]) == 0
     return root
 
 
@@ -115,3 +118,38 @@ def test_the_bundle_carries_the_segmenter(tiny_data, organ_run, tmp_path):
     bundled = Predictor.load(exported, torch.device("cpu"))
     images = load_images(organ_run / "cache", load_manifest(organ_run / "cache").iloc[0])
     assert bundled.series_rows(images, 1, 2)[0] == pytest.approx(original.series_rows(images, 1, 2)[0])
+
+
+def test_the_oof_of_blended_runs_takes_each_column_from_the_run_that_predicts_it(tiny_data, organ_run, tmp_path):
+    report = tmp_path / "report.json"
+    assert cli(["score", "--data", str(tiny_data), "--oof", str(organ_run / "crops"), str(organ_run / "whole"),
+                "--report", str(report)]) == 0
+    crops = pd.read_csv(organ_run / "crops" / "oof.csv").set_index("patient_id").sort_index()
+    whole = pd.read_csv(organ_run / "whole" / "oof.csv").set_index("patient_id").sort_index()
+    recorded = json.loads(report.read_text())
+    blended = crops.copy()
+    blended[["bowel_healthy", "bowel_injury", "extravasation_healthy", "extravasation_injury"]] = \
+        whole[["bowel_healthy", "bowel_injury", "extravasation_healthy", "extravasation_injury"]]
+    labels = pd.read_csv(tiny_data / "train.csv")
+    expected = comp.score(labels[labels.patient_id.isin(blended.index)], blended.reset_index())
+    assert recorded["oof"] == pytest.approx(expected.score)
+    assert not np.allclose(crops.bowel_injury, whole.bowel_injury)  # the two runs' fills differ from the predictions
+
+
+def test_interpret_shows_where_in_each_organ_crop_the_model_looked(tiny_data, organ_run, tmp_path):
+    from PIL import Image
+
+    from volslice.interpretation import explain
+
+    patient = int(pd.read_csv(tiny_data / "train.csv").patient_id.iloc[0])
+    out = tmp_path / "crops.png"
+    assert cli(["interpret", "--data", str(tiny_data), "--model", str(organ_run / "crops"), "--patient", str(patient),
+                "--out", str(out)]) == 0
+    with Image.open(out) as figure:
+        assert figure.size[0] > figure.size[1] / 2 and np.asarray(figure.convert("L")).std() > 10
+    maps = explain(tiny_data, organ_run / "crops", patient, out=tmp_path / "again.png")
+    assert list(maps) == ["kidney", "liver", "spleen"]
+    for values in maps.values():
+        assert values.shape == (4, 24, 24) and values.min() >= 0 and values.max() > 0
+        # in-plane: some pixels of a crop matter more than others
+        assert (values.reshape(4, -1).max(1) > 2 * values.reshape(4, -1).mean(1)).any()

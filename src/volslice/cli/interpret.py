@@ -1,4 +1,4 @@
-"""Which slices drive each organ's prediction: gradient x input slice importance, as a figure.
+"""Which slices drive each organ's prediction (organ-crop runs: where in each crop), as a figure.
 
     volslice interpret --data ROOT --model RUN_DIR/fold0 --patient ID [--series ID]
         [--split train|test] [--out slice_importance.png]
@@ -27,6 +27,7 @@ def run(args) -> int:
 
     importance = explain(args.data, args.model, args.patient, args.series, args.split, args.out)
     for head, values in importance.items():
-        print(f"{head:<14} most important slices {np.argsort(values)[::-1][:3].tolist()}")
+        per_slice = values.sum(axis=(1, 2)) if values.ndim == 3 else values
+        print(f"{head:<14} most important slices {np.argsort(per_slice)[::-1][:3].tolist()}")
     print(f"figure written to {args.out}")
     return 0

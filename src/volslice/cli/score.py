@@ -1,21 +1,30 @@
-"""Score a submission file with a competition's metric.
+"""Score a submission file with a competition's metric, or the blended OOF predictions of runs.
 
     volslice score --competition rsna2023 --solution SOLUTION.csv --submission SUBMISSION.csv [--json]
+    volslice score --data ROOT --oof RUN [RUN ...] [--weights W ...] [--report WORK/report.json] [--json]
 
-An invalid submission is refused with every reason named (exit status 2).
+The second form blends the runs' oof.csv as inference blends their submissions (each column over
+the runs that predict it), so the OOF score of an ensemble of runs (e.g. whole-slice and organ
+crops) estimates its submission; it is recorded as ``oof`` in the report. An invalid submission is
+refused with every reason named (exit status 2).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser) -> None:
     """The subcommand's arguments."""
     parser.add_argument("--competition", default="rsna2023")
-    parser.add_argument("--solution", required=True, help="CSV with the true labels")
-    parser.add_argument("--submission", required=True, help="CSV in the competition's submission format")
+    parser.add_argument("--solution", help="CSV with the true labels")
+    parser.add_argument("--submission", help="CSV in the competition's submission format")
+    parser.add_argument("--data", type=Path, help="competition data root (train.csv), with --oof")
+    parser.add_argument("--oof", type=Path, nargs="+", help="run folders whose oof.csv are blended and scored")
+    parser.add_argument("--weights", type=float, nargs="+", help="one weight per --oof run (default: equal)")
+    parser.add_argument("--report", type=Path, help="JSON report to record the blended OOF score in")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -25,6 +34,10 @@ def run(args) -> int:
 
     from volslice import competitions
 
+    if args.oof:
+        return _score_oof(args)
+    if not (args.solution and args.submission):
+        args.parser.error("give --solution and --submission, or --data and --oof")
     comp = competitions.get(args.competition)
     try:
         result = comp.score(pd.read_csv(args.solution), pd.read_csv(args.submission))
@@ -37,4 +50,25 @@ def run(args) -> int:
         print(f"score {result.score:.4f}")
         for group, loss in result.group_losses.items():
             print(f"  {group:<14}{loss:.4f}")
+    return 0
+
+
+def _score_oof(args) -> int:
+    from volslice.training.cross_validation import ensemble_oof
+
+    if args.data is None:
+        args.parser.error("--oof needs --data")
+    if args.weights and len(args.weights) != len(args.oof):
+        args.parser.error(f"{len(args.weights)} weights for {len(args.oof)} runs")
+    try:
+        summary = ensemble_oof(args.oof, args.data, args.weights, args.report)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"OOF score of {len(args.oof)} runs blended {summary['oof']:.4f} over {summary['oof_patients']} patients "
+          f"(constant prior on the same patients {summary['oof_prior']:.4f})")
+    print("  " + "  ".join(f"{g} {v:.4f}" for g, v in summary["oof_groups"].items()))
     return 0

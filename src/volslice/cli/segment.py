@@ -1,13 +1,13 @@
 """Train the 2.5D organ segmentation network per fold on the cached series that have masks.
 
     volslice segment --cache CACHE --folds folds.csv [--fold K ...] [--config FILE] [--resume]
-        [key=value ...]
+        [--report WORK/report.json] [key=value ...]
     torchrun --nproc_per_node=N -m volslice segment ...   (DDP)
 
 Start from Volume Fusion pretraining with segmentation.weights=RUN/volume_fusion.safetensors
 (``volslice pretrain --method volume-fusion``). Each fold writes segmentation.train.out_dir/fold<K>/:
 config.yaml, last.pt, best.pt, summary.csv (Dice per organ on the fold's masked series) and
-learning_curve.png.
+learning_curve.png. --report records the held-out Dice per organ as segmentation_dice.
 """
 
 from __future__ import annotations
@@ -23,27 +23,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fold", nargs="+", default=["all"], help="fold numbers, all, or -1")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
     parser.add_argument("--resume", action="store_true", help="continue each fold from its last.pt")
+    parser.add_argument("--report", type=Path, help="JSON report to record the held-out Dice in")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. segmentation.train.epochs=5")
 
 
 def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
-    import pandas as pd
-
     from volslice.config import load_config
-    from volslice.segmentation.run import train_segmentation_fold
+    from volslice.segmentation.run import train_segmentation_folds
 
     overrides = [f for f in args.fold if "=" in f] + args.overrides
     chosen = [f for f in args.fold if "=" not in f] or ["all"]
     cfg = load_config(*args.config, overrides=overrides)
-    folds = pd.read_csv(args.folds)
-    n_folds = int(folds.fold.max()) + 1
-    chosen = list(range(n_folds)) if chosen == ["all"] else [int(f) for f in chosen]
     try:
-        for fold in chosen:
-            metrics = train_segmentation_fold(cfg, args.cache, folds, fold, args.resume)
-            print(f"fold {fold}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        results = train_segmentation_folds(cfg, args.cache, args.folds, None if chosen == ["all"] else
+                                           [int(f) for f in chosen], args.resume, args.report)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for fold, metrics in results.items():
+        print(f"fold {fold}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     return 0

@@ -166,9 +166,13 @@ def extra_metrics(solution: pd.DataFrame, submission: pd.DataFrame, threshold: f
     }
 
 
-def prior_probabilities(train_labels: pd.DataFrame) -> dict[str, float]:
-    """Class frequencies of the training labels, per submission column."""
-    return {c: float(train_labels[c].mean()) for c in PREDICTION_COLUMNS}
+def prior_probabilities(train_labels: pd.DataFrame, pseudo_count: float = 0.5) -> dict[str, float]:
+    """Class frequencies of the training labels, per submission column, with ``pseudo_count`` added
+    to every class of a group: a class that no training patient has (a small fold) still gets a
+    small probability rather than 0, which the log loss would punish with about 34 per patient."""
+    n = len(train_labels)
+    return {c: float((train_labels[c].sum() + pseudo_count) / (n + pseudo_count * len(cols)))
+            for cols in GROUPS.values() for c in cols}
 
 
 def constant_submission(patient_ids, probabilities: dict[str, float]) -> pd.DataFrame:

@@ -22,13 +22,14 @@ import yaml
 from omegaconf import OmegaConf
 
 from volslice import competitions
-from volslice.config import CacheConfig, Config, changed_keys, to_yaml
+from volslice.config import CacheConfig, Config, changed_keys, load_config, to_yaml
 from volslice.data.cache import cache_config_fingerprint, load_manifest
 from volslice.data.dataset import SeriesDataset
 from volslice.data.inputs import InputSpec
 from volslice.io import atomic_write_csv, update_json
 from volslice.models.build import build_classifier
-from volslice.predictor import SEGMENTER_FOLDER, Predictor, input_channels, save_prior
+from volslice.predictor import SEGMENTER_FOLDER, Predictor, blend, input_channels, save_prior
+from volslice.runs import fold_folders
 from volslice.segmentation.organs import copy_segmenter, load_organ_records
 from volslice.training.classification import ClassificationTask
 from volslice.training.engine import DistContext, Trainer, resolve_device
@@ -136,7 +137,13 @@ def combine_oof(cfg: Config, data: Path, n_folds: int, report: Path | None = Non
         return None
     oof = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
     atomic_write_csv(root / "oof.csv", oof)
-    labels = pd.read_csv(data / "train.csv")
+    return score_oof(comp, data, oof, report)
+
+
+def score_oof(comp, data: Path, oof: pd.DataFrame, report: Path | None = None) -> dict:
+    """The OOF score beside the constant prior's on the same patients, their group losses and the
+    extra metrics (recorded in ``report``)."""
+    labels = pd.read_csv(Path(data) / "train.csv")
     solution = labels[labels.patient_id.isin(oof.patient_id)]
     result = comp.score(solution, oof)
     prior = comp.score(solution, comp.constant_submission(oof.patient_id, comp.prior_probabilities(labels)))
@@ -146,6 +153,22 @@ def combine_oof(cfg: Config, data: Path, n_folds: int, report: Path | None = Non
     if report:
         update_json(report, **{k: v for k, v in summary.items() if k != "oof_patients"})
     return summary
+
+
+def ensemble_oof(run_dirs: list, data: Path, weights: list[float] | None = None, report: Path | None = None) -> dict:
+    """The runs' oof.csv blended as inference blends their submissions (column by column over the
+    runs that predict it), on the patients every run has, and scored (see ``score_oof``)."""
+    cfgs = [load_config(fold_folders(run)[0] / "config.yaml") for run in run_dirs]
+    comp = competitions.get(cfgs[0].competition)
+    missing = [str(run) for run in run_dirs if not (Path(run) / "oof.csv").exists()]
+    if missing:
+        raise FileNotFoundError(f"no oof.csv (every fold trained) in {', '.join(missing)}")
+    frames = [pd.read_csv(Path(run) / "oof.csv") for run in run_dirs]
+    common = set.intersection(*(set(f[comp.ID_COLUMN]) for f in frames))
+    frames = [f[f[comp.ID_COLUMN].isin(common)].sort_values(comp.ID_COLUMN) for f in frames]
+    predicted = [[c for h in cfg.model.heads for c in comp.GROUPS[h]] for cfg in cfgs]
+    oof = blend(comp, frames, predicted, weights or [1.0] * len(frames))
+    return score_oof(comp, data, oof, report)
 
 
 def train_folds(cfg: Config, data: Path, cache: Path, folds_file: Path, chosen: list[int] | None = None,
