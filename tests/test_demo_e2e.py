@@ -19,6 +19,10 @@ model: {backbone: resnet10t, init: scratch, hidden: 8}
 train: {n_slices: 4, crop: 24, epochs: 1, batch_size: 2, workers: 0, progress: false}
 pretrain: {volume_depth: 8, volume_size: 48, slices_per_crop: 4, projection_dim: 64, workers: 1,
            train: {epochs: 1, batch_size: 2, workers: 0, progress: false}}
+segmentation: {encoder: tu-resnet10t, decoder_channels: [16, 16, 8, 8, 8], crop: 32, slices_per_series: 2,
+               train: {epochs: 1, batch_size: 4, workers: 0, progress: false},
+               fusion: {slices_per_series: 2, block_min: 4, block_max: 8,
+                        train: {epochs: 1, batch_size: 4, workers: 0, progress: false}}}
 """
 
 
@@ -49,6 +53,13 @@ def test_make_demo_generates_then_reuses_data(tmp_path):
     assert (work / "runs" / "pretrain" / "backbone.safetensors").exists()
     assert f"initial weights: {work / 'runs' / 'pretrain' / 'backbone.safetensors'}" in out
     assert "0 missing, 0 unexpected" in out and "pretraining 2d VoCo" in out
+    # the organ chain: Volume Fusion, the segmenter, step 03, the organ-crop run with its segmenter
+    assert (work / "runs" / "volume_fusion" / "volume_fusion.safetensors").exists()
+    assert set(report["segmentation_dice"]) == {"liver", "spleen", "left_kidney", "right_kidney", "bowel"}
+    assert len(list((work / "cache" / "organs").glob("*.json"))) == len(manifest)
+    assert (work / "runs" / "organs" / "segmenter" / "fold0" / "model.safetensors").exists()
+    assert report["test_groups"] == pytest.approx(comp.score(solution, pd.read_csv(subs / "demo_ensemble.csv")).group_losses)
+    assert "OOF score of 2 runs blended" in out
 
     # the same pipeline on an existing data root: nothing is generated, outputs go to the new WORK
     other = tmp_path / "other"

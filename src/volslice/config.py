@@ -188,6 +188,7 @@ class SegmentationConfig:
     crop: int = 192  # random crop in training, centre crop in validation
     slices_per_series: int = 16  # slices drawn from each masked series per epoch
     dice_weight: float = 0.5  # loss = dice_weight * Dice + (1 - dice_weight) * cross-entropy
+    predict_every: int = 1  # organ prediction: every k-th cached slice, the others take the nearest one's
     train: TrainConfig = field(default_factory=_segmentation_loop)
     fusion: VolumeFusionConfig = field(default_factory=VolumeFusionConfig)
 

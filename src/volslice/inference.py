@@ -4,7 +4,8 @@ Each run folder becomes a ``Predictor`` (its saved config decides the cache sett
 TTA, the series aggregation and the fill for absent heads, exactly as in its OOF predictions).
 Series are read and windowed in a reader process (``parallel.imap_surviving_crashes``), once for
 every distinct cache config, while the models predict the previous one; a series that kills its
-reader is retried alone, then reported. Runs are ensembled patient by patient (weighted). A patient
+reader is retried alone, then reported. Organ-aware runs whose segmenters are the same (settings
+and weights) share one organ prediction per series. Runs are ensembled patient by patient (weighted). A patient
 none of whose series can be read still gets a row (the runs' training prior) and is reported.
 """
 
@@ -118,9 +119,16 @@ def predict(data, model_folders, *, weights=None, device: str = "auto", split: s
             continue
         problems += [{"patient_id": row.patient_id, "series_id": row.series_id, "reason": f"{file}: {reason}"}
                      for file, reason in result["problems"]]
+        records = {}  # the organs of this series, once per distinct segmenter
         for k, predictor in enumerate(predictors):
             images = result["images"][cache_cfgs.index(predictor.cfg.cache)]
-            rows[k] += predictor.series_rows(images, row.patient_id, row.series_id)
+            record = None
+            if predictor.segmenter is not None:
+                key = (predictor.segmenter.identity, cache_cfgs.index(predictor.cfg.cache))
+                if key not in records:
+                    records[key] = predictor.organ_record(images)
+                record = records[key]
+            rows[k] += predictor.series_rows(images, row.patient_id, row.series_id, record)
     all_patients = sorted(int(i) for i in series.patient_id.unique())
     readable = pd.DataFrame(ensemble(predictors, [p.patient_rows(pd.DataFrame(r)) for p, r in zip(predictors, rows)])
                             if rows[0] else None, columns=comp.SUBMISSION_COLUMNS)

@@ -110,9 +110,10 @@ class Predictor:
         slices, _ = sample_input(images, self.spec, train=False, record=record)
         return to_float(torch.from_numpy(slices)[None], self.device), slices
 
-    def series_rows(self, images: np.ndarray, patient_id: int, series_id: int) -> list[dict]:
-        """The row of one cached series (see ``ClassificationTask.series_rows``)."""
-        x, _ = self.model_input(images)
+    def series_rows(self, images: np.ndarray, patient_id: int, series_id: int, record: dict | None = None) -> list[dict]:
+        """The row of one cached series (see ``ClassificationTask.series_rows``); ``record``: its
+        organ record where already predicted (by an identical segmenter)."""
+        x, _ = self.model_input(images, record)
         return self.task.series_rows(self.models, x, [patient_id], [series_id])
 
     def predict_loader(self, loader, progress: bool = False) -> pd.DataFrame:

@@ -153,3 +153,48 @@ def test_interpret_shows_where_in_each_organ_crop_the_model_looked(tiny_data, or
         assert values.shape == (4, 24, 24) and values.min() >= 0 and values.max() > 0
         # in-plane: some pixels of a crop matter more than others
         assert (values.reshape(4, -1).max(1) > 2 * values.reshape(4, -1).mean(1)).any()
+
+
+class Threshold(torch.nn.Module):
+    """A stand-in segmenter: class 1 (liver) where the centre channel is bright."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        bright = (x[:, x.shape[1] // 2] > 0).float()
+        return torch.stack([1 - bright, bright, *[torch.zeros_like(bright)] * 4], dim=1) * 10
+
+
+def test_predicting_every_kth_slice_fills_the_others_from_the_nearest():
+    from volslice.config import load_config
+    from volslice.segmentation.organs import Segmenter
+
+    images = np.zeros((10, 1, 40, 40), np.uint8)
+    images[4:7, :, 10:20, 10:30] = 255
+    every = Segmenter(load_config(overrides=["segmentation.predict_every=1"]), [Threshold()])
+    assert every.masks(images).shape == (10, 40, 40)
+    assert every.record(images)["boxes"]["liver"] == [4, 7, 10, 20, 10, 30]
+    third = Segmenter(load_config(overrides=["segmentation.predict_every=3"]), [Threshold()])
+    # slices 0, 3, 6 and 9 are predicted; 5 and 7 take slice 6's labels, 4 takes slice 3's
+    assert third.record(images)["presence"]["liver"] == [0, 0, 0, 0, 0, 1, 1, 1, 0, 0]
+    np.testing.assert_array_equal(third.masks(images)[[0, 3, 6, 9]], every.masks(images)[[0, 3, 6, 9]])
+
+
+def test_runs_with_the_same_segmenter_share_one_organ_prediction_per_series(tiny_data, organ_run, monkeypatch):
+    from volslice.inference import predict
+    from volslice.segmentation.organs import Segmenter
+
+    crops = Predictor.load(organ_run / "crops", torch.device("cpu"))
+    whole = Predictor.load(organ_run / "whole", torch.device("cpu"))
+    assert crops.segmenter.identity == whole.segmenter.identity  # two exported copies of one segmenter
+    calls = []
+    original = Segmenter.masks
+    monkeypatch.setattr(Segmenter, "masks", lambda self, images, **kw: calls.append(1) or original(self, images, **kw))
+    both = predict(tiny_data, [organ_run / "crops", organ_run / "whole"], device="cpu", progress=False)
+    series = len(pd.read_csv(tiny_data / "test_series_meta.csv"))
+    assert len(calls) == series
+    alone = predict(tiny_data, [organ_run / "crops"], device="cpu", progress=False)
+    columns = [c for h in ("kidney", "liver", "spleen") for c in comp.GROUPS[h]]
+    pd.testing.assert_frame_equal(both.submission[columns], alone.submission[columns], atol=1e-6, rtol=0)

@@ -89,6 +89,26 @@ def test_masked_slices_carry_their_own_mask(prepared):
     assert item["image"].shape == (3, 32, 32) and item["mask"].max() > 0
 
 
+def test_training_flips_swap_the_kidneys_labels(prepared):
+    """Cache columns run towards the patient's left, so the left kidney lies right of the right
+    kidney in every image; a mirrored training sample must say so too (its labels swap)."""
+    manifest = load_manifest(prepared / "cache")
+    ds = MaskedSliceDataset(prepared / "cache", manifest, context=0, crop=48, slices_per_series=6, train=True)
+    torch.manual_seed(0)
+    left, right = ORGAN_CLASSES.index("left_kidney"), ORGAN_CLASSES.index("right_kidney")
+    checked = 0
+    for index in range(len(ds)):
+        item = ds[index]
+        mask, image = item["mask"].numpy(), item["image"].numpy()[0]
+        if (mask == left).any() and (mask == right).any():
+            assert np.nonzero(mask == left)[1].mean() > np.nonzero(mask == right)[1].mean()
+            checked += 1
+        solid = (mask > 0) & (mask < ORGAN_CLASSES.index("bowel"))  # bowel holds air
+        if solid.sum() > 20:
+            assert image[solid].mean() > image[~solid].mean()  # the image moved with the mask
+    assert checked >= 4
+
+
 def test_volume_fusion_then_segmentation_on_the_trainer(prepared, tmp_path, capsys):
     fusion_out, seg_out = tmp_path / "fusion", tmp_path / "seg"
     assert cli(["pretrain", "--method", "volume-fusion", "--cache", str(prepared / "cache"), *SMALL,

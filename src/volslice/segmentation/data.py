@@ -18,6 +18,13 @@ from torch.utils.data import Dataset
 from volslice.config import VolumeFusionConfig
 from volslice.data.cache import load_images
 from volslice.data.inputs import crop, select_slices, stack_slices
+from volslice.segmentation.model import ORGAN_CLASSES
+
+
+# A left-right mirror image shows the left kidney where the right one was: its labels swap too.
+MIRRORED_LABELS = np.arange(len(ORGAN_CLASSES))
+MIRRORED_LABELS[[ORGAN_CLASSES.index("left_kidney"), ORGAN_CLASSES.index("right_kidney")]] = [
+    ORGAN_CLASSES.index("right_kidney"), ORGAN_CLASSES.index("left_kidney")]
 
 
 def _rng(train: bool, index: int, seed: int = 0) -> np.random.Generator:
@@ -48,10 +55,11 @@ class MaskedSliceDataset(Dataset):
         z = picks[index % self.per_series : index % self.per_series + 1]
         stack = np.concatenate([stack_slices(images, z, self.context)[0], masks[z]], axis=0)  # mask last
         stack = crop(stack, self.crop, self.train)
+        mask = stack[-1].astype(np.int64)
         if self.train and torch.rand(()) < 0.5:
-            stack = np.ascontiguousarray(stack[..., ::-1])
-        return {"image": torch.from_numpy(stack[:-1]), "mask": torch.from_numpy(stack[-1].astype(np.int64)),
-                "series_id": int(row.series_id)}
+            stack, mask = stack[..., ::-1], MIRRORED_LABELS[mask[..., ::-1]]
+        return {"image": torch.from_numpy(np.ascontiguousarray(stack[:-1])),
+                "mask": torch.from_numpy(np.ascontiguousarray(mask)), "series_id": int(row.series_id)}
 
 
 def fusion_class_map(shape: tuple[int, int], cfg: VolumeFusionConfig, rng: np.random.Generator) -> np.ndarray:

@@ -34,7 +34,7 @@ from volslice.io import atomic_write_csv, atomic_write_json
 from volslice.runs import export_fold, fold_folders, weight_file
 from volslice.segmentation.model import ORGAN_CLASSES, build_segmenter
 from volslice.segmentation.task import normalise
-from volslice.training.engine import model_weights
+from volslice.training.engine import model_weights, to_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Segmenter:
     cfg: Config
     models: list
     folder: str = ""
+    identity: tuple = ()  # equal for two segmenters with the same settings and weights
 
     @classmethod
     def load(cls, folder, device) -> "Segmenter":
@@ -100,8 +101,10 @@ class Segmenter:
         for fold in folds:
             model = build_segmenter(cfg.segmentation, channels, len(ORGAN_CLASSES))
             model.load_state_dict(model_weights(weight_file(fold)))
-            models.append(model.to(device).eval())
-        return cls(cfg, models, str(folder))
+            model = model.to(device).eval()
+            models.append(to_channels_last(model) if cfg.segmentation.train.channels_last else model)
+        identity = (str(cfg.segmentation), str(cfg.cache), *weight_digests(folder).values())
+        return cls(cfg, models, str(folder), identity)
 
     @property
     def device(self) -> torch.device:
@@ -110,26 +113,30 @@ class Segmenter:
 
     @torch.no_grad()
     def masks(self, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """(z, H, W) uint8 organ labels of a cached series (z, C, H, W) uint8."""
+        """(z, H, W) uint8 organ labels of a cached series (z, C, H, W) uint8: predicted on every
+        ``segmentation.predict_every``-th slice (and the last); every other slice takes the
+        nearest predicted one's labels."""
         depth, _, height, width = images.shape
         multiple = 32  # the encoders' total stride
         pad_h, pad_w = -height % multiple, -width % multiple
-        out = np.empty((depth, height, width), np.uint8)
-        for start in range(0, depth, batch_size):
-            picks = np.arange(start, min(depth, start + batch_size))
+        predicted = np.unique(np.r_[np.arange(0, depth, max(1, self.cfg.segmentation.predict_every)), depth - 1])
+        labels = np.empty((len(predicted), height, width), np.uint8)
+        for start in range(0, len(predicted), batch_size):
+            picks = predicted[start : start + batch_size]
             x = normalise(torch.from_numpy(stack_slices(images, picks, self.cfg.segmentation.context)), self.device)
             x = F.pad(x, (0, pad_w, 0, pad_h))
             probs = torch.stack([m(x).float().softmax(1) for m in self.models]).mean(0)
-            out[picks] = probs[:, :, :height, :width].argmax(1).to(torch.uint8).cpu().numpy()
-        return out
+            labels[start : start + len(picks)] = probs[:, :, :height, :width].argmax(1).to(torch.uint8).cpu().numpy()
+        nearest = np.abs(np.arange(depth)[:, None] - predicted[None, :]).argmin(axis=1)
+        return labels[nearest]
 
     def record(self, images: np.ndarray, z_mm=None, pixel_spacing_mm: float | None = None) -> dict:
         """The organ record of the predicted masks."""
         return organ_record(self.masks(images), z_mm, pixel_spacing_mm)
 
 
-def segmenter_fingerprint(folder) -> dict:
-    """What identifies a segmenter: its folder and the SHA-256 of each fold's weights."""
+def weight_digests(folder) -> dict:
+    """Fold name -> SHA-256 of its weight file."""
     digests = {}
     for fold in fold_folders(folder):
         digest = hashlib.sha256()
@@ -137,7 +144,12 @@ def segmenter_fingerprint(folder) -> dict:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
         digests[fold.name] = digest.hexdigest()
-    return {"segmenter": str(Path(folder).resolve()), "weights": digests}
+    return digests
+
+
+def segmenter_fingerprint(folder) -> dict:
+    """What identifies a segmenter: its folder and the SHA-256 of each fold's weights."""
+    return {"segmenter": str(Path(folder).resolve()), "weights": weight_digests(folder)}
 
 
 def predict_organs(cache, segmenter_folder, out=None, *, device="cpu", force: bool = False,

@@ -1,0 +1,93 @@
+"""Whole-slice against organ-aware classification, same data, same folds, over seeds. Runs the
+project's own commands.
+
+    python benchmarks/bench_organs.py --work work/bench_organs [--patients 160] [--seeds 0 1]
+        [--epochs 6] [--config configs/demo.yaml]
+
+One synthetic set (--patients train patients at 128 px), its cache and folds; Volume Fusion, the
+segmenter (fold 0) and step 03 once. Per seed, from the same 2D-VoCo backbone:
+- whole slices: one run with every head on whole slices (the pipeline before organ-aware input);
+- organ-aware: an organ-crop run (configs/organs.yaml: liver, spleen, kidney) and a whole-slice run
+  for bowel and extravasation over the organs' z range, blended as inference blends them.
+Prints the OOF loss per group (with the constant prior's), the ratio to the prior, and the average
+precision of each injury label, as markdown. Finished runs are reused (--resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from volslice.training.cross_validation import ensemble_oof
+
+
+def volslice(*args) -> None:
+    subprocess.run([sys.executable, "-m", "volslice", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("work/bench_organs"))
+    parser.add_argument("--patients", type=int, default=160)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--config", default="configs/demo.yaml")
+    args = parser.parse_args()
+    work, config = args.work, ["--config", args.config]
+    volslice("synthetic", "--out", work / "data", "--train-patients", args.patients, "--test-patients", 16,
+             *config, "synthetic.seed=11")
+    volslice("cache", "--data", work / "data", "--out", work / "cache", *config)
+    volslice("folds", "--data", work / "data", "--out", work / "folds.csv", *config)
+    volslice("pretrain", "--cache", work / "cache", *config, "--resume", "--extra", work / "data" / "extra_unlabeled",
+             f"pretrain.train.out_dir={work / 'pretrain'}")
+    volslice("pretrain", "--method", "volume-fusion", "--cache", work / "cache", *config, "--resume",
+             f"segmentation.fusion.train.out_dir={work / 'volume_fusion'}")
+    volslice("segment", "--cache", work / "cache", "--folds", work / "folds.csv", "--fold", 0, *config, "--resume",
+             "--report", work / "segmentation.json", f"segmentation.train.out_dir={work / 'segmentation'}",
+             f"segmentation.weights={work / 'volume_fusion' / 'volume_fusion.safetensors'}")
+    volslice("organs", "--cache", work / "cache", "--segmenter", work / "segmentation", "--no-progress")
+    start = ["model.init=file", f"model.weights={work / 'pretrain' / 'backbone.safetensors'}",
+             f"train.epochs={args.epochs}", "train.progress=false"]
+    common = ["--data", work / "data", "--cache", work / "cache", "--folds", work / "folds.csv", *config, "--resume"]
+    rows, prior = [], None
+    for seed in args.seeds:
+        runs = {"whole": ["model.heads=[bowel,extravasation,kidney,liver,spleen]", "model.slice_range=all",
+                          "model.slice_loss_weight=0.0"],
+                "bowel_extravasation": [],
+                "organs": ["--config", "configs/organs.yaml"]}
+        for name, extra in runs.items():
+            volslice("train", *common, *extra, *start, f"train.seed={seed}",
+                     f"train.out_dir={work / f'{name}_seed{seed}'}")
+        for method, members in (("whole slices", ["whole"]), ("organ-aware", ["organs", "bowel_extravasation"])):
+            summary = ensemble_oof([work / f"{m}_seed{seed}" for m in members], work / "data")
+            prior = summary["oof_prior_groups"] | {"score": summary["oof_prior"]}
+            rows.append({"input": method, "seed": seed, "score": summary["oof"], **summary["oof_groups"],
+                         **{f"AP {k}": v for k, v in summary["oof_extra"]["average_precision"].items()}})
+    table = pd.DataFrame(rows)
+    groups = ["score", "bowel", "extravasation", "kidney", "liver", "spleen", "any_injury"]
+    print(f"{args.patients} train patients, 128 px, {args.epochs} epochs, folds of {work / 'folds.csv'}; "
+          f"segmentation Dice (fold 0 held out): {json.loads((work / 'segmentation.json').read_text())}\n")
+    print("OOF loss per group:\n")
+    print(markdown(pd.concat([pd.DataFrame([{"input": "constant prior", "seed": "-", **prior}]),
+                              table[["input", "seed", *groups]]])[["input", "seed", *groups]]) + "\n")
+    ratio = table.groupby("input", sort=False)[groups].mean() / pd.Series(prior)[groups]
+    print("mean over seeds / constant prior:\n")
+    print(markdown(ratio.round(3).reset_index()) + "\n")
+    print("average precision per injury label (OOF):\n")
+    print(markdown(table[["input", "seed", *[c for c in table.columns if c.startswith("AP ")]]]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

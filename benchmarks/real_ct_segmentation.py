@@ -1,0 +1,102 @@
+"""How far is the synthetic anatomy from a real patient? The segmenter trained on synthetic
+series, on a real abdominal CT with TotalSegmentator's organ labels.
+
+    python benchmarks/real_ct_segmentation.py --segmenter work/demo/runs/segmentation [--work work/real_ct]
+        [--label SEGMENTER_NAME=FOLDER ...]
+
+The source archive of the PyPI package totalsegmentator 2.18.0 (``pip download --no-deps
+--no-binary :all:``, never installed) holds under tests/reference_files/ a real CT (3 mm, abdomen
+and pelvis) and that tool's labels of it. The CT is written as a DICOM series in the competition's
+layout (``train_images/1/1/``) and its labels, renumbered to ours (liver 5 -> 1, spleen 1 -> 2,
+kidney_left 3 -> 3, kidney_right 2 -> 4, small bowel, duodenum and colon 18-20 -> 5), as
+``segmentations/1.nii.gz``; step 01 caches both with each segmenter's own cache settings; the
+segmenter predicts the cached slices and the Dice per organ is printed as markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from volslice.data.cache import load_images, load_manifest
+from volslice.segmentation.model import ORGAN_CLASSES
+from volslice.segmentation.organs import Segmenter
+from volslice.synthetic.real_ct import remap_labels, write_nifti_as_series
+
+PACKAGE = "totalsegmentator==2.18.0"
+FILES = ("tests/reference_files/example_ct.nii.gz", "tests/reference_files/example_seg_fast_force_split.nii.gz")
+TOTAL_TO_OURS = {5: 1, 1: 2, 3: 3, 2: 4, 18: 5, 19: 5, 20: 5}  # totalsegmentator/map_to_binary.py class_map["total"]
+
+
+def fetch_reference(work: Path) -> tuple[Path, Path]:
+    """The real CT and its labels from the package's source archive (downloaded once)."""
+    targets = [work / "reference" / Path(f).name for f in FILES]
+    if all(t.exists() for t in targets):
+        return tuple(targets)
+    archive_dir = work / "sdist"
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", PACKAGE,
+                    "-d", str(archive_dir)], check=True)
+    archive = next(archive_dir.glob("totalsegmentator-*.tar.gz"))
+    with tarfile.open(archive) as tar:
+        for member, target in zip(FILES, targets):
+            source = tar.extractfile(f"{archive.name[: -len('.tar.gz')]}/{member}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read())
+    return tuple(targets)
+
+
+def dice(predicted: np.ndarray, truth: np.ndarray) -> dict:
+    out = {}
+    for label, organ in enumerate(ORGAN_CLASSES[1:], start=1):
+        p, t = predicted == label, truth == label
+        total = int(p.sum() + t.sum())
+        out[organ] = 2 * int((p & t).sum()) / total if total else float("nan")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--segmenter", nargs="+", required=True, help="NAME=FOLDER or FOLDER, one or more")
+    parser.add_argument("--work", type=Path, default=Path("work/real_ct"))
+    args = parser.parse_args()
+    ct, labels = fetch_reference(args.work)
+    data = args.work / "data"
+    if not (data / "segmentations" / "1.nii.gz").exists():
+        write_nifti_as_series(ct, data / "train_images" / "1" / "1", patient_id=1, series_id=1)
+        remap_labels(labels, data / "segmentations" / "1.nii.gz", TOTAL_TO_OURS)
+    rows = []
+    for entry in args.segmenter:
+        name, _, folder = entry.rpartition("=")
+        segmenter = Segmenter.load(Path(folder), torch.device("cpu"))
+        cache = args.work / f"cache_{segmenter.cfg.cache.size}px_{segmenter.cfg.cache.n_slices}"
+        subprocess.run([sys.executable, "-m", "volslice", "cache", "--data", str(data), "--out", str(cache),
+                        "--config", str(next(Path(folder).glob("fold*/config.yaml"))), "cache.workers=1"],
+                       check=True, stdout=subprocess.DEVNULL)
+        row = load_manifest(cache).iloc[0]
+        images = load_images(cache, row)
+        truth = np.load(cache / row.mask_path)
+        predicted = segmenter.masks(images)
+        rows.append({"segmenter": name or folder, **dice(predicted, truth),
+                     **{f"{o} voxels (true / predicted)": f"{int((truth == k).sum())} / {int((predicted == k).sum())}"
+                        for k, o in enumerate(ORGAN_CLASSES[1:], start=1)}})
+    table = pd.DataFrame(rows)
+    print(f"real CT: {ct.name} (TotalSegmentator {PACKAGE.split('==')[1]} test file), cached at each segmenter's "
+          "settings\n")
+    dice_columns = ["segmenter", *ORGAN_CLASSES[1:]]
+    print("| " + " | ".join(dice_columns) + " |\n|" + "---|" * len(dice_columns))
+    for r in table[dice_columns].itertuples(index=False):
+        print("| " + " | ".join([r[0]] + [f"{v:.3f}" for v in r[1:]]) + " |")
+    print("\nvoxels per organ (true / predicted):\n")
+    print(table[["segmenter", *[c for c in table.columns if "voxels" in c]]].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

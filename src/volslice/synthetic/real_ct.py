@@ -1,0 +1,49 @@
+"""Real scanner volumes (NIfTI, e.g. the CT shipped with TotalSegmentator's sources) written as a
+DICOM series in the competition's layout, so they go through the reader, the cache and the models
+exactly as a competition series does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from volslice.synthetic.dicom_writer import SeriesGeometry, write_series
+
+AIR_HU = -1024
+
+
+def write_nifti_as_series(nifti_path, series_dir: Path, *, patient_id: int, series_id: int,
+                          compression: str = "none") -> SeriesGeometry:
+    """One axial DICOM file per slice of a CT volume in HU, square (padded with air), rows towards
+    posterior and columns towards the patient's left as the competition's series; the slices keep
+    the volume's world positions, so a label volume with the same affine lines up with them."""
+    image = nib.as_closest_canonical(nib.load(str(nifti_path)))  # voxel axes towards R, A, S
+    spacing = [float(z) for z in image.header.get_zooms()[:3]]
+    if abs(spacing[0] - spacing[1]) > 1e-3:
+        raise ValueError(f"{nifti_path}: in-plane voxels of {spacing[0]} x {spacing[1]} mm; square pixels are needed")
+    volume = np.asarray(image.dataobj, dtype=np.float32)
+    hu = volume[::-1, ::-1, :].transpose(2, 1, 0)  # (S, P rows, L columns)
+    side = max(hu.shape[1:])
+    square = np.full((hu.shape[0], side, side), AIR_HU, np.float32)
+    square[:, : hu.shape[1], : hu.shape[2]] = hu
+    corner = image.affine @ np.array([volume.shape[0] - 1, volume.shape[1] - 1, 0, 1.0])  # RAS of pixel (0, 0)
+    z = (image.affine @ np.stack([np.zeros(volume.shape[2]), np.zeros(volume.shape[2]),
+                                  np.arange(volume.shape[2]), np.ones(volume.shape[2])]))[2]
+    geometry = SeriesGeometry(origin_xy=(-corner[0], -corner[1]), pixel_spacing=spacing[0], z=z, size=side)
+    write_series(Path(series_dir), np.clip(np.rint(square), -1024, 3071).astype(np.int16), geometry,
+                 np.arange(1, len(z) + 1), patient_id=patient_id, series_id=series_id, series_number=1,
+                 encoding="unsigned", compression=compression)
+    return geometry
+
+
+def remap_labels(nifti_path, out_path, mapping: dict[int, int]) -> None:
+    """A label volume with its labels renumbered by ``mapping`` (others become 0), same affine."""
+    image = nib.load(str(nifti_path))
+    labels = np.asarray(image.dataobj).astype(np.int32)
+    out = np.zeros(labels.shape, np.uint8)
+    for source, target in mapping.items():
+        out[labels == source] = target
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(out, image.affine), str(out_path))
