@@ -19,7 +19,9 @@ def test_prior_baseline_writes_scores_and_reports(tiny_data, tmp_path, capsys):
     assert list(sub.columns) == comp.SUBMISSION_COLUMNS
     assert set(sub.patient_id) == set(pd.read_csv(tiny_data / "test_series_meta.csv").patient_id)
     train = pd.read_csv(tiny_data / "train.csv")
-    assert sub.loc[0, "liver_low"] == pytest.approx(train.liver_low.mean())
+    # the training frequency with half a count added to each of the group's three classes
+    assert sub.loc[0, "liver_low"] == pytest.approx((train.liver_low.sum() + 0.5) / (len(train) + 1.5))
+    assert sub.loc[0, "spleen_high"] > 0 and sub[comp.GROUPS["liver"]].sum(axis=1).iloc[0] == pytest.approx(1)
     got = json.loads(report.read_text())
     expected = comp.score(pd.read_csv(tiny_data / "test_solution.csv"), sub).score
     assert got["prior_baseline"] == pytest.approx(expected)
