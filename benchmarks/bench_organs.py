@@ -17,23 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from common import markdown, volslice
 from volslice.training.cross_validation import ensemble_oof
-
-
-def volslice(*args) -> None:
-    subprocess.run([sys.executable, "-m", "volslice", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
 def main() -> int:

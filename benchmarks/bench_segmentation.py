@@ -15,13 +15,13 @@ reused (--resume). Prints the best epoch's held-out Dice per organ, as markdown.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from common import markdown, volslice
 from volslice.segmentation.model import ORGAN_CLASSES
 
 NETWORK = ["segmentation.encoder=tu-resnet10t", "segmentation.decoder_channels=[64,32,16,16,8]",
@@ -32,20 +32,10 @@ NETWORK = ["segmentation.encoder=tu-resnet10t", "segmentation.decoder_channels=[
            "segmentation.fusion.block_min=6", "segmentation.fusion.block_max=24"]
 
 
-def volslice(*args) -> None:
-    subprocess.run([sys.executable, "-m", "volslice", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
-
-
 def best_dice(summary: Path) -> dict:
     table = pd.read_csv(summary)
     best = table.loc[table.val_score.idxmin()]
     return {c: float(best[f"val_dice_{c}"]) for c in ORGAN_CLASSES[1:]}
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
 def main() -> int:

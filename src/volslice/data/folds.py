@@ -65,3 +65,14 @@ def write_folds(data, out, cfg: FoldsConfig) -> pd.DataFrame | None:
     atomic_write_csv(out, folds)
     stamp_settings(record_path, record, force=True)
     return folds
+
+
+def chosen_folds(folds: pd.DataFrame, chosen: list[int] | None, source) -> list[int]:
+    """The fold numbers to train (None: every fold of ``folds``); -1 means every patient. A fold
+    the file does not have is refused, naming ``source``."""
+    n_folds = int(folds.fold.max()) + 1
+    chosen = list(range(n_folds)) if chosen is None else list(chosen)
+    bad = [f for f in chosen if f != -1 and not 0 <= f < n_folds]
+    if bad:
+        raise ValueError(f"folds {bad}: {source} has folds 0..{n_folds - 1} (or -1 for all data)")
+    return chosen

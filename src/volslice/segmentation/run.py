@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from volslice.config import Config, to_yaml
 from volslice.data.cache import load_manifest
+from volslice.data.folds import chosen_folds
 from volslice.io import atomic_path, update_json
 from volslice.segmentation.data import MaskedSliceDataset, VolumeFusionDataset
 from volslice.segmentation.model import ORGAN_CLASSES, build_segmenter, load_matching
@@ -70,12 +71,8 @@ def train_segmentation_folds(cfg: Config, cache: Path, folds_file: Path, chosen:
     """Train the ``chosen`` folds (default: all); record the held-out Dice per organ (the mean over
     the folds that hold masked series out) as ``segmentation_dice`` in ``report``."""
     folds = pd.read_csv(folds_file)
-    n_folds = int(folds.fold.max()) + 1
-    chosen = list(range(n_folds)) if chosen is None else chosen
-    bad = [f for f in chosen if f != -1 and not 0 <= f < n_folds]
-    if bad:
-        raise ValueError(f"folds {bad}: {folds_file} has folds 0..{n_folds - 1} (or -1 for all data)")
-    results = {fold: train_segmentation_fold(cfg, cache, folds, fold, resume) for fold in chosen}
+    results = {fold: train_segmentation_fold(cfg, cache, folds, fold, resume)
+               for fold in chosen_folds(folds, chosen, folds_file)}
     held_out = [m for m in results.values() if m]
     if report and held_out and DistContext.from_env().main:
         dice = {organ: float(np.nanmean([m[f"dice_{organ}"] for m in held_out])) for organ in ORGAN_CLASSES[1:]}

@@ -25,6 +25,7 @@ from volslice import competitions
 from volslice.config import CacheConfig, Config, changed_keys, load_config, to_yaml
 from volslice.data.cache import cache_config_fingerprint, load_manifest
 from volslice.data.dataset import SeriesDataset
+from volslice.data.folds import chosen_folds
 from volslice.data.inputs import InputSpec
 from volslice.io import atomic_write_csv, update_json
 from volslice.models.build import build_classifier
@@ -181,13 +182,8 @@ def train_folds(cfg: Config, data: Path, cache: Path, folds_file: Path, chosen: 
         copy_segmenter(organs, cfg.train.out_dir, SEGMENTER_FOLDER)
     DistContext.from_env().barrier()
     folds = pd.read_csv(folds_file)
-    n_folds = int(folds.fold.max()) + 1
-    chosen = list(range(n_folds)) if chosen is None else chosen
-    bad = [f for f in chosen if f != -1 and not 0 <= f < n_folds]
-    if bad:
-        raise ValueError(f"folds {bad}: {folds_file} has folds 0..{n_folds - 1} (or -1 for all data)")
-    for fold in chosen:
+    for fold in chosen_folds(folds, chosen, folds_file):
         train_fold(cfg, Path(data), Path(cache), folds, fold, resume, organs)
     if DistContext.from_env().main:
-        return combine_oof(cfg, Path(data), n_folds, report)
+        return combine_oof(cfg, Path(data), int(folds.fold.max()) + 1, report)
     return None
