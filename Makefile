@@ -44,7 +44,7 @@ endif
 	$(VOLSLICE) train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
 		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier $(FINETUNE)
 	$(VOLSLICE) train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
-		--config $(ORGAN_CONFIG) --resume train.out_dir=$(WORK)/runs/organs $(FINETUNE)
+		--config $(ORGAN_CONFIG) --resume train.out_dir=$(WORK)/runs/organs
 	$(VOLSLICE) score --data $(DEMO_DATA) --oof $(WORK)/runs/classifier $(WORK)/runs/organs --report $(WORK)/report.json
 	$(VENV)/bin/papermill --log-output --no-progress-bar notebooks/inference.ipynb $(WORK)/inference.ipynb \
 		-p DATA_ROOT $(DEMO_DATA) -y "MODEL_DIRS: ['$(WORK)/runs/classifier', '$(WORK)/runs/organs']" \

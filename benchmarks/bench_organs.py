@@ -2,10 +2,11 @@
 project's own commands.
 
     python benchmarks/bench_organs.py --work work/bench_organs [--patients 160] [--seeds 0 1]
-        [--epochs 6] [--config configs/demo.yaml]
+        [--epochs 6] [--config configs/demo.yaml] [--init imagenet|voco]
 
 One synthetic set (--patients train patients at 128 px), its cache and folds; Volume Fusion, the
-segmenter (fold 0) and step 03 once. Per seed, from the same 2D-VoCo backbone:
+segmenter (fold 0) and step 03 once. Per seed, every run from the same backbone (ImageNet, or
+with --init voco the set's own 2D-VoCo pretraining):
 - whole slices: one run with every head on whole slices (the pipeline before organ-aware input);
 - organ-aware: an organ-crop run (configs/organs.yaml: liver, spleen, kidney) and a whole-slice run
   for bowel and extravasation over the organs' z range, blended as inference blends them.
@@ -33,22 +34,26 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--init", choices=["imagenet", "voco"], default="imagenet",
+                        help="every run's starting backbone: ImageNet (local file) or the set's own 2D-VoCo")
     args = parser.parse_args()
     work, config = args.work, ["--config", args.config]
     volslice("synthetic", "--out", work / "data", "--train-patients", args.patients, "--test-patients", 16,
              *config, "synthetic.seed=11")
     volslice("cache", "--data", work / "data", "--out", work / "cache", *config)
     volslice("folds", "--data", work / "data", "--out", work / "folds.csv", *config)
-    volslice("pretrain", "--cache", work / "cache", *config, "--resume", "--extra", work / "data" / "extra_unlabeled",
-             f"pretrain.train.out_dir={work / 'pretrain'}")
+    if args.init == "voco":
+        volslice("pretrain", "--cache", work / "cache", *config, "--resume", "--extra",
+                 work / "data" / "extra_unlabeled", f"pretrain.train.out_dir={work / 'pretrain'}")
     volslice("pretrain", "--method", "volume-fusion", "--cache", work / "cache", *config, "--resume",
              f"segmentation.fusion.train.out_dir={work / 'volume_fusion'}")
     volslice("segment", "--cache", work / "cache", "--folds", work / "folds.csv", "--fold", 0, *config, "--resume",
              "--report", work / "segmentation.json", f"segmentation.train.out_dir={work / 'segmentation'}",
              f"segmentation.weights={work / 'volume_fusion' / 'volume_fusion.safetensors'}")
     volslice("organs", "--cache", work / "cache", "--segmenter", work / "segmentation", "--no-progress")
-    start = ["model.init=file", f"model.weights={work / 'pretrain' / 'backbone.safetensors'}",
-             f"train.epochs={args.epochs}", "train.progress=false"]
+    start = (["model.init=imagenet", "model.weights=''"] if args.init == "imagenet" else
+             ["model.init=file", f"model.weights={work / 'pretrain' / 'backbone.safetensors'}"])
+    start += [f"train.epochs={args.epochs}", "train.progress=false"]
     common = ["--data", work / "data", "--cache", work / "cache", "--folds", work / "folds.csv", *config, "--resume"]
     rows, prior = [], None
     for seed in args.seeds:

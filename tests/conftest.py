@@ -21,3 +21,13 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_data")
     generate(tiny_config(), root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_head_data(tmp_path_factory):
+    """A small synthetic RSNA 2019 head CT set (flat layout), shared by the tests that only read it."""
+    from volslice.synthetic.rsna2019 import generate as generate_heads
+
+    root = tmp_path_factory.mktemp("tiny_head_data")
+    generate_heads(tiny_config(train_patients=6, test_patients=2, slices_min=10, slices_max=14), root)
+    return root

@@ -43,7 +43,7 @@ def perfect_submission(solution):
 
 
 def test_registry():
-    assert competitions.get("rsna2023") is comp
+    assert competitions.get("rsna2023") is comp.COMPETITION
     with pytest.raises(KeyError, match="unknown competition"):
         competitions.get("nope")
 

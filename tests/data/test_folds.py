@@ -3,7 +3,8 @@ import pytest
 
 from conftest import tiny_config
 from volslice.cli import main as cli
-from volslice.data.folds import make_folds, stratum
+from volslice.competitions.rsna2023 import stratum
+from volslice.data.folds import make_folds
 from volslice.synthetic.generate import label_row, plan_patients
 
 
@@ -16,7 +17,7 @@ def synthetic_tables(n=200, seed=0):
 
 def test_folds_group_patients_and_stratify():
     labels, series = synthetic_tables()
-    folds = make_folds(labels, series, n_folds=5, seed=1)
+    folds = make_folds(labels, series, n_folds=5, seed=1, strata=stratum(labels))
     assert len(folds) == len(series)
     assert folds.groupby("patient_id").fold.nunique().max() == 1  # both series share a fold
     patients = folds.drop_duplicates("patient_id")

@@ -27,12 +27,14 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
+    from volslice import competitions
     from volslice.config import flag_overrides, load_config
     from volslice.data.cache_runner import CacheConfigMismatch, run_cache
 
     cfg = load_config(*args.config, overrides=flag_overrides(args, {"workers": "cache.workers"}) + args.overrides)
     try:
-        summary = run_cache(args.data, args.out, cfg.cache, shard=args.shard, force=args.force, decoder=args.decoder)
+        summary = run_cache(args.data, args.out, cfg.cache, shard=args.shard, force=args.force, decoder=args.decoder,
+                            comp=competitions.get(cfg.competition))
     except (CacheConfigMismatch, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -22,12 +22,14 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
+    from volslice import competitions
     from volslice.config import load_config
     from volslice.data.folds import write_folds
 
-    cfg = load_config(*args.config, overrides=args.overrides).folds
+    full = load_config(*args.config, overrides=args.overrides)
+    cfg = full.folds
     try:
-        folds = write_folds(args.data, args.out, cfg)
+        folds = write_folds(args.data, args.out, cfg, competitions.get(full.competition))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

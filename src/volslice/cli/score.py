@@ -18,7 +18,10 @@ from pathlib import Path
 
 def add_arguments(parser) -> None:
     """The subcommand's arguments."""
-    parser.add_argument("--competition", default="rsna2023")
+    from volslice import competitions
+
+    parser.add_argument("--competition", default="rsna2023", choices=competitions.names(),
+                        help="whose metric and submission format")
     parser.add_argument("--solution", help="CSV with the true labels")
     parser.add_argument("--submission", help="CSV in the competition's submission format")
     parser.add_argument("--data", type=Path, help="competition data root (train.csv), with --oof")
@@ -48,8 +51,9 @@ def run(args) -> int:
         print(json.dumps(result.as_dict(), indent=2))
     else:
         print(f"score {result.score:.4f}")
+        width = max(map(len, result.group_losses)) + 2
         for group, loss in result.group_losses.items():
-            print(f"  {group:<14}{loss:.4f}")
+            print(f"  {group:<{width}}{loss:.4f}")
     return 0
 
 

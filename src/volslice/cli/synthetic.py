@@ -1,6 +1,8 @@
-"""Write the synthetic RSNA 2023 dataset (step 00: the embedded default and the benchmarks' data).
+"""Write a synthetic competition dataset (step 00: the embedded default and the benchmarks' data):
+RSNA 2023 abdominal CT by default, RSNA 2019 head CT with ``--competition rsna2019``.
 
-    volslice synthetic --out work/demo/data [--config configs/demo.yaml] [--size 128] [key=value ...]
+    volslice synthetic --out work/demo/data [--competition rsna2019] [--config configs/demo.yaml]
+        [--size 128] [key=value ...]
 
 A finished dataset with the same options is not generated again (use --force).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import time
 
 FLAGS = {
+    "competition": "competition",
     "train_patients": "synthetic.train_patients",
     "test_patients": "synthetic.test_patients",
     "extra_unlabeled": "synthetic.extra_unlabeled",
@@ -25,6 +28,7 @@ def add_arguments(parser) -> None:
     """The subcommand's arguments."""
     parser.add_argument("--out", required=True, help="dataset root to write")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
+    parser.add_argument("--competition", help="which competition's data (default: the config's, rsna2023)")
     parser.add_argument("--train-patients", type=int)
     parser.add_argument("--test-patients", type=int)
     parser.add_argument("--extra-unlabeled", type=int, help="unlabeled NIfTI volumes (the FLARE23 stand-in)")
@@ -40,13 +44,17 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
+    import importlib
+
+    from volslice import competitions
     from volslice.config import flag_overrides, load_config
-    from volslice.synthetic.generate import generate
 
     overrides = flag_overrides(args, FLAGS)
     if args.slices:
         overrides += [f"synthetic.slices_min={args.slices[0]}", f"synthetic.slices_max={args.slices[1]}"]
-    cfg = load_config(*args.config, overrides=overrides + args.overrides).synthetic
+    full = load_config(*args.config, overrides=overrides + args.overrides)
+    cfg = full.synthetic
+    generate = importlib.import_module(competitions.get(full.competition).generator).generate
     if cfg.slices_min < 1 or cfg.slices_max < cfg.slices_min:
         args.parser.error(f"--slices needs 1 <= MIN <= MAX, got {cfg.slices_min} {cfg.slices_max}")
     start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Competitions as plug-ins: each module holds its labels, metric, submission format and windows.
+"""Competitions as plug-ins: each module holds its labels, metric, submission format and windows
+behind the ``Competition`` interface, and registers one instance (``COMPETITION``).
 
 The rest of the pipeline asks for a competition by name and never imports one directly.
 """
@@ -6,13 +7,11 @@ The rest of the pipeline asks for a competition by name and never imports one di
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from volslice.competitions.base import Competition, ScoreResult, SubmissionError
 
-from volslice.competitions.base import SubmissionError
+_MODULES = {"rsna2023": "volslice.competitions.rsna2023", "rsna2019": "volslice.competitions.rsna2019"}
 
-_MODULES = {"rsna2023": "volslice.competitions.rsna2023"}
-
-__all__ = ["SubmissionError", "get", "names"]
+__all__ = ["Competition", "ScoreResult", "SubmissionError", "get", "names"]
 
 
 def names() -> list[str]:
@@ -20,8 +19,8 @@ def names() -> list[str]:
     return sorted(_MODULES)
 
 
-def get(name: str) -> ModuleType:
-    """The competition module registered as ``name``."""
+def get(name: str) -> Competition:
+    """The competition registered as ``name``."""
     if name not in _MODULES:
         raise KeyError(f"unknown competition {name!r}; known: {names()}")
-    return importlib.import_module(_MODULES[name])
+    return importlib.import_module(_MODULES[name]).COMPETITION

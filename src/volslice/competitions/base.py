@@ -1,6 +1,9 @@
-"""Checks shared by every competition's submission validator."""
+"""The competition interface (``Competition``) and the checks shared by every submission validator."""
 
 from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -44,3 +47,91 @@ def check_values(frame: pd.DataFrame, columns: list[str], id_column: str) -> lis
                 ids = frame.loc[bad, id_column].tolist() if id_column in frame else np.flatnonzero(bad).tolist()
                 problems.append(f"column {col!r}: {int(bad.sum())} {what} values, e.g. {id_column} {ids[:5]}")
     return problems
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """The metric's score and its parts (a loss per group or per label)."""
+    score: float
+    group_losses: dict[str, float]
+
+    def as_dict(self) -> dict:
+        """Plain dict, for JSON."""
+        return {"score": self.score, "group_losses": dict(self.group_losses)}
+
+
+class Competition(ABC):
+    """What the stages ask a competition, and all they may ask: a stage never names one.
+
+    Attributes every competition sets:
+
+    - ``name``: its registry name; ``id_column``: the submission's row id (patient or image);
+    - ``label_level``: ``"patient"`` (one label row per patient, RSNA 2023) or ``"slice"`` (one per
+      image, RSNA 2019);
+    - ``prediction_columns``: the submission's probability columns (wide rows) or label names (for a
+      long ``ID,Label`` submission, see ``submission_rows``);
+    - ``windows``: default CT windows, name -> (level, width) in HU;
+    - ``default_heads``: the classifier heads a run predicts by default;
+    - ``pixel_fix``: a fix applied to each DICOM's stored values before rescaling, or None;
+    - ``generator``: the module that writes its synthetic dataset (``generate(cfg, out, force=)``).
+    """
+
+    name: str
+    id_column: str
+    label_level: str
+    prediction_columns: list[str]
+    windows: dict[str, tuple[float, float]]
+    default_heads: tuple[str, ...]
+    generator: str
+    pixel_fix = None
+
+    @abstractmethod
+    def find_series(self, root, skipped: list | None = None) -> list:
+        """Every series of data folder ``root``, train and test, as ``data.cache.SeriesTask``s;
+        entries that are not series (stray files, unreadable DICOMs) are appended to ``skipped``
+        (``data.layout.SkippedEntry``)."""
+
+    @abstractmethod
+    def read_labels(self, root) -> pd.DataFrame:
+        """The training labels of data folder ``root``: one row per id, ``id_column`` and one 0/1
+        column per prediction column."""
+
+    @abstractmethod
+    def read_solution(self, root) -> pd.DataFrame | None:
+        """The hidden test labels (``test_solution.csv``, as the synthetic data writes them) in the
+        form ``score`` takes, or None where the folder has none (the real competition)."""
+
+    @abstractmethod
+    def test_ids(self, root) -> list:
+        """The ids a test submission must have a row for (from the sample submission)."""
+
+    @abstractmethod
+    def fold_strata(self, labels: pd.DataFrame) -> pd.Series:
+        """One stratum per row of ``read_labels``, so that rare labels spread over folds."""
+
+    @abstractmethod
+    def validate_submission(self, submission: pd.DataFrame, ids=None) -> None:
+        """Raise ``SubmissionError`` naming every problem (columns, ids, duplicates, values)."""
+
+    @abstractmethod
+    def score(self, solution: pd.DataFrame, submission: pd.DataFrame) -> ScoreResult:
+        """The competition metric (lower is better); validates the submission first."""
+
+    @abstractmethod
+    def prior_probabilities(self, train_labels: pd.DataFrame) -> dict[str, float]:
+        """Prediction column -> the training labels' frequency (smoothed): the constant baseline."""
+
+    @abstractmethod
+    def constant_submission(self, ids, probabilities: dict[str, float]) -> pd.DataFrame:
+        """A submission with the same ``probabilities`` for every id, in the competition's shape."""
+
+    @abstractmethod
+    def perfect_submission(self, solution: pd.DataFrame) -> pd.DataFrame:
+        """The submission that predicts ``solution`` exactly (its score is ~0)."""
+
+    def sample_submission(self, ids) -> pd.DataFrame:
+        """The competition's sample submission: an uninformed probability for every id."""
+        return self.constant_submission(ids, {c: 0.5 for c in self.prediction_columns})
+
+    def __repr__(self) -> str:
+        return f"<competition {self.name}>"

@@ -8,13 +8,13 @@ columns, and the score is the plain mean of the six losses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, precision_score, recall_score, log_loss
 
-from volslice.competitions.base import SubmissionError, check_patients, check_values
+from volslice.competitions.base import Competition, ScoreResult, SubmissionError, check_patients, check_values
 
 NAME = "rsna2023"
 ID_COLUMN = "patient_id"
@@ -47,17 +47,6 @@ WINDOWS = {"soft_tissue": (50.0, 400.0), "liver": (80.0, 150.0), "bone": (400.0,
 # Injury names as they appear in image_level_labels.csv, and the patient label each belongs to.
 IMAGE_LEVEL_INJURIES = ("Active_Extravasation", "Bowel")
 IMAGE_LEVEL_COLUMNS = {"Active_Extravasation": "extravasation_injury", "Bowel": "bowel_injury"}
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    """The metric's score and each group's weighted log loss."""
-    score: float
-    group_losses: dict[str, float]
-
-    def as_dict(self) -> dict:
-        """Plain dict, for JSON."""
-        return {"score": self.score, "group_losses": dict(self.group_losses)}
 
 
 def true_classes(labels: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -188,3 +177,84 @@ def sample_submission(patient_ids) -> pd.DataFrame:
     """The competition's sample submission: 0.5 per binary column, 1/3 per three-level column."""
     probs = {c: 1.0 / len(cols) for cols in GROUPS.values() for c in cols}
     return constant_submission(patient_ids, probs)
+
+
+# Fold strata, most important first: a patient takes the first that applies.
+STRATA = ("extravasation", "bowel", "high", "low", "healthy")
+
+
+def stratum(labels: pd.DataFrame) -> pd.Series:
+    """One class per patient, so that rare injuries spread over folds."""
+    high = labels[["kidney_high", "liver_high", "spleen_high"]].max(axis=1) == 1
+    low = labels[["kidney_low", "liver_low", "spleen_low"]].max(axis=1) == 1
+    conditions = [labels.extravasation_injury == 1, labels.bowel_injury == 1, high, low]
+    return pd.Series(np.select(conditions, STRATA[:4], default="healthy"), index=labels.index)
+
+
+class Rsna2023(Competition):
+    """RSNA 2023 Abdominal Trauma Detection: patient-level labels, one wide row per patient."""
+
+    name = NAME
+    id_column = ID_COLUMN
+    label_level = "patient"
+    prediction_columns = PREDICTION_COLUMNS
+    windows = WINDOWS
+    default_heads = GROUP_NAMES
+    generator = "volslice.synthetic.generate"
+    # the module's tables, for the stages that speak in groups and weights
+    GROUPS, GROUP_NAMES, BINARY_GROUPS, CLASS_WEIGHTS = GROUPS, GROUP_NAMES, BINARY_GROUPS, CLASS_WEIGHTS
+    NAME, ID_COLUMN, PREDICTION_COLUMNS, SUBMISSION_COLUMNS = NAME, ID_COLUMN, PREDICTION_COLUMNS, SUBMISSION_COLUMNS
+    LABEL_COLUMNS, IMAGE_LEVEL_INJURIES, IMAGE_LEVEL_COLUMNS = LABEL_COLUMNS, IMAGE_LEVEL_INJURIES, IMAGE_LEVEL_COLUMNS
+
+    def find_series(self, root, skipped: list | None = None) -> list:
+        """The ``{split}_images/<patient_id>/<series_id>/`` folders, with their masks."""
+        from volslice.data.cache import find_series
+
+        return find_series(root, skipped)
+
+    def read_labels(self, root) -> pd.DataFrame:
+        return pd.read_csv(Path(root) / "train.csv")
+
+    def read_solution(self, root) -> pd.DataFrame | None:
+        path = Path(root) / "test_solution.csv"
+        return pd.read_csv(path) if path.exists() else None
+
+    def test_ids(self, root) -> list:
+        """Test patients: those of test_series_meta.csv, plus any only in sample_submission.csv."""
+        ids = set(pd.read_csv(Path(root) / "test_series_meta.csv")[ID_COLUMN])
+        sample = Path(root) / "sample_submission.csv"
+        if sample.exists():
+            ids |= set(pd.read_csv(sample)[ID_COLUMN])
+        return sorted(int(i) for i in ids)
+
+    def fold_strata(self, labels: pd.DataFrame) -> pd.Series:
+        return stratum(labels)
+
+    def validate_submission(self, submission: pd.DataFrame, ids=None) -> None:
+        validate_submission(submission, ids)
+
+    def score(self, solution: pd.DataFrame, submission: pd.DataFrame) -> ScoreResult:
+        return score(solution, submission)
+
+    def extra_metrics(self, solution: pd.DataFrame, submission: pd.DataFrame) -> dict:
+        """Average precision per injury label, mAP, micro precision and recall."""
+        return extra_metrics(solution, submission)
+
+    def prior_probabilities(self, train_labels: pd.DataFrame) -> dict[str, float]:
+        return prior_probabilities(train_labels)
+
+    def constant_submission(self, ids, probabilities: dict[str, float]) -> pd.DataFrame:
+        return constant_submission(ids, probabilities)
+
+    def sample_submission(self, ids) -> pd.DataFrame:
+        return sample_submission(ids)
+
+    def perfect_submission(self, solution: pd.DataFrame) -> pd.DataFrame:
+        return solution[SUBMISSION_COLUMNS].astype({c: float for c in PREDICTION_COLUMNS})
+
+    def sample_weights(self, labels: pd.DataFrame) -> pd.DataFrame:
+        """The metric's weight columns of a solution."""
+        return sample_weights(labels)
+
+
+COMPETITION = Rsna2023()

@@ -31,26 +31,29 @@ from volslice.io import atomic_save_npy, atomic_write_json
 AIR_HU = -1024.0
 Z_MODES = ("keep", "count", "spacing")
 RESIZE_METHODS = ("area", "linear")
-MANIFEST_LIST_COLUMNS = ("z_mm", "instance_numbers", "crop")
+MANIFEST_LIST_COLUMNS = ("z_mm", "instance_numbers", "image_ids", "crop")
 MANIFEST_COLUMNS = [
     "patient_id", "series_id", "split", "image_path", "mask_path", "slices", "channels", "height", "width",
     "source_slices", "dropped_slices", "pixel_spacing_mm", "source_slice_spacing_mm", "crop", "z_mm",
-    "instance_numbers",
+    "instance_numbers", "image_ids",
 ]
 
 
 @dataclass(frozen=True)
 class SeriesTask:
-    """One series folder to cache, with its organ mask file where there is one."""
+    """One series to cache: its folder (or, in a flat folder, its ``files``), with its organ mask
+    file where there is one."""
     patient_id: int
     series_id: int
     split: str
     series_dir: str
     mask_path: str | None
+    files: tuple | None = None  # None: every file of series_dir
 
 
 def find_series(data_root, skipped: list | None = None) -> list[SeriesTask]:
-    """Every series folder under train_images/ and test_images/, with its mask if there is one.
+    """Every series folder under train_images/ and test_images/, with its mask if there is one
+    (the ``{split}_images/<patient>/<series>/`` layout; a competition may find its series otherwise).
     Entries that are not patient or series folders are appended to ``skipped`` (SkippedEntry)."""
     root = Path(data_root)
     tasks = []
@@ -224,12 +227,15 @@ def cache_series(series: Series, cfg: CacheConfig, mask: MaskVolume | None = Non
     return _cache_planes(series, crop, lambda i: resized_plane(series.hu[i], crop, cfg, canvas), cfg, mask)
 
 
-def read_and_cache(series_dir, cfg: CacheConfig, mask: MaskVolume | None = None, decoder: str = "auto"):
+def read_and_cache(series_dir, cfg: CacheConfig, mask: MaskVolume | None = None, decoder: str = "auto",
+                   files=None, pixel_fix=None):
     """``cache_series(read_series(series_dir), ...)`` in one pass over the slices, plus the series'
     problems: each slice is cropped and resized as soon as it is decoded, so no full-resolution
     volume is held. A series with a slice that cannot be decoded (or whose HU overflow int16)
-    takes the whole-volume path, which drops and lists such slices; the result is the same."""
-    scan = scan_series(series_dir, decoder=decoder)
+    takes the whole-volume path, which drops and lists such slices; the result is the same.
+    ``files``: the series' files where they share a folder with others; ``pixel_fix``: the
+    competition's fix of the stored values (``Competition.pixel_fix``)."""
+    scan = scan_series(series_dir, decoder=decoder, files=files, pixel_fix=pixel_fix)
     try:
         crop, planes = _decode_resized(scan, cfg)
     except Exception:  # noqa: BLE001  (the whole-volume path reports the bad slice)
@@ -306,6 +312,7 @@ def _cache_planes(series: Series, crop, source_plane, cfg: CacheConfig, mask: Ma
     meta = {
         "z_mm": np.round(series.z[lower] + frac * (series.z[upper] - series.z[lower]), 3).tolist(),
         "instance_numbers": series.instance_numbers[nearest].astype(int).tolist(),
+        "image_ids": [Path(series.files[i]).stem for i in nearest.tolist()],
         "crop": list(map(int, crop)),
         "pixel_spacing_mm": float(series.pixel_spacing[0] * crop[2] / size),
         "source_slice_spacing_mm": series.slice_spacing,
@@ -315,7 +322,7 @@ def _cache_planes(series: Series, crop, source_plane, cfg: CacheConfig, mask: Ma
 
 
 def process_series(task: SeriesTask, cfg: CacheConfig, out: Path, decoder: str = "auto",
-                   opencv_threads: int | None = None, trace: str | None = None) -> dict:
+                   opencv_threads: int | None = None, trace: str | None = None, pixel_fix=None) -> dict:
     """Cache one series (or skip it if done). Never raises for bad input: returns the failure.
 
     ``opencv_threads=1`` in a pool of worker processes: each process already has a core.
@@ -332,7 +339,8 @@ def process_series(task: SeriesTask, cfg: CacheConfig, out: Path, decoder: str =
     try:
         mask = MaskVolume(task.mask_path) if task.mask_path and cfg.masks else None
         with trace_files(trace):
-            images, masks, meta, series_problems = read_and_cache(task.series_dir, cfg, mask, decoder)
+            images, masks, meta, series_problems = read_and_cache(task.series_dir, cfg, mask, decoder, task.files,
+                                                                  pixel_fix)
     except SeriesReadError as err:
         result.update(status="failed", problems=[_problem(task, p.file, p.reason, "series skipped") for p in err.problems])
         return result

@@ -93,10 +93,12 @@ def missing_listed_series(data_root: Path, tasks: list[SeriesTask]) -> list[dict
 
 
 def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, force: bool = False,
-              decoder: str = "auto", progress: bool = True) -> CacheSummary:
+              decoder: str = "auto", progress: bool = True, comp=None) -> CacheSummary:
     """Step 01 over ``data_root``: every series not cached yet (or of this ``shard``), in worker
     processes that survive a native crash, into ``out``; writes manifest.csv and problems.csv.
-    A folder made with other settings is refused unless ``force``."""
+    A folder made with other settings is refused unless ``force``. ``comp``: the competition, which
+    finds the series (``find_series``) and fixes the stored values (``pixel_fix``); None: the
+    ``{split}_images/<patient>/<series>/`` layout, no fix."""
     check_choices(cfg)
     data_root, out = Path(data_root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,20 +107,21 @@ def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, for
         for meta in (out / "meta").glob("*.json"):
             meta.unlink()
     stray = []
-    all_tasks = find_series(data_root, stray)
+    all_tasks = comp.find_series(data_root, stray) if comp is not None else find_series(data_root, stray)
     index, count = parse_shard(shard)
     tasks = [t for i, t in enumerate(sorted(all_tasks, key=lambda t: t.series_id)) if i % count == index]
     # series still to do, largest first, so that no long series starts last while the other workers
     # idle (finished series are not listed again: a rerun stays cheap)
-    tasks.sort(key=lambda t: 0 if (out / "meta" / f"{t.series_id}.json").exists() else len(os.listdir(t.series_dir)),
-               reverse=True)
+    tasks.sort(key=lambda t: 0 if (out / "meta" / f"{t.series_id}.json").exists() else
+               len(t.files) if t.files is not None else len(os.listdir(t.series_dir)), reverse=True)
     first_shard = index == 0  # listed by one shard only
     summary = CacheSummary(problems=missing_listed_series(data_root, all_tasks) + [
         problem_row(None, None, e.path, e.reason, "skipped") for e in stray] if first_shard else [])
     start = time.perf_counter()
     workers = effective_n_jobs(cfg.workers)
     work = functools.partial(process_series, cfg=cfg, out=out, decoder=decoder,
-                             opencv_threads=1 if workers > 1 else None)
+                             opencv_threads=1 if workers > 1 else None,
+                             pixel_fix=comp.pixel_fix if comp is not None else None)
     results = imap_surviving_crashes(work, tasks, workers)
     for task, result in tqdm(results, total=len(tasks), desc="cache", unit="series", disable=not progress):
         if isinstance(result, WorkerCrash):

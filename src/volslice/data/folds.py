@@ -5,24 +5,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from volslice.config import FoldsConfig, stamp_settings, to_dict
 from volslice.io import atomic_write_csv
-
-# Stratification classes, most important first: a patient takes the first that applies.
-STRATA = ("extravasation", "bowel", "high", "low", "healthy")
-
-
-def stratum(labels: pd.DataFrame) -> pd.Series:
-    """One class per patient from the RSNA 2023 labels, so that rare injuries spread over folds."""
-    high = labels[["kidney_high", "liver_high", "spleen_high"]].max(axis=1) == 1
-    low = labels[["kidney_low", "liver_low", "spleen_low"]].max(axis=1) == 1
-    conditions = [labels.extravasation_injury == 1, labels.bowel_injury == 1, high, low]
-    return pd.Series(np.select(conditions, STRATA[:4], default="healthy"), index=labels.index)
-
 
 def _merge_rare(strata: pd.Series, n_folds: int) -> pd.Series:
     """Strata with fewer patients than folds cannot be spread; pool them with the largest one."""
@@ -31,8 +18,10 @@ def _merge_rare(strata: pd.Series, n_folds: int) -> pd.Series:
     return strata.where(~strata.isin(rare), counts.index[0]) if len(rare) else strata
 
 
-def make_folds(labels: pd.DataFrame, series: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
-    """Columns: patient_id, series_id, fold, stratum (one row per series)."""
+def make_folds(labels: pd.DataFrame, series: pd.DataFrame, n_folds: int, seed: int,
+               strata: pd.Series | None = None) -> pd.DataFrame:
+    """Columns: patient_id, series_id, fold, stratum (one row per series). ``strata``: one class per
+    row of ``labels`` (the competition's ``fold_strata``); None: patient-grouped folds only."""
     if n_folds < 2:
         raise ValueError(f"folds.n_folds must be at least 2, got {n_folds}")
     if len(labels) < n_folds:
@@ -41,7 +30,8 @@ def make_folds(labels: pd.DataFrame, series: pd.DataFrame, n_folds: int, seed: i
     if unknown:
         raise ValueError(f"train_series_meta.csv has patients missing from train.csv: {unknown[:5]}")
     patients = labels[["patient_id"]].copy()
-    patients["stratum"] = _merge_rare(stratum(labels), n_folds).to_numpy()
+    strata = pd.Series("all", index=labels.index) if strata is None else strata
+    patients["stratum"] = _merge_rare(strata, n_folds).to_numpy()
     patients["fold"] = -1
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for fold, (_, val) in enumerate(splitter.split(patients, patients.stratum, groups=patients.patient_id)):
@@ -50,8 +40,9 @@ def make_folds(labels: pd.DataFrame, series: pd.DataFrame, n_folds: int, seed: i
     return out.sort_values(["fold", "patient_id", "series_id"]).reset_index(drop=True)
 
 
-def write_folds(data, out, cfg: FoldsConfig) -> pd.DataFrame | None:
-    """Folds of ``data``'s train.csv and train_series_meta.csv written to ``out``, with the settings
+def write_folds(data, out, cfg: FoldsConfig, comp) -> pd.DataFrame | None:
+    """Folds of ``data``'s train.csv and train_series_meta.csv written to ``out``, stratified by the
+    competition ``comp``'s ``fold_strata``, with the settings
     and the inputs' hashes recorded beside it (``OUT.config.yaml``, ``stamp_settings``). None where
     ``out`` is already up to date: nothing is done."""
     data, out = Path(data), Path(out)
@@ -61,7 +52,8 @@ def write_folds(data, out, cfg: FoldsConfig) -> pd.DataFrame | None:
     record_path = out.with_name(out.name + ".config.yaml")
     if out.exists() and record_path.exists() and not stamp_settings(record_path, record):
         return None
-    folds = make_folds(pd.read_csv(inputs[0]), pd.read_csv(inputs[1]), cfg.n_folds, cfg.seed)
+    labels = pd.read_csv(inputs[0])
+    folds = make_folds(labels, pd.read_csv(inputs[1]), cfg.n_folds, cfg.seed, comp.fold_strata(labels))
     atomic_write_csv(out, folds)
     stamp_settings(record_path, record, force=True)
     return folds

@@ -5,10 +5,14 @@ Pixel encodings (chosen per series):
 - ``signed12``: PixelRepresentation 1, 12 bits stored in 16, RescaleIntercept 0, and the raw
   16-bit words hold the 12-bit two's complement *without* sign extension: a reader must
   sign-extend from BitsStored before rescaling (the RSNA 2023 quirk).
+- ``offset12``: PixelRepresentation 0, 12 bits stored, RescaleIntercept 0, and the stored values are
+  HU modulo 4096, so air reads as about +3000 HU unless the reader applies the RSNA 2019 fix
+  (``dicom.rsna2019_intercept_fix``: add 1000, wrap at 4096, intercept -1000).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +30,7 @@ from pydicom.uid import (
 from rle.utils import encode_pixel_data
 
 UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's root for generated UIDs
-ENCODINGS = ("unsigned", "signed12")
+ENCODINGS = ("unsigned", "signed12")  # the RSNA 2023 set; "offset12" is the RSNA 2019 quirk
 COMPRESSIONS = {"rle": RLELossless, "none": ExplicitVRLittleEndian, "j2k": JPEG2000Lossless}
 
 
@@ -66,7 +70,21 @@ def stored_values(hu: np.ndarray, encoding: str):
     if encoding == "signed12":
         values = np.clip(hu.astype(np.int32), -2048, 2047)
         return (values & 0x0FFF).astype(np.uint16), 1, 0
+    if encoding == "offset12":
+        return np.mod(np.clip(hu.astype(np.int32), -1000, 3095), 4096).astype(np.uint16), 0, 0
     raise ValueError(f"unknown pixel encoding {encoding!r}")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who and what a series is, as its DICOM tags say: patient, study, series, frame of reference,
+    one SOP instance UID per slice."""
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    frame_uid: str
+    sop_uids: list
+    series_number: int = 1
 
 
 def write_series(
@@ -82,16 +100,28 @@ def write_series(
     compression: str,
 ) -> None:
     """Write one file per slice, named ``<InstanceNumber>.dcm``; slice k of ``hu`` is at z[k]."""
-    series_dir.mkdir(parents=True, exist_ok=True)
+    identity = Identity(str(patient_id), uid("study", patient_id), uid("series", patient_id, series_id),
+                        uid("frame", patient_id, series_id),
+                        [uid("sop", patient_id, series_id, k) for k in range(len(geometry.z))], series_number)
+    paths = [Path(series_dir) / f"{int(n)}.dcm" for n in instance_numbers]
+    write_slices(paths, hu, geometry, instance_numbers, identity, encoding=encoding, compression=compression)
+
+
+def write_slices(paths: list, hu: np.ndarray, geometry: SeriesGeometry, instance_numbers: np.ndarray,
+                 identity: Identity, *, encoding: str, compression: str) -> None:
+    """Write slice k of ``hu`` (at z[k]) to ``paths[k]`` as a CT image of ``identity``."""
+    with warnings.catch_warnings():  # RSNA 2019's ids ("ID_<hex>") are not valid UIDs, as in the real files
+        warnings.filterwarnings("ignore", message="Invalid value for VR UI")
+        _write_slices(paths, hu, geometry, instance_numbers, identity, encoding, compression)
+
+
+def _write_slices(paths, hu, geometry, instance_numbers, identity: Identity, encoding: str, compression: str):
     raw, pixel_rep, intercept = stored_values(hu, encoding)
-    study_uid = uid("study", patient_id)
-    series_uid = uid("series", patient_id, series_id)
-    frame_uid = uid("frame", patient_id, series_id)
     transfer_syntax = COMPRESSIONS[compression]
     spacing = geometry.pixel_spacing
     thickness = geometry.slice_spacing or 2.5
     for k, z in enumerate(geometry.z):
-        sop_uid = uid("sop", patient_id, series_id, k)
+        sop_uid = identity.sop_uids[k]
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
         meta.MediaStorageSOPInstanceUID = sop_uid
@@ -100,14 +130,14 @@ def write_series(
         ds.file_meta = meta
         ds.SOPClassUID = CTImageStorage
         ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
+        ds.StudyInstanceUID = identity.study_uid
+        ds.SeriesInstanceUID = identity.series_uid
+        ds.FrameOfReferenceUID = identity.frame_uid
         ds.Modality = "CT"
-        ds.PatientID = str(patient_id)
+        ds.PatientID = identity.patient_id
         ds.PatientName = ""
         ds.StudyDate = "20230101"
-        ds.SeriesNumber = series_number
+        ds.SeriesNumber = identity.series_number
         ds.InstanceNumber = int(instance_numbers[k])
         ds.ImagePositionPatient = [f"{geometry.origin_xy[0]:.3f}", f"{geometry.origin_xy[1]:.3f}", f"{z:.3f}"]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
@@ -128,7 +158,8 @@ def write_series(
         ds.WindowCenter = 50
         ds.WindowWidth = 400
         _set_pixels(ds, raw[k], compression)
-        pydicom.dcmwrite(series_dir / f"{int(instance_numbers[k])}.dcm", ds, enforce_file_format=True)
+        Path(paths[k]).parent.mkdir(parents=True, exist_ok=True)
+        pydicom.dcmwrite(paths[k], ds, enforce_file_format=True)
 
 
 def _set_pixels(ds: Dataset, raw: np.ndarray, compression: str) -> None:

@@ -1,0 +1,59 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from volslice.competitions import SubmissionError
+from volslice.competitions import rsna2019 as comp
+
+
+def wide(rows):
+    """rows: image id -> set of positive subtypes (any is derived)."""
+    out = []
+    for image, positive in rows.items():
+        out.append({"image_id": image, **{s: int(s in positive) for s in comp.SUBTYPES[:-1]}, "any": int(bool(positive))})
+    return pd.DataFrame(out)
+
+
+SOLUTION = comp.to_long(wide({"ID_a": set(), "ID_b": {"subdural"}, "ID_c": {"epidural", "subarachnoid"}}))
+
+
+def test_long_and_wide_round_trip():
+    assert SOLUTION.ID.iloc[6] == "ID_b_epidural" and len(SOLUTION) == 18
+    back = comp.to_wide(SOLUTION)
+    assert back.image_id.tolist() == ["ID_a", "ID_b", "ID_c"]
+    assert back.loc[2, ["epidural", "subarachnoid", "any"]].tolist() == [1, 1, 1]
+
+
+def test_metric_weights_any_twice_by_hand():
+    sub = SOLUTION.assign(Label=0.5)
+    assert comp.score(SOLUTION, sub).score == pytest.approx(math.log(2))
+    # one wrong 'any' (p = 0.1 where truth is 1) among otherwise perfect predictions
+    sub = SOLUTION.assign(Label=SOLUTION.Label.astype(float))
+    sub.loc[sub.ID == "ID_b_any", "Label"] = 0.1
+    expected = 2 * -math.log(0.1) / (7 * 3)  # weights: five subtypes 1, any 2 -> 7 per image
+    result = comp.score(SOLUTION, sub)
+    assert result.score == pytest.approx(expected, rel=1e-9)
+    assert result.group_losses["any"] == pytest.approx(-math.log(0.1) / 3)
+
+
+def test_rows_in_any_order_score_the_same():
+    sub = SOLUTION.assign(Label=np.linspace(0.05, 0.95, len(SOLUTION)))
+    assert comp.score(SOLUTION, sub).score == pytest.approx(comp.score(SOLUTION, sub.iloc[::-1]).score)
+
+
+def test_malformed_ids_and_probabilities_are_named():
+    bad = SOLUTION.assign(Label=0.5)
+    bad.loc[0, "ID"] = "ID_a_haemorrhage"
+    bad.loc[1, "Label"] = 1.5
+    with pytest.raises(SubmissionError) as err:
+        comp.validate_submission(bad, ["ID_a", "ID_b", "ID_c"])
+    text = str(err.value)
+    assert "ID_a_haemorrhage" in text and "outside [0, 1]" in text and "missing" in text
+
+
+def test_prior_is_smoothed_frequency():
+    labels = comp.to_wide(SOLUTION)
+    prior = comp.prior_probabilities(labels)
+    assert prior["any"] == pytest.approx((2 + 0.5) / 4) and prior["intraventricular"] == pytest.approx(0.5 / 4)
