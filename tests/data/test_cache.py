@@ -47,6 +47,17 @@ def test_every_series_is_cached_with_a_manifest(tiny_data, native_cache):
     assert isinstance(images, np.memmap) and images.dtype == np.uint8
     assert images.shape == (row.slices, 2, 64, 64) == (row.source_slices, row.channels, row.height, row.width)
     assert (out / "config.yaml").exists() and (out / "problems.csv").exists()
+    stems = [p.stem for p in sorted((tiny_data / f"{row.split}_images" / str(row.patient_id) / str(row.series_id)).iterdir(),
+                                    key=lambda p: int(p.stem))]
+    assert sorted(row.image_ids, key=int) == stems  # native cache: each slice names its file
+
+
+def test_a_manifest_written_before_image_ids_still_loads(native_cache, tmp_path):
+    out, _ = native_cache
+    old = pd.read_csv(out / "manifest.csv").drop(columns=["image_ids"])
+    old.to_csv(tmp_path / "manifest.csv", index=False)
+    manifest = load_manifest(tmp_path)
+    assert "image_ids" not in manifest and isinstance(manifest.z_mm.iloc[0], list)
 
 
 def test_native_cache_is_exactly_the_windowed_hu(tiny_data, native_cache):

@@ -416,10 +416,12 @@ def manifest_from_rows(rows: list[dict]) -> pd.DataFrame:
 
 
 def load_manifest(cache_dir) -> pd.DataFrame:
-    """The manifest with its list columns (z_mm, instance_numbers, crop) parsed."""
+    """The manifest with its list columns (z_mm, instance_numbers, image_ids, crop) parsed; a cache
+    made before ``image_ids`` was recorded loads without it."""
     frame = pd.read_csv(Path(cache_dir) / "manifest.csv")
     for col in MANIFEST_LIST_COLUMNS:
-        frame[col] = frame[col].map(json.loads)
+        if col in frame:
+            frame[col] = frame[col].map(json.loads)
     return frame
 
 
