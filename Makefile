@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VOLSLICE := $(VENV)/bin/volslice
 STAMP := $(VENV)/.installed
-WORK ?= work/demo
+COMPETITION ?= rsna2023
+WORK ?= $(if $(filter rsna2019,$(COMPETITION)),work/demo_rsna2019,work/demo)
 DATA ?=
 CONFIG ?= configs/demo.yaml
 ORGAN_CONFIG ?= configs/organs.yaml
@@ -26,6 +27,18 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+ifeq ($(COMPETITION),rsna2019)
+# RSNA 2019 ICH: synthetic head CT, the cache of three windows, both descriptor stages on two folds
+demo: setup
+ifeq ($(DATA),)
+	$(VOLSLICE) synthetic --competition rsna2019 --out $(WORK)/data --config configs/rsna2019.yaml
+endif
+	$(VOLSLICE) cache --data $(DEMO_DATA) --out $(WORK)/cache --config configs/rsna2019.yaml
+	$(VOLSLICE) descriptors --data $(DEMO_DATA) --cache $(WORK)/cache --config configs/rsna2019.yaml --resume \
+		--report $(WORK)/report.json --submission $(SUBMISSIONS)/rsna2019_demo.csv \
+		descriptors.stage1.out_dir=$(WORK)/runs/descriptors
+	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
+else
 demo: setup
 ifeq ($(DATA),)
 	$(PY) preprocess/00_make_synthetic.py --out $(WORK)/data --config $(CONFIG)
@@ -51,6 +64,7 @@ endif
 		-p OUTPUT $(SUBMISSIONS)/demo_ensemble.csv \
 		-p REPORT $(WORK)/report.json -p DEVICE auto -p PROGRESS False
 	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
+endif
 
 test: setup
 	$(PY) -m pytest -q

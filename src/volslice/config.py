@@ -193,6 +193,30 @@ class SegmentationConfig:
     fusion: VolumeFusionConfig = field(default_factory=VolumeFusionConfig)
 
 
+def _stage1_loop() -> TrainConfig:
+    return TrainConfig(out_dir="work/runs/descriptors", epochs=8, batch_size=32, lr=3e-4, warmup_epochs=0.5, crop=224)
+
+
+def _stage2_loop() -> TrainConfig:
+    return TrainConfig(out_dir="work/runs/descriptors", epochs=30, batch_size=16, lr=1e-3, warmup_epochs=1.0,
+                       flip=False, rotate_degrees=0.0, intensity=0.0, tta=False)
+
+
+@dataclass
+class DescriptorConfig:
+    """Slice-level labels by adjacent-slice descriptors (RSNA 2019, Ngo et al.): stage 1 is a 2D CNN
+    per slice whose pooled features are every slice's descriptor; stage 2 classifies each slice from
+    its own and its neighbours' descriptors. The backbone and its start are ``model.*``'s."""
+
+    context: int = 1  # stage 1: neighbouring slices on each side stacked as channels (0: the slice alone)
+    window: int = 2  # stage 2: neighbours on each side whose descriptors a slice sees
+    sequence: str = "window"  # stage 2: window (the paper's neighbour classifier) | gru (a BiGRU over the study)
+    hidden: int = 128
+    dropout: float = 0.2
+    stage1: TrainConfig = field(default_factory=_stage1_loop)
+    stage2: TrainConfig = field(default_factory=_stage2_loop)
+
+
 @dataclass
 class Config:
     """Every stage's settings; what each run saves as config.yaml."""
@@ -204,6 +228,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    descriptors: DescriptorConfig = field(default_factory=DescriptorConfig)
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

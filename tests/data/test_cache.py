@@ -58,6 +58,8 @@ def test_a_manifest_written_before_image_ids_still_loads(native_cache, tmp_path)
     old.to_csv(tmp_path / "manifest.csv", index=False)
     manifest = load_manifest(tmp_path)
     assert "image_ids" not in manifest and isinstance(manifest.z_mm.iloc[0], list)
+    old.assign(image_ids="NaN").to_csv(tmp_path / "manifest.csv", index=False)  # rewritten from old metadata
+    assert "image_ids" not in load_manifest(tmp_path)
 
 
 def test_native_cache_is_exactly_the_windowed_hu(tiny_data, native_cache):

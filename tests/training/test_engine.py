@@ -159,3 +159,8 @@ def test_weight_ema_equals_timms_model_ema_and_the_teacher_copies_buffers():
     ema_update(teacher, model, 0.8)
     torch.testing.assert_close(teacher[1].running_mean, model[1].running_mean, rtol=0, atol=0)
     torch.testing.assert_close(teacher[0].weight, 0.8 * ours[0].weight + 0.2 * model[0].weight)
+
+
+def test_a_train_set_smaller_than_a_batch_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match="3 training samples make no full batch of 8"):
+        Trainer(toy_model(), ToyTask(), toy_data(3), toy_data(8), config(tmp_path, batch_size=8), tmp_path)

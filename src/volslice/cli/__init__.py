@@ -1,7 +1,7 @@
 """The ``volslice`` command: one subcommand per pipeline step.
 
-    volslice synthetic | cache | folds | baseline | pretrain | segment | organs | train | infer | score |
-             interpret | bundle
+    volslice synthetic | cache | folds | baseline | pretrain | segment | organs | train | descriptors | infer |
+             score | interpret | bundle
 
 Each subcommand's module parses its arguments and calls the library; nothing here is imported by
 the library. Modules import the library inside ``run``, so ``volslice --help`` stays fast.
@@ -15,8 +15,8 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("synthetic", "cache", "folds", "baseline", "pretrain", "segment", "organs", "train", "infer", "score",
-            "interpret", "bundle")
+COMMANDS = ("synthetic", "cache", "folds", "baseline", "pretrain", "segment", "organs", "train", "descriptors",
+            "infer", "score", "interpret", "bundle")
 
 
 def build_parser() -> argparse.ArgumentParser:

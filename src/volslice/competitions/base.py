@@ -73,7 +73,8 @@ class Competition(ABC):
     - ``windows``: default CT windows, name -> (level, width) in HU;
     - ``default_heads``: the classifier heads a run predicts by default;
     - ``pixel_fix``: a fix applied to each DICOM's stored values before rescaling, or None;
-    - ``generator``: the module that writes its synthetic dataset (``generate(cfg, out, force=)``).
+    - ``generator``: the module that writes its synthetic dataset (``generate(cfg, out, force=)``);
+    - ``label_weights``: each prediction column's weight in a multi-label loss (default 1).
     """
 
     name: str
@@ -84,6 +85,7 @@ class Competition(ABC):
     default_heads: tuple[str, ...]
     generator: str
     pixel_fix = None
+    label_weights: dict = {}
 
     @abstractmethod
     def find_series(self, root, skipped: list | None = None) -> list:
@@ -128,6 +130,11 @@ class Competition(ABC):
     @abstractmethod
     def perfect_submission(self, solution: pd.DataFrame) -> pd.DataFrame:
         """The submission that predicts ``solution`` exactly (its score is ~0)."""
+
+    def as_submission(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A wide frame (``id_column`` and one column per prediction column, one row per id) in the
+        submission's shape; a wide label frame becomes a solution the same way."""
+        return frame[[self.id_column, *self.prediction_columns]]
 
     def sample_submission(self, ids) -> pd.DataFrame:
         """The competition's sample submission: an uninformed probability for every id."""

@@ -173,6 +173,10 @@ class Rsna2019(Competition):
     default_heads = SUBTYPES
     generator = "volslice.synthetic.rsna2019"
     pixel_fix = staticmethod(rsna2019_intercept_fix)
+    label_weights = LABEL_WEIGHTS
+
+    def as_submission(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return to_long(frame)
 
     def find_series(self, root, skipped: list | None = None) -> list:
         return find_series(root, skipped)

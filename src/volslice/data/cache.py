@@ -421,7 +421,10 @@ def load_manifest(cache_dir) -> pd.DataFrame:
     frame = pd.read_csv(Path(cache_dir) / "manifest.csv")
     for col in MANIFEST_LIST_COLUMNS:
         if col in frame:
-            frame[col] = frame[col].map(json.loads)
+            frame[col] = frame[col].map(lambda v: json.loads(v) if isinstance(v, str) else None)
+            frame[col] = frame[col].map(lambda v: v if isinstance(v, list) else None)
+    if "image_ids" in frame and frame.image_ids.isna().all():
+        frame = frame.drop(columns="image_ids")
     return frame
 
 

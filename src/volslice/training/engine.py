@@ -191,6 +191,9 @@ class Trainer:
         self.ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.train_loader(0)) / cfg.grad_accum)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(train_set)} training samples make no full batch of {cfg.batch_size} per process "
+                             f"(the last, incomplete batch is dropped): lower the batch size")
         total = self.steps_per_epoch * cfg.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(total, int(cfg.warmup_epochs * self.steps_per_epoch)))

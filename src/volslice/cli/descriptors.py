@@ -1,0 +1,40 @@
+"""Slice-level labels by adjacent-slice descriptors (RSNA 2019): both stages, fold by fold.
+
+    volslice descriptors --data ROOT --cache CACHE --config configs/rsna2019.yaml
+        [--folds FOLDS.csv] [--fold 0 1] [--resume] [--report REPORT.json] [--submission OUT.csv]
+        [key=value ...]
+
+Without --folds, patient-grouped folds of the cached train series are made (folds.n_folds) and saved
+in the run folder (descriptors.stage1.out_dir). Prints the OOF and test scores of stage 1 (the
+slice CNN alone) and stage 2, and the constant prior's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    """The subcommand's arguments."""
+    parser.add_argument("--data", type=Path, required=True, help="competition data root")
+    parser.add_argument("--cache", type=Path, required=True, help="cache folder from step 01 (cache.z_mode=keep)")
+    parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
+    parser.add_argument("--folds", type=Path, help="folds CSV (default: made from the cache and saved in the run)")
+    parser.add_argument("--fold", type=int, nargs="+", help="fold numbers (default: all)")
+    parser.add_argument("--resume", action="store_true", help="continue each stage from its last.pt")
+    parser.add_argument("--report", type=Path, help="JSON report to record the scores in")
+    parser.add_argument("--submission", type=Path, help="where to write the test submission")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. descriptors.window=3")
+
+
+def run(args) -> int:
+    """Run the subcommand with parsed ``args``; returns the exit status."""
+    from volslice.config import load_config
+    from volslice.descriptors.run import run_descriptors
+
+    cfg = load_config(*args.config, overrides=args.overrides)
+    summary = run_descriptors(cfg, args.data, args.cache, folds_file=args.folds, chosen=args.fold,
+                              resume=args.resume, report=args.report, submission=args.submission)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,90 @@
+"""Samples of the two stages, from the cache: single slices (stage 1) and studies as descriptor
+sequences (stage 2). Labels come from the competition's wide label frame (one row per image id)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from volslice.data.cache import load_images
+from volslice.data.inputs import crop, stack_slices
+
+
+def _targets(labels: pd.DataFrame | None, image_ids, columns) -> torch.Tensor | None:
+    if labels is None:
+        return None
+    missing = [i for i in image_ids if i not in labels.index]
+    if missing:
+        raise KeyError(f"{len(missing)} cached slices have no labels, e.g. {missing[:3]}")
+    return torch.tensor(labels.loc[list(image_ids), columns].to_numpy(dtype=np.float32))
+
+
+class SliceDataset(Dataset):
+    """One item per cached slice of ``manifest``: the slice with ``context`` neighbours on each side
+    stacked as channels, square-cropped to ``crop`` (random in training, centred otherwise), its
+    image id and, with ``labels`` (indexed by image id), its 0/1 targets."""
+
+    def __init__(self, cache, manifest: pd.DataFrame, columns, *, labels: pd.DataFrame | None = None,
+                 context: int = 0, crop_size: int = 0, train: bool = False):
+        self.cache, self.rows = Path(cache), manifest.reset_index(drop=True)
+        self.columns, self.labels, self.context, self.crop_size, self.train = list(columns), labels, context, crop_size, train
+        self.index = [(r, k) for r, n in enumerate(self.rows.slices) for k in range(int(n))]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        r, k = self.index[i]
+        row = self.rows.iloc[r]
+        image = stack_slices(load_images(self.cache, row), np.array([k]), self.context)[0]
+        if self.crop_size:
+            image = crop(image, self.crop_size, self.train)
+        item = {"image": torch.from_numpy(np.ascontiguousarray(image)), "image_id": row.image_ids[k],
+                "series_id": int(row.series_id)}
+        target = _targets(self.labels, [row.image_ids[k]], self.columns)
+        if target is not None:
+            item["target"] = target[0]
+        return item
+
+
+class DescriptorDataset(Dataset):
+    """One item per series: its slices' descriptors (S, D) from ``folder/<series_id>.npy``, image ids
+    and, with ``labels``, targets (S, L)."""
+
+    def __init__(self, folder, manifest: pd.DataFrame, columns, *, labels: pd.DataFrame | None = None):
+        self.folder, self.rows = Path(folder), manifest.reset_index(drop=True)
+        self.columns, self.labels = list(columns), labels
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.rows.iloc[i]
+        item = {"descriptors": torch.from_numpy(np.load(self.folder / f"{int(row.series_id)}.npy").astype(np.float32)),
+                "image_ids": list(row.image_ids), "series_id": int(row.series_id)}
+        target = _targets(self.labels, row.image_ids, self.columns)
+        if target is not None:
+            item["target"] = target
+        return item
+
+
+def pad_series(items: list[dict]) -> dict:
+    """Batch series of different lengths: descriptors and targets zero-padded to the longest, with
+    ``mask`` (B, S) marking the real slices."""
+    longest = max(len(it["descriptors"]) for it in items)
+    batch = {"descriptors": torch.zeros(len(items), longest, items[0]["descriptors"].shape[1]),
+             "mask": torch.zeros(len(items), longest, dtype=torch.bool),
+             "image_ids": [it["image_ids"] for it in items], "series_id": torch.tensor([it["series_id"] for it in items])}
+    if "target" in items[0]:
+        batch["target"] = torch.zeros(len(items), longest, items[0]["target"].shape[1])
+    for b, it in enumerate(items):
+        n = len(it["descriptors"])
+        batch["descriptors"][b, :n] = it["descriptors"]
+        batch["mask"][b, :n] = True
+        if "target" in it:
+            batch["target"][b, :n] = it["target"]
+    return batch

@@ -1,0 +1,57 @@
+"""The two stages' networks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from volslice.models.sequence import create_backbone
+
+
+class SliceClassifier(nn.Module):
+    """Stage 1: a timm 2D backbone on one slice (with its neighbours as channels) and a linear head;
+    ``features`` (the pooled backbone output) is the slice's descriptor."""
+
+    def __init__(self, backbone: str, in_chans: int, labels: int, dropout: float = 0.2):
+        super().__init__()
+        self.backbone = create_backbone(backbone, in_chans)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.backbone.num_features, labels)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        features = self.backbone(x)
+        return {"logits": self.head(self.dropout(features)), "features": features}
+
+
+class NeighbourClassifier(nn.Module):
+    """Stage 2: (B, S, D) descriptors -> (B, S, labels) logits.
+
+    ``window``: each slice is classified from the concatenated descriptors of itself and ``window``
+    neighbours on each side (a 1D convolution of width 2 window + 1 is exactly a linear layer on that
+    concatenation; zeros past the ends), then a hidden layer. ``gru``: a 2-layer BiGRU over the whole
+    study (the competition's 1st place)."""
+
+    def __init__(self, dim: int, labels: int, kind: str = "window", window: int = 2, hidden: int = 128,
+                 dropout: float = 0.2):
+        super().__init__()
+        if kind not in ("window", "gru"):
+            raise ValueError(f"descriptors.sequence must be window or gru, got {kind!r}")
+        self.kind = kind
+        self.norm = nn.LayerNorm(dim)
+        if kind == "window":
+            self.mix = nn.Conv1d(dim, hidden, kernel_size=2 * window + 1, padding=window)
+            width = hidden
+        else:
+            self.project = nn.Linear(dim, hidden)
+            self.mix = nn.GRU(hidden, hidden, num_layers=2, batch_first=True, bidirectional=True)
+            width = 2 * hidden
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(width, labels)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        x = self.norm(x)
+        if self.kind == "window":
+            h = torch.relu(self.mix(x.transpose(1, 2))).transpose(1, 2)
+        else:
+            h, _ = self.mix(self.project(x))
+        return {"logits": self.head(self.dropout(h))}

@@ -1,0 +1,165 @@
+"""The two-stage run, fold by fold on the same folds: stage 1 trains the slice CNN, caches every
+slice's descriptor (train and test series) and its own predictions; stage 2 trains the neighbour
+classifier on the descriptors. Each fold folder holds ``stage1/`` and ``stage2/`` (the Trainer's
+checkpoints, config, summary.csv, learning curve), ``descriptors/<series_id>.npy`` and the OOF and
+test rows of both stages. The run's OOF and test scores, stage 1's alone beside them, go to the
+report; the test submission is the mean of the folds' stage 2 predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from volslice import competitions
+from volslice.config import Config, to_yaml
+from volslice.data.cache import load_manifest
+from volslice.data.folds import make_folds
+from volslice.descriptors.data import DescriptorDataset, SliceDataset, pad_series
+from volslice.descriptors.models import NeighbourClassifier, SliceClassifier
+from volslice.descriptors.task import SliceLabelTask, score_rows
+from volslice.evaluation import prior_baseline, score_if_labelled
+from volslice.io import atomic_save_npy, atomic_write_csv, update_json
+from volslice.models.build import load_imagenet
+from volslice.models.weights import load_backbone
+from volslice.training.classification import to_float
+from volslice.training.engine import Trainer, model_weights
+
+log = logging.getLogger(__name__)
+
+
+def series_folds(comp, labels: pd.DataFrame, manifest: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+    """Folds of the cached train series, grouped by patient (the ``PatientID`` tag) and stratified
+    by the competition's strata of each patient's slices taken together (a label is positive for a
+    patient where any of its slices has it)."""
+    rows = manifest[manifest.split == "train"]
+    slices = rows[["patient_id", "image_ids"]].explode("image_ids")
+    per_patient = (labels.loc[slices.image_ids, comp.prediction_columns].set_index(slices.patient_id.to_numpy())
+                   .groupby(level=0).max().rename_axis("patient_id").reset_index())
+    return make_folds(per_patient, rows[["patient_id", "series_id"]], n_folds, seed, comp.fold_strata(per_patient))
+
+
+def _slice_model(cfg: Config, in_chans: int, labels: int) -> SliceClassifier:
+    model = SliceClassifier(cfg.model.backbone, in_chans, labels, cfg.descriptors.dropout)
+    if cfg.model.init == "imagenet":
+        log.info("initial weights: %s", load_imagenet(model.backbone, cfg.model.backbone, cfg.model.weights))
+    elif cfg.model.init == "file":
+        log.info("initial weights: %s", load_backbone(model.backbone, cfg.model.weights, cfg.model.weights_prefix))
+    return model
+
+
+@torch.no_grad()
+def extract(model: SliceClassifier, dataset: SliceDataset, task: SliceLabelTask, folder: Path, batch_size: int):
+    """Every slice's descriptor, saved per series as ``folder/<series_id>.npy`` (float16), and the
+    slice model's predictions (one row per slice)."""
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    features, rows = {}, []
+    for batch in loader:
+        out = model(to_float(batch["image"], "cpu"))
+        for series_id, f in zip(batch["series_id"].tolist(), out["features"]):
+            features.setdefault(series_id, []).append(f.numpy().astype(np.float16))
+        probs = torch.sigmoid(out["logits"]).numpy()
+        rows.append(pd.DataFrame({"image_id": batch["image_id"], "series_id": batch["series_id"].numpy(),
+                                  **{c: probs[:, j] for j, c in enumerate(task.columns)}}))
+    for series_id, parts in features.items():
+        atomic_save_npy(folder / f"{series_id}.npy", np.stack(parts))
+    return pd.concat(rows, ignore_index=True)
+
+
+def train_fold(cfg: Config, comp, cache: Path, manifest: pd.DataFrame, folds: pd.DataFrame, labels: pd.DataFrame,
+               fold: int, resume: bool) -> dict:
+    """Both stages of one fold; returns its OOF and test rows per stage."""
+    d = cfg.descriptors
+    out = Path(d.stage1.out_dir) / f"fold{fold}"
+    train_ids = set(folds[folds.fold != fold].series_id)
+    val_ids = set(folds[folds.fold == fold].series_id)
+    train_rows, val_rows = manifest[manifest.series_id.isin(train_ids)], manifest[manifest.series_id.isin(val_ids)]
+    test_rows = manifest[manifest.split == "test"]
+    columns = comp.prediction_columns
+    in_chans = int(manifest.channels.iloc[0]) * (2 * d.context + 1)
+    torch.manual_seed(d.stage1.seed + fold)
+    stage1_task = SliceLabelTask(comp, d.stage1, labels, stage=1)
+    slices = dict(context=d.context, crop_size=d.stage1.crop)
+    model = _slice_model(cfg, in_chans, len(columns))
+    Trainer(model, stage1_task, SliceDataset(cache, train_rows, columns, labels=labels, train=True, **slices),
+            SliceDataset(cache, val_rows, columns, labels=labels, **slices), d.stage1, out / "stage1",
+            config_yaml=to_yaml(cfg)).fit(resume=resume)
+    model.load_state_dict(model_weights(out / "stage1" / "best.pt"))
+    every = pd.concat([train_rows, val_rows, test_rows])
+    stage1_rows = extract(model, SliceDataset(cache, every, columns, **slices), stage1_task, out / "descriptors",
+                          d.stage1.batch_size)
+    stage2_task = SliceLabelTask(comp, d.stage2, labels, stage=2)
+    dim = model.backbone.num_features
+    torch.manual_seed(d.stage2.seed + fold)
+    head = NeighbourClassifier(dim, len(columns), d.sequence, d.window, d.hidden, d.dropout)
+    sequences = dict(labels=labels)
+    Trainer(head, stage2_task, DescriptorDataset(out / "descriptors", train_rows, columns, **sequences),
+            DescriptorDataset(out / "descriptors", val_rows, columns, **sequences), d.stage2, out / "stage2",
+            collate_fn=pad_series, config_yaml=to_yaml(cfg)).fit(resume=resume)
+    head.load_state_dict(model_weights(out / "stage2" / "best.pt"))
+    head.eval()
+
+    def stage2(rows):
+        loader = torch.utils.data.DataLoader(DescriptorDataset(out / "descriptors", rows, columns),
+                                             batch_size=d.stage2.batch_size, collate_fn=pad_series)
+        return stage2_task.predict(head, loader, "cpu")
+
+    result = {"stage1_oof": stage1_rows[stage1_rows.series_id.isin(val_ids)],
+              "stage1_test": stage1_rows[stage1_rows.series_id.isin(set(test_rows.series_id))],
+              "oof": stage2(val_rows), "test": stage2(test_rows)}
+    for name, rows in result.items():
+        atomic_write_csv(out / f"{name}.csv", rows)
+    return result
+
+
+def mean_over_folds(frames: list[pd.DataFrame], columns) -> pd.DataFrame:
+    """One row per image: the mean of the folds' probabilities."""
+    return pd.concat(frames).groupby("image_id", sort=True)[list(columns)].mean().reset_index()
+
+
+def run_descriptors(cfg: Config, data, cache, *, folds_file=None, chosen=None, resume: bool = False,
+                    report=None, submission=None) -> dict:
+    """Train both stages on every chosen fold (folds from ``folds_file``, or made and saved in the run
+    folder); score OOF and test per stage; write the test submission (stage 2, mean over folds)."""
+    comp = competitions.get(cfg.competition)
+    data, cache, out = Path(data), Path(cache), Path(cfg.descriptors.stage1.out_dir)
+    manifest = load_manifest(cache)
+    if "image_ids" not in manifest:
+        raise ValueError(f"{cache} was cached before image ids were recorded: run step 01 again (--force)")
+    labels = comp.read_labels(data).set_index(comp.id_column)
+    if folds_file:
+        folds = pd.read_csv(folds_file)
+    else:
+        folds = series_folds(comp, labels, manifest, cfg.folds.n_folds, cfg.folds.seed)
+        atomic_write_csv(out / "folds.csv", folds)
+    chosen = sorted(folds.fold.unique()) if chosen is None else chosen
+    results = [train_fold(cfg, comp, cache, manifest, folds, labels, fold, resume) for fold in chosen]
+    columns = comp.prediction_columns
+    summary = {}
+    for stage in ("stage1_", ""):
+        oof = pd.concat([r[f"{stage}oof"] for r in results], ignore_index=True)
+        summary[f"{stage}oof"] = score_rows(comp, oof, labels).score
+        if stage == "":
+            prior = comp.prior_probabilities(labels.loc[oof.image_id])
+            summary["oof_prior"] = score_rows(comp, oof.assign(**prior), labels).score
+        test = mean_over_folds([r[f"{stage}test"] for r in results], columns)
+        scored = score_if_labelled(data, comp.as_submission(test), comp)
+        if scored is not None:
+            summary[f"{stage}test"] = scored.score
+        if stage == "":
+            final = comp.as_submission(test)
+    comp.validate_submission(final, comp.test_ids(data))
+    prior = score_if_labelled(data, prior_baseline(data, comp), comp)
+    if prior is not None:
+        summary["prior_baseline"] = prior.score
+    if submission:
+        atomic_write_csv(submission, final)
+        summary["submission"] = str(submission)
+    if report:
+        update_json(report, **summary)
+    return summary
