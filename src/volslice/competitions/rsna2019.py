@@ -184,10 +184,6 @@ class Rsna2019(Competition):
     def read_labels(self, root) -> pd.DataFrame:
         return to_wide(pd.read_csv(Path(root) / TRAIN_LABELS)).astype({s: int for s in SUBTYPES})
 
-    def read_solution(self, root) -> pd.DataFrame | None:
-        path = Path(root) / SOLUTION
-        return pd.read_csv(path) if path.exists() else None
-
     def test_ids(self, root) -> list:
         return sorted(split_ids(pd.read_csv(Path(root) / SAMPLE_SUBMISSION)["ID"])[ID_COLUMN].unique())
 

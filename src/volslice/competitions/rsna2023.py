@@ -215,10 +215,6 @@ class Rsna2023(Competition):
     def read_labels(self, root) -> pd.DataFrame:
         return pd.read_csv(Path(root) / "train.csv")
 
-    def read_solution(self, root) -> pd.DataFrame | None:
-        path = Path(root) / "test_solution.csv"
-        return pd.read_csv(path) if path.exists() else None
-
     def test_ids(self, root) -> list:
         """Test patients: those of test_series_meta.csv, plus any only in sample_submission.csv."""
         ids = set(pd.read_csv(Path(root) / "test_series_meta.csv")[ID_COLUMN])
