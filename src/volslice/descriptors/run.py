@@ -57,10 +57,11 @@ def extract(model: SliceClassifier, dataset: SliceDataset, task: SliceLabelTask,
     """Every slice's descriptor, saved per series as ``folder/<series_id>.npy`` (float16), and the
     slice model's predictions (one row per slice)."""
     model.eval()
+    device = next(model.parameters()).device  # where the Trainer left it
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     features, rows = {}, []
     for batch in loader:
-        out = model(to_float(batch["image"], "cpu"))
+        out = {k: v.float().cpu() for k, v in model(to_float(batch["image"], device)).items()}
         for series_id, f in zip(batch["series_id"].tolist(), out["features"]):
             features.setdefault(series_id, []).append(f.numpy().astype(np.float16))
         probs = torch.sigmoid(out["logits"]).numpy()
@@ -107,7 +108,7 @@ def train_fold(cfg: Config, comp, cache: Path, manifest: pd.DataFrame, folds: pd
     def stage2(rows):
         loader = torch.utils.data.DataLoader(DescriptorDataset(out / "descriptors", rows, columns),
                                              batch_size=d.stage2.batch_size, collate_fn=pad_series)
-        return stage2_task.predict(head, loader, "cpu")
+        return stage2_task.predict(head, loader, next(head.parameters()).device)
 
     result = {"stage1_oof": stage1_rows[stage1_rows.series_id.isin(val_ids)],
               "stage1_test": stage1_rows[stage1_rows.series_id.isin(set(test_rows.series_id))],
