@@ -13,6 +13,8 @@ SUBMISSIONS ?= submissions
 DEMO_DATA := $(if $(DATA),$(DATA),$(WORK)/data)
 # how fine-tuning starts: from the demo's own 2D-VoCo backbone (e.g. FINETUNE=model.init=imagenet instead)
 FINETUNE ?= model.init=file model.weights=$(WORK)/runs/pretrain/backbone.safetensors
+# how the organ-crop run starts: configs/organs.yaml's ImageNet weights unless overridden (e.g. model.init=scratch)
+ORGAN_START ?=
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
@@ -57,7 +59,7 @@ endif
 	$(VOLSLICE) train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
 		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier $(FINETUNE)
 	$(VOLSLICE) train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
-		--config $(ORGAN_CONFIG) --resume train.out_dir=$(WORK)/runs/organs
+		--config $(ORGAN_CONFIG) --resume train.out_dir=$(WORK)/runs/organs $(ORGAN_START)
 	$(VOLSLICE) score --data $(DEMO_DATA) --oof $(WORK)/runs/classifier $(WORK)/runs/organs --report $(WORK)/report.json
 	$(VENV)/bin/papermill --log-output --no-progress-bar notebooks/inference.ipynb $(WORK)/inference.ipynb \
 		-p DATA_ROOT $(DEMO_DATA) -y "MODEL_DIRS: ['$(WORK)/runs/classifier', '$(WORK)/runs/organs']" \
