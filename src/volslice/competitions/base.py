@@ -70,7 +70,7 @@ class Competition(ABC):
     - ``label_level``: ``"patient"`` (one label row per patient, RSNA 2023) or ``"slice"`` (one per
       image, RSNA 2019);
     - ``prediction_columns``: the submission's probability columns (wide rows) or label names (for a
-      long ``ID,Label`` submission, see ``submission_rows``);
+      long ``ID,Label`` submission, see ``as_submission``);
     - ``windows``: default CT windows, name -> (level, width) in HU;
     - ``default_heads``: the classifier heads a run predicts by default;
     - ``pixel_fix``: a fix applied to each DICOM's stored values before rescaling, or None;

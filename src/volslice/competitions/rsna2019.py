@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from volslice.competitions.base import Competition, ScoreResult, SubmissionError, check_patients
+from volslice.competitions.base import Competition, ScoreResult, SubmissionError, check_patients, check_values
 from volslice.dicom import rsna2019_intercept_fix
 
 NAME = "rsna2019"
@@ -76,12 +76,12 @@ def validate_submission(submission: pd.DataFrame, image_ids=None) -> None:
         expected = None if image_ids is None else [f"{i}_{s}" for i in image_ids for s in SUBTYPES]
         problems += check_patients(submission["ID"], expected, "ID")
     if "Label" in submission.columns:
-        values = pd.to_numeric(submission["Label"], errors="coerce").to_numpy(dtype=float)
-        named = submission["ID"] if "ID" in submission.columns else pd.Series(range(len(submission)))
-        for what, bad in (("non-numeric or NaN", np.isnan(values)), ("infinite", np.isinf(values)),
-                          ("outside [0, 1]", (values < 0) | (values > 1))):
-            if bad.any():
-                problems.append(f"column 'Label': {int(bad.sum())} {what} values, e.g. ID {named[bad].tolist()[:5]}")
+        problems += check_values(submission, ["Label"], "ID")
+        above = pd.to_numeric(submission["Label"], errors="coerce").to_numpy(dtype=float) > 1
+        if above.any():
+            named = submission["ID"] if "ID" in submission.columns else pd.Series(range(len(submission)))
+            problems.append(f"column 'Label': {int(above.sum())} values outside [0, 1] (above 1), "
+                            f"e.g. ID {named[above].tolist()[:5]}")
     if problems:
         raise SubmissionError(problems)
 

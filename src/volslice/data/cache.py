@@ -415,14 +415,19 @@ def manifest_from_rows(rows: list[dict]) -> pd.DataFrame:
     return frame.sort_values(["split", "patient_id", "series_id"]).reset_index(drop=True)
 
 
+def _json_list(cell):
+    """A manifest cell's list, or None where it holds none (empty, or "NaN" from older metadata)."""
+    value = json.loads(cell) if isinstance(cell, str) else None
+    return value if isinstance(value, list) else None
+
+
 def load_manifest(cache_dir) -> pd.DataFrame:
     """The manifest with its list columns (z_mm, instance_numbers, image_ids, crop) parsed; a cache
     made before ``image_ids`` was recorded loads without it."""
     frame = pd.read_csv(Path(cache_dir) / "manifest.csv")
     for col in MANIFEST_LIST_COLUMNS:
         if col in frame:
-            frame[col] = frame[col].map(lambda v: json.loads(v) if isinstance(v, str) else None)
-            frame[col] = frame[col].map(lambda v: v if isinstance(v, list) else None)
+            frame[col] = frame[col].map(_json_list)
     if "image_ids" in frame and frame.image_ids.isna().all():
         frame = frame.drop(columns="image_ids")
     return frame

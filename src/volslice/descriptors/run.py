@@ -24,8 +24,7 @@ from volslice.descriptors.models import NeighbourClassifier, SliceClassifier
 from volslice.descriptors.task import SliceLabelTask, score_rows
 from volslice.evaluation import prior_baseline, score_if_labelled
 from volslice.io import atomic_save_npy, atomic_write_csv, update_json
-from volslice.models.build import load_imagenet
-from volslice.models.weights import load_backbone
+from volslice.models.build import initialise_backbone
 from volslice.training.classification import to_float
 from volslice.training.engine import Trainer, model_weights
 
@@ -45,10 +44,9 @@ def series_folds(comp, labels: pd.DataFrame, manifest: pd.DataFrame, n_folds: in
 
 def _slice_model(cfg: Config, in_chans: int, labels: int) -> SliceClassifier:
     model = SliceClassifier(cfg.model.backbone, in_chans, labels, cfg.descriptors.dropout)
-    if cfg.model.init == "imagenet":
-        log.info("initial weights: %s", load_imagenet(model.backbone, cfg.model.backbone, cfg.model.weights))
-    elif cfg.model.init == "file":
-        log.info("initial weights: %s", load_backbone(model.backbone, cfg.model.weights, cfg.model.weights_prefix))
+    report = initialise_backbone(model.backbone, cfg.model)
+    if report:
+        log.info("initial weights: %s", report)
     return model
 
 

@@ -19,6 +19,27 @@ def load_imagenet(backbone, name: str, weights: str = "") -> LoadReport:
     return load_backbone(backbone, weights or LOCAL_IMAGENET[name]())
 
 
+INITS = ("scratch", "imagenet", "file")
+
+
+def initialise_backbone(backbone, cfg: ModelConfig) -> LoadReport | None:
+    """Load ``model.init``'s weights into a timm backbone (None for scratch); an unknown init fails."""
+    if cfg.init == "imagenet":
+        return load_imagenet(backbone, cfg.backbone, cfg.weights)
+    if cfg.init == "file":
+        if not cfg.weights:
+            raise ValueError("model.init=file needs model.weights=PATH")
+        return load_backbone(backbone, cfg.weights, prefix=cfg.weights_prefix)
+    check_init(cfg)
+    return None
+
+
+def check_init(cfg: ModelConfig) -> None:
+    """Fail on a ``model.init`` that is not one of ``INITS``."""
+    if cfg.init not in INITS:
+        raise ValueError(f"model.init must be scratch, imagenet or file, got {cfg.init!r}")
+
+
 def build_classifier(cfg: ModelConfig, in_chans: int, comp, *, initialise: bool = True):
     """(model, load report or None). ``initialise=False`` skips weights (a checkpoint follows)."""
     unknown = [h for h in cfg.heads if h not in comp.GROUPS]
@@ -29,13 +50,7 @@ def build_classifier(cfg: ModelConfig, in_chans: int, comp, *, initialise: bool 
     model = SliceSequenceModel(cfg.backbone, in_chans=in_chans, sequence=cfg.sequence, hidden=cfg.hidden,
                                layers=cfg.layers, pooling=cfg.pooling, heads=heads, slice_labels=slice_labels,
                                dropout=cfg.dropout, drop_path=cfg.drop_path)
-    report: LoadReport | None = None
-    if initialise and cfg.init == "imagenet":
-        report = load_imagenet(model.backbone, cfg.backbone, cfg.weights)
-    elif initialise and cfg.init == "file":
-        if not cfg.weights:
-            raise ValueError("model.init=file needs model.weights=PATH")
-        report = load_backbone(model.backbone, cfg.weights, prefix=cfg.weights_prefix)
-    elif cfg.init not in ("scratch", "imagenet", "file"):
-        raise ValueError(f"model.init must be scratch, imagenet or file, got {cfg.init!r}")
-    return model, report
+    if not initialise:
+        check_init(cfg)
+        return model, None
+    return model, initialise_backbone(model.backbone, cfg)
