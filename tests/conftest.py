@@ -31,3 +31,11 @@ def tiny_head_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_head_data")
     generate_heads(tiny_config(train_patients=6, test_patients=2, slices_min=10, slices_max=14), root)
     return root
+
+
+@pytest.fixture(scope="session")
+def brain_atlas(tmp_path_factory):
+    """The real CT brain atlas from the totalsegmentator wheel (pip download --no-deps, never installed)."""
+    from volslice.synthetic.real_head import fetch_brain_atlas
+
+    return fetch_brain_atlas(tmp_path_factory.mktemp("brain_atlas"))

@@ -187,14 +187,14 @@ def test_kaggle_bundle_installs_offline_into_an_empty_venv(tiny_data, trained, t
     assert out.strip().endswith("False") and "64, 64)" in out
 
 
-def die_on(folder, *, victim, trace=None, **options):
+def die_on(task, *, victim, trace=None, **options):
     import os
 
     from volslice.data.cache import read_for_prediction
 
-    if folder.endswith(f"/{victim}"):
+    if task.series_id == victim:
         os.abort()
-    return read_for_prediction(folder, trace=trace, **options)
+    return read_for_prediction(task, trace=trace, **options)
 
 
 def test_a_series_that_kills_the_reader_gets_the_prior_and_is_listed(tiny_data, trained, monkeypatch):
@@ -211,7 +211,7 @@ def test_a_series_that_kills_the_reader_gets_the_prior_and_is_listed(tiny_data, 
     victims = meta[meta.patient_id == patient].series_id.tolist()
     assert len(victims) == 1
     monkeypatch.setattr(volslice.inference, "read_for_prediction",
-                        lambda folder, **kw: die_on(folder, victim=victims[0], **kw))
+                        lambda task, **kw: die_on(task, victim=victims[0], **kw))
     result = predict(tiny_data, [trained], device="cpu", progress=False)
     comp.validate_submission(result.submission, meta.patient_id.unique())
     crashed = [p for p in result.problems if "reader crashed" in p["reason"]]

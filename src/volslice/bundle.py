@@ -9,6 +9,8 @@ BUNDLE/models/<run>/fold<k>/  model.safetensors (the best checkpoint's weights, 
                       config.yaml and prior.json -- no pickles
 BUNDLE/models/<run>/segmenter/fold<k>/  the same for the segmentation model an organ-aware run
                       predicts its organs with
+BUNDLE/models/<run>/fold<k>/stage1/, stage2/  a descriptor run's two stages, the same way, with
+                      prior.json beside them
 BUNDLE/inference.ipynb
 """
 
@@ -20,6 +22,7 @@ import sys
 from pathlib import Path
 
 from volslice.config import PROJECT_ROOT
+from volslice.descriptors.predictor import STAGES, descriptor_folds, is_descriptor_run
 from volslice.io import atomic_write_text
 from volslice.predictor import PRIOR_FILE, SEGMENTER_FOLDER
 from volslice.runs import export_fold, fold_folders
@@ -44,7 +47,15 @@ def runtime_requirements(with_torch: bool) -> list[str]:
 
 def export_models(run_dir: Path, out: Path) -> list[Path]:
     """Each fold of a run -> model.safetensors (EMA weights where trained with EMA), config.yaml,
-    prior.json; and the run's segmenter, where it has one, the same way."""
+    prior.json; and the run's segmenter, where it has one, the same way. A descriptor run: each
+    fold's two stages."""
+    if is_descriptor_run(run_dir):
+        written = []
+        for fold in descriptor_folds(run_dir):
+            target = out / run_dir.name / fold.name
+            written += [export_fold(fold / stage, target / stage) for stage in STAGES]
+            shutil.copy(fold / PRIOR_FILE, target / PRIOR_FILE)
+        return written
     written = [export_fold(fold, out / run_dir.name / fold.name, (PRIOR_FILE,)) for fold in fold_folders(run_dir)]
     if (run_dir / SEGMENTER_FOLDER).is_dir():
         for fold in fold_folders(run_dir / SEGMENTER_FOLDER):

@@ -211,6 +211,10 @@ class DescriptorConfig:
     context: int = 1  # stage 1: neighbouring slices on each side stacked as channels (0: the slice alone)
     window: int = 2  # stage 2: neighbours on each side whose descriptors a slice sees
     sequence: str = "window"  # stage 2: window (the paper's neighbour classifier) | gru (a BiGRU over the study)
+    # stage 2's per-slice input: features (the paper: stage 1's pooled features, from the fold's own
+    # slice model, which trained on the training slices) | oof_predictions (stacking: each training
+    # slice's stage-1 logits from the fold model that did not train on it; needs every fold)
+    stage2_input: str = "features"
     hidden: int = 128
     dropout: float = 0.2
     stage1: TrainConfig = field(default_factory=_stage1_loop)

@@ -1,6 +1,6 @@
 """Offline inference: raw DICOM series -> fold ensemble -> validated submission.
 
-Each run folder becomes a ``Predictor`` (its saved config decides the cache settings, the input,
+Each run folder becomes a ``Predictor`` (a descriptor run a ``DescriptorPredictor``; its saved config decides the cache settings, the input,
 TTA, the series aggregation and the fill for absent heads, exactly as in its OOF predictions).
 Series are read and windowed in a reader process (``parallel.imap_surviving_crashes``), once for
 every distinct cache config, while the models predict the previous one; a series that kills its
@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from volslice import competitions
 from volslice.data.cache import read_for_prediction
-from volslice.data.layout import images_dir, list_series
 from volslice.evaluation import score_if_labelled
 from volslice.io import atomic_write_csv, update_json
 from volslice.parallel import WorkerCrash, imap_surviving_crashes
@@ -42,7 +42,7 @@ class InferenceResult:
     group_losses: dict | None = None
     seconds_reading: float = 0.0
     seconds_total: float = 0.0
-    patients: int = 0
+    patients: int = 0  # ids predicted: patients, or images for a slice-level competition
 
     @property
     def seconds_per_patient(self) -> float:
@@ -51,7 +51,8 @@ class InferenceResult:
 
     def describe(self, problem_limit: int = 10) -> str:
         """What a person reads after a run: patients, speed, problems, score."""
-        lines = [f"{self.patients} patients predicted; {self.seconds_per_patient:.2f} s per patient, "
+        unit = "patient" if competitions.get(self.competition).label_level == "patient" else "image"
+        lines = [f"{self.patients} {unit}s predicted; {self.seconds_per_patient:.2f} s per {unit}, "
                  f"{self.seconds_reading / max(self.seconds_total, 1e-9):.0%} of the time waiting for DICOM"]
         if self.problems:
             lines.append(f"{len(self.problems)} problems:")
@@ -66,31 +67,44 @@ class InferenceResult:
         return "\n".join(lines)
 
 
-def series_to_predict(data: Path, split: str = "test") -> tuple[pd.DataFrame, list]:
-    """(patient_id, series_id, folder of every series to predict: the meta CSV's, else the folders
-    found; the entries of the images folder that are not series, as problems)."""
-    folders, skipped = list_series(data, split)
+def series_to_predict(data: Path, split: str, comp) -> tuple[list, list]:
+    """(the series of ``split`` as the competition finds them (``SeriesTask``s), the entries of
+    its folders that are not series, as problems)."""
+    skipped = []
+    tasks = comp.find_series(data, skipped, splits=(split,))
     problems = [{"patient_id": None, "series_id": None, "reason": f"{e.path}: {e.reason}"} for e in skipped]
-    meta = data / f"{split}_series_meta.csv"
-    if meta.exists():
-        frame = pd.read_csv(meta)[["patient_id", "series_id"]]
-        frame["folder"] = [str(images_dir(data, split) / str(p) / str(s))
-                           for p, s in zip(frame.patient_id, frame.series_id)]
-    else:
-        frame = pd.DataFrame([{"patient_id": f.patient_id, "series_id": f.series_id, "folder": str(f.path)}
-                              for f in folders], columns=["patient_id", "series_id", "folder"])
-    return frame, problems
+    return tasks, problems
+
+
+def expected_ids(data: Path, split: str, comp, tasks: list) -> list | None:
+    """The ids the submission must have a row for: the competition's test ids (its sample
+    submission), else the patients of the series found; None where only predicting tells
+    (slice-level labels with no sample submission)."""
+    if split == "test":
+        try:
+            return comp.test_ids(data)
+        except FileNotFoundError:
+            pass
+    return sorted({t.patient_id for t in tasks}) if comp.label_level == "patient" else None
+
+
+def load_predictor(folder, device, weight: float = 1.0):
+    """The predictor of a run folder: a descriptor run's (``DescriptorPredictor``), else a classifier's."""
+    from volslice.descriptors.predictor import DescriptorPredictor, is_descriptor_run
+
+    return (DescriptorPredictor if is_descriptor_run(folder) else Predictor).load(folder, device, weight)
 
 
 def predict(data, model_folders, *, weights=None, device: str = "auto", split: str = "test",
             progress: bool = True, readers: int = 1) -> InferenceResult:
-    """Predict every patient of ``split`` with the runs in ``model_folders`` (run folders, fold
-    folders or a bundle's model folders), weighted by ``weights``; the submission is validated."""
+    """Predict every id (patient or image) of ``split`` with the runs in ``model_folders`` (run
+    folders, fold folders or a bundle's model folders), weighted by ``weights``; the submission is
+    validated. An id none of whose slices could be read gets the runs' training prior."""
     data = Path(data)
     start = time.perf_counter()
     torch_device = resolve_device(device, DistContext())
     weights = weights or [1.0] * len(model_folders)
-    predictors = [Predictor.load(f, torch_device, w) for f, w in zip(model_folders, weights)]
+    predictors = [load_predictor(f, torch_device, w) for f, w in zip(model_folders, weights)]
     comp = predictors[0].comp
     if any(p.comp is not comp for p in predictors):
         raise ValueError(f"the model folders serve different competitions: {[p.cfg.competition for p in predictors]}")
@@ -98,54 +112,65 @@ def predict(data, model_folders, *, weights=None, device: str = "auto", split: s
     for p in predictors:
         if p.cfg.cache not in cache_cfgs:
             cache_cfgs.append(p.cfg.cache)
-    series, problems = series_to_predict(data, split)
-    ids = {row.folder: row for row in series.itertuples()}
+    tasks, problems = series_to_predict(data, split, comp)
     rows = [[] for _ in predictors]
-    read = functools.partial(read_for_prediction, cfgs=cache_cfgs)
-    results = imap_surviving_crashes(read, list(ids), readers, queue=readers + 1)
+    read = functools.partial(read_for_prediction, cfgs=cache_cfgs, pixel_fix=comp.pixel_fix)
+    results = imap_surviving_crashes(read, tasks, readers, queue=readers + 1)
     reading = 0.0
-    for _ in tqdm(range(len(ids)), desc="series", disable=not progress):
+    for _ in tqdm(range(len(tasks)), desc="series", disable=not progress):
         t0 = time.perf_counter()
-        folder, result = next(results)
+        task, result = next(results)
         reading += time.perf_counter() - t0
-        row = ids[folder]
+        where = {"patient_id": task.patient_id, "series_id": task.series_id}
         if isinstance(result, WorkerCrash):
-            where = f" at {result.last_file}" if result.last_file else ""
-            problems.append({"patient_id": row.patient_id, "series_id": row.series_id,
-                             "reason": f"{result.reason}{where}: series skipped"})
+            at = f" at {result.last_file}" if result.last_file else ""
+            problems.append({**where, "reason": f"{result.reason}{at}: series skipped"})
             continue
         if result["error"]:
-            problems.append({"patient_id": row.patient_id, "series_id": row.series_id, "reason": result["error"]})
+            problems.append({**where, "reason": result["error"]})
             continue
-        problems += [{"patient_id": row.patient_id, "series_id": row.series_id, "reason": f"{file}: {reason}"}
-                     for file, reason in result["problems"]]
+        problems += [{**where, "reason": f"{file}: {reason}"} for file, reason in result["problems"]]
         records = {}  # the organs of this series, once per distinct segmenter
         for k, predictor in enumerate(predictors):
-            images = result["images"][cache_cfgs.index(predictor.cfg.cache)]
+            j = cache_cfgs.index(predictor.cfg.cache)
             record = None
             if predictor.segmenter is not None:
-                key = (predictor.segmenter.identity, cache_cfgs.index(predictor.cfg.cache))
+                key = (predictor.segmenter.identity, j)
                 if key not in records:
-                    records[key] = predictor.organ_record(images)
+                    records[key] = predictor.organ_record(result["images"][j])
                 record = records[key]
-            rows[k] += predictor.series_rows(images, row.patient_id, row.series_id, record)
-    all_patients = sorted(int(i) for i in series.patient_id.unique())
+            rows[k] += predictor.series_rows(result["images"][j], task.patient_id, task.series_id, record,
+                                             image_ids=result["image_ids"][j])
+    id_column, columns = comp.id_column, [comp.id_column, *comp.prediction_columns]
     readable = pd.DataFrame(ensemble(predictors, [p.patient_rows(pd.DataFrame(r)) for p, r in zip(predictors, rows)])
-                            if rows[0] else None, columns=comp.SUBMISSION_COLUMNS)
-    unreadable = sorted(set(all_patients) - set(readable[comp.ID_COLUMN]))
-    for patient_id in unreadable:
-        problems.append({"patient_id": patient_id, "series_id": None,
-                         "reason": "no readable series: the training prior is submitted"})
-    prior_rows = comp.constant_submission(unreadable, ensemble_prior(predictors))
-    submission = pd.concat([readable, prior_rows], ignore_index=True).sort_values(comp.ID_COLUMN)
-    submission = submission.reset_index(drop=True)[comp.SUBMISSION_COLUMNS].astype({comp.ID_COLUMN: int})
-    comp.validate_submission(submission, all_patients)
-    result = InferenceResult(submission, comp.NAME, problems, seconds_reading=reading, patients=len(submission))
+                            if rows[0] else None, columns=columns)
+    expected = expected_ids(data, split, comp, tasks)
+    unreadable = sorted(set(readable[id_column] if expected is None else expected) - set(readable[id_column]))
+    problems += _unpredicted(comp, unreadable)
+    fill = pd.DataFrame({id_column: unreadable, **ensemble_prior(predictors)}, columns=columns)
+    wide = pd.concat([readable, fill], ignore_index=True).sort_values(id_column, kind="stable").reset_index(drop=True)
+    if comp.label_level == "patient":
+        wide = wide.astype({id_column: int})
+    submission = comp.as_submission(wide)
+    comp.validate_submission(submission, expected)
+    result = InferenceResult(submission, comp.name, problems, seconds_reading=reading, patients=len(wide))
     scored = score_if_labelled(data, submission, comp, split)
     if scored is not None:
         result.score, result.group_losses = scored.score, scored.group_losses
     result.seconds_total = time.perf_counter() - start
     return result
+
+
+def _unpredicted(comp, ids: list) -> list[dict]:
+    """The problems of ids left with no prediction: one per patient, or one for all images."""
+    reason = "no readable series: the training prior is submitted"
+    if comp.label_level == "patient":
+        return [{"patient_id": i, "series_id": None, "reason": reason} for i in ids]
+    if not ids:
+        return []
+    return [{"patient_id": None, "series_id": None,
+             "reason": f"{len(ids)} images in no readable series (e.g. {', '.join(map(str, ids[:3]))}): "
+                       "the training prior is submitted"}]
 
 
 def predict_to_file(data, model_folders, out, *, report=None, **options) -> InferenceResult:

@@ -110,9 +110,21 @@ class Predictor:
         slices, _ = sample_input(images, self.spec, train=False, record=record)
         return to_float(torch.from_numpy(slices)[None], self.device), slices
 
-    def series_rows(self, images: np.ndarray, patient_id: int, series_id: int, record: dict | None = None) -> list[dict]:
+    @property
+    def predicted_columns(self) -> list[str]:
+        """The submission columns the run's heads predict."""
+        return self.task.predicted_columns
+
+    @property
+    def prior(self) -> dict:
+        """The folds' mean training prior: the fill for the columns no head predicts."""
+        return self.task.prior
+
+    def series_rows(self, images: np.ndarray, patient_id: int, series_id: int, record: dict | None = None,
+                    image_ids=None) -> list[dict]:
         """The row of one cached series (see ``ClassificationTask.series_rows``); ``record``: its
-        organ record where already predicted (by an identical segmenter)."""
+        organ record where already predicted (by an identical segmenter); ``image_ids`` (the
+        slices' ids) are not needed for a patient-level row."""
         x, _ = self.model_input(images, record)
         return self.task.series_rows(self.models, x, [patient_id], [series_id])
 
@@ -142,28 +154,28 @@ def _read_prior(fold: Path, comp) -> dict:
 
 
 def blend(comp, submissions: list[pd.DataFrame], predicted: list[list[str]], weights: list[float]) -> pd.DataFrame:
-    """The weighted mean of several runs' submissions, column by column over the runs that predict
+    """The weighted mean of several runs' wide rows, column by column over the runs that predict
     it (``predicted``: each run's columns; a column no run predicts: the weighted mean of their
     fills), on the first submission's patients. One run: its submission."""
-    ids = submissions[0][comp.ID_COLUMN]
-    frames = [s.set_index(comp.ID_COLUMN).loc[ids] for s in submissions]
-    out = pd.DataFrame({comp.ID_COLUMN: ids.to_numpy()})
-    for col in comp.PREDICTION_COLUMNS:
+    ids = submissions[0][comp.id_column]
+    frames = [s.set_index(comp.id_column).loc[ids] for s in submissions]
+    out = pd.DataFrame({comp.id_column: ids.to_numpy()})
+    for col in comp.prediction_columns:
         voters = [i for i, columns in enumerate(predicted) if col in columns] or range(len(submissions))
         voter_weights = np.array([weights[i] for i in voters])
         values = np.stack([frames[i][col].to_numpy(float) for i in voters])
         out[col] = (voter_weights[:, None] * values).sum(0) / voter_weights.sum()
-    return out[comp.SUBMISSION_COLUMNS]
+    return out[[comp.id_column, *comp.prediction_columns]]
 
 
 def ensemble(predictors: list[Predictor], submissions: list[pd.DataFrame]) -> pd.DataFrame:
     """``blend`` of the runs' submissions with their predicted columns and weights."""
-    return blend(predictors[0].comp, submissions, [p.task.predicted_columns for p in predictors],
+    return blend(predictors[0].comp, submissions, [p.predicted_columns for p in predictors],
                  [p.weight for p in predictors])
 
 
 def ensemble_prior(predictors: list[Predictor]) -> dict:
     """The weighted mean of the runs' priors: the row of a patient none of whose series is readable."""
     total = sum(p.weight for p in predictors)
-    return {c: sum(p.weight * p.task.prior[c] for p in predictors) / total
-            for c in predictors[0].comp.PREDICTION_COLUMNS}
+    return {c: sum(p.weight * p.prior[c] for p in predictors) / total
+            for c in predictors[0].comp.prediction_columns}

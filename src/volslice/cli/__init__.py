@@ -1,7 +1,7 @@
 """The ``volslice`` command: one subcommand per pipeline step.
 
     volslice synthetic | cache | folds | baseline | pretrain | segment | organs | train | descriptors | infer |
-             score | interpret | bundle
+             score | interpret | bundle | real-heads
 
 Each subcommand's module parses its arguments and calls the library; nothing here is imported by
 the library. Modules import the library inside ``run``, so ``volslice --help`` stays fast.
@@ -16,7 +16,7 @@ import logging
 import sys
 
 COMMANDS = ("synthetic", "cache", "folds", "baseline", "pretrain", "segment", "organs", "train", "descriptors",
-            "infer", "score", "interpret", "bundle")
+            "infer", "score", "interpret", "bundle", "real-heads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="volslice", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"volslice.cli.{name}")
+        module = importlib.import_module(f"volslice.cli.{name.replace('-', '_')}")
         command = sub.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(command)

@@ -89,8 +89,8 @@ class Competition(ABC):
     label_weights: dict = {}
 
     @abstractmethod
-    def find_series(self, root, skipped: list | None = None) -> list:
-        """Every series of data folder ``root``, train and test, as ``data.cache.SeriesTask``s;
+    def find_series(self, root, skipped: list | None = None, splits=("train", "test")) -> list:
+        """Every series of data folder ``root`` in ``splits``, as ``data.cache.SeriesTask``s;
         entries that are not series (stray files, unreadable DICOMs) are appended to ``skipped``
         (``data.layout.SkippedEntry``)."""
 

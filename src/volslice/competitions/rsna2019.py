@@ -118,16 +118,17 @@ def numeric_id(text: str) -> int:
     return int(hashlib.sha1(str(text).encode()).hexdigest()[:12], 16)
 
 
-def find_series(root, skipped: list | None = None) -> list:
-    """The series of the flat ``stage_2_train/`` and ``stage_2_test/`` folders, grouped by their
+def find_series(root, skipped: list | None = None, splits=tuple(FOLDERS)) -> list:
+    """The series of the flat ``stage_2_train/`` and ``stage_2_test/`` folders (those of
+    ``splits``), grouped by their
     ``SeriesInstanceUID`` tag (patient from ``PatientID``); only the headers are read. A file that
     is not a readable DICOM with those tags is appended to ``skipped``."""
     from volslice.data.cache import SeriesTask
     from volslice.data.layout import SkippedEntry, stray_reason
 
     tasks = []
-    for split, folder in FOLDERS.items():
-        folder = Path(root) / folder
+    for split in splits:
+        folder = Path(root) / FOLDERS[split]
         if not folder.is_dir():
             continue
         groups: dict[str, dict] = {}
@@ -178,8 +179,8 @@ class Rsna2019(Competition):
     def as_submission(self, frame: pd.DataFrame) -> pd.DataFrame:
         return to_long(frame)
 
-    def find_series(self, root, skipped: list | None = None) -> list:
-        return find_series(root, skipped)
+    def find_series(self, root, skipped: list | None = None, splits=tuple(FOLDERS)) -> list:
+        return find_series(root, skipped, splits)
 
     def read_labels(self, root) -> pd.DataFrame:
         return to_wide(pd.read_csv(Path(root) / TRAIN_LABELS)).astype({s: int for s in SUBTYPES})

@@ -206,11 +206,11 @@ class Rsna2023(Competition):
     NAME, ID_COLUMN, PREDICTION_COLUMNS, SUBMISSION_COLUMNS = NAME, ID_COLUMN, PREDICTION_COLUMNS, SUBMISSION_COLUMNS
     LABEL_COLUMNS, IMAGE_LEVEL_INJURIES, IMAGE_LEVEL_COLUMNS = LABEL_COLUMNS, IMAGE_LEVEL_INJURIES, IMAGE_LEVEL_COLUMNS
 
-    def find_series(self, root, skipped: list | None = None) -> list:
+    def find_series(self, root, skipped: list | None = None, splits=("train", "test")) -> list:
         """The ``{split}_images/<patient_id>/<series_id>/`` folders, with their masks."""
         from volslice.data.cache import find_series
 
-        return find_series(root, skipped)
+        return find_series(root, skipped, splits)
 
     def read_labels(self, root) -> pd.DataFrame:
         return pd.read_csv(Path(root) / "train.csv")

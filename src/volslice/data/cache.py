@@ -51,13 +51,13 @@ class SeriesTask:
     files: tuple | None = None  # None: every file of series_dir
 
 
-def find_series(data_root, skipped: list | None = None) -> list[SeriesTask]:
-    """Every series folder under train_images/ and test_images/, with its mask if there is one
-    (the ``{split}_images/<patient>/<series>/`` layout; a competition may find its series otherwise).
-    Entries that are not patient or series folders are appended to ``skipped`` (SkippedEntry)."""
+def find_series(data_root, skipped: list | None = None, splits=SPLITS) -> list[SeriesTask]:
+    """Every series folder under {split}_images/ for each of ``splits``, with its mask if there is
+    one (the ``{split}_images/<patient>/<series>/`` layout; a competition may find its series
+    otherwise). Entries that are not patient or series folders are appended to ``skipped`` (SkippedEntry)."""
     root = Path(data_root)
     tasks = []
-    for split in SPLITS:
+    for split in splits:
         folders, stray = list_series(root, split)
         if skipped is not None:
             skipped += stray
@@ -244,19 +244,24 @@ def read_and_cache(series_dir, cfg: CacheConfig, mask: MaskVolume | None = None,
     return (*_cache_planes(scan.series(hu=None), crop, planes.__getitem__, cfg, mask), scan.problems)
 
 
-def read_for_prediction(series_dir, cfgs: list[CacheConfig], trace: str | None = None) -> dict:
-    """The windowed images of one raw series for each cache config (masks off), read once; what
-    inference feeds its models. Never raises for bad input: returns ``{"images": [...] or None,
-    "problems": [(file, reason), ...], "error": message or None}``. Meant to run in a reader
-    process (``parallel.imap_surviving_crashes``); ``trace`` as in ``process_series``."""
+def read_for_prediction(task: SeriesTask, cfgs: list[CacheConfig], trace: str | None = None,
+                        pixel_fix=None) -> dict:
+    """The windowed images of one raw series (a ``SeriesTask``: a folder, or files in a flat
+    folder) for each cache config (masks off), read once; what inference feeds its models. Never
+    raises for bad input: returns ``{"images": [...] or None, "image_ids": [...] (each cached
+    slice's image id, per config), "problems": [(file, reason), ...], "error": message or None}``.
+    Meant to run in a reader process (``parallel.imap_surviving_crashes``); ``trace`` as in
+    ``process_series``; ``pixel_fix``: the competition's fix of the stored values."""
     try:
         with trace_files(trace):
-            series = read_series(series_dir)
-            images = [cache_series(series, dataclasses.replace(cfg, masks=False))[0] for cfg in cfgs]
+            series = read_series(task.series_dir, files=task.files, pixel_fix=pixel_fix)
+            cached = [cache_series(series, dataclasses.replace(cfg, masks=False)) for cfg in cfgs]
     except (SeriesReadError, FileNotFoundError) as err:
-        return {"images": None, "problems": [], "error": " ".join(line.strip() for line in str(err).splitlines())}
+        return {"images": None, "image_ids": None, "problems": [],
+                "error": " ".join(line.strip() for line in str(err).splitlines())}
     dropped = [(p.file, p.reason) for p in series.problems if p.dropped]
-    return {"images": images, "problems": dropped, "error": None}
+    return {"images": [images for images, _, _ in cached], "image_ids": [meta["image_ids"] for _, _, meta in cached],
+            "problems": dropped, "error": None}
 
 
 def _decode_resized(scan: ScannedSeries, cfg: CacheConfig) -> tuple[tuple, dict]:

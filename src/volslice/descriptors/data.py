@@ -23,6 +23,14 @@ def _targets(labels: pd.DataFrame | None, image_ids, columns) -> torch.Tensor | 
     return torch.tensor(labels.loc[list(image_ids), columns].to_numpy(dtype=np.float32))
 
 
+def slice_input(images: np.ndarray, k: int, context: int, crop_size: int, train: bool = False) -> np.ndarray:
+    """Stage 1's input for slice ``k`` of a cached series (z, C, H, W): the slice with ``context``
+    neighbours on each side stacked as channels, square-cropped to ``crop_size`` (0: whole; random
+    in training, centred otherwise). Training, OOF and inference all cut slices here."""
+    image = stack_slices(images, np.array([k]), context)[0]
+    return crop(image, crop_size, train) if crop_size else image
+
+
 class SliceDataset(Dataset):
     """One item per cached slice of ``manifest``: the slice with ``context`` neighbours on each side
     stacked as channels, square-cropped to ``crop`` (random in training, centred otherwise), its
@@ -40,9 +48,7 @@ class SliceDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         r, k = self.index[i]
         row = self.rows.iloc[r]
-        image = stack_slices(load_images(self.cache, row), np.array([k]), self.context)[0]
-        if self.crop_size:
-            image = crop(image, self.crop_size, self.train)
+        image = slice_input(load_images(self.cache, row), k, self.context, self.crop_size, self.train)
         item = {"image": torch.from_numpy(np.ascontiguousarray(image)), "image_id": row.image_ids[k],
                 "series_id": int(row.series_id)}
         target = _targets(self.labels, [row.image_ids[k]], self.columns)

@@ -29,15 +29,18 @@ class NeighbourClassifier(nn.Module):
     ``window``: each slice is classified from the concatenated descriptors of itself and ``window``
     neighbours on each side (a 1D convolution of width 2 window + 1 is exactly a linear layer on that
     concatenation; zeros past the ends), then a hidden layer. ``gru``: a 2-layer BiGRU over the whole
-    study (the competition's 1st place)."""
+    study (the competition's 1st place). ``normalise``: layer-normalise each descriptor first (for
+    pooled features; stage-1 logits keep their scale). ``mask`` (B, S) marks the real slices of
+    padded sequences: the BiGRU reads each study to its own end, so a study's predictions do not
+    depend on what it was batched with."""
 
     def __init__(self, dim: int, labels: int, kind: str = "window", window: int = 2, hidden: int = 128,
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, normalise: bool = True):
         super().__init__()
         if kind not in ("window", "gru"):
             raise ValueError(f"descriptors.sequence must be window or gru, got {kind!r}")
         self.kind = kind
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim) if normalise else nn.Identity()
         if kind == "window":
             self.mix = nn.Conv1d(dim, hidden, kernel_size=2 * window + 1, padding=window)
             width = hidden
@@ -48,10 +51,16 @@ class NeighbourClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(width, labels)
 
-    def forward(self, x: torch.Tensor) -> dict:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
         x = self.norm(x)
+        if mask is not None:
+            x = x * mask[..., None]  # padding reads as zeros, as past a study's ends
         if self.kind == "window":
             h = torch.relu(self.mix(x.transpose(1, 2))).transpose(1, 2)
-        else:
+        elif mask is None:
             h, _ = self.mix(self.project(x))
+        else:
+            lengths = mask.sum(1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(self.project(x), lengths, batch_first=True, enforce_sorted=False)
+            h, _ = nn.utils.rnn.pad_packed_sequence(self.mix(packed)[0], batch_first=True, total_length=x.shape[1])
         return {"logits": self.head(self.dropout(h))}

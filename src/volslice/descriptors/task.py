@@ -27,7 +27,8 @@ class SliceLabelTask:
             if train:
                 x = augment(x[:, None], self.cfg)[:, 0]
             return model(x)["logits"].float(), None
-        return model(batch["descriptors"].to(device))["logits"].float(), batch["mask"].to(device)
+        mask = batch["mask"].to(device)
+        return model(batch["descriptors"].to(device), mask)["logits"].float(), mask
 
     def train_loss(self, model, batch, device):
         """Label-weighted binary cross-entropy over the slices (the real ones of padded sequences)."""
