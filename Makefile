@@ -30,7 +30,8 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 ifeq ($(COMPETITION),rsna2019)
-# RSNA 2019 ICH: synthetic head CT, the cache of three windows, both descriptor stages on two folds
+# RSNA 2019 ICH: synthetic head CT, the cache of three windows, both descriptor stages on two folds,
+# the notebook on the raw test folder, then what the model says about real head CT
 demo: setup
 ifeq ($(DATA),)
 	$(VOLSLICE) synthetic --competition rsna2019 --out $(WORK)/data --config configs/rsna2019.yaml
@@ -39,6 +40,10 @@ endif
 	$(VOLSLICE) descriptors --data $(DEMO_DATA) --cache $(WORK)/cache --config configs/rsna2019.yaml --resume \
 		--report $(WORK)/report.json --submission $(SUBMISSIONS)/rsna2019_demo.csv \
 		descriptors.stage1.out_dir=$(WORK)/runs/descriptors
+	$(VENV)/bin/papermill --log-output --no-progress-bar notebooks/inference.ipynb $(WORK)/inference.ipynb \
+		-p DATA_ROOT $(DEMO_DATA) -y "MODEL_DIRS: ['$(WORK)/runs/descriptors']" \
+		-p OUTPUT $(SUBMISSIONS)/rsna2019_notebook.csv -p REPORT $(WORK)/report.json -p DEVICE auto -p PROGRESS False
+	$(VOLSLICE) real-heads --out $(WORK)/real_heads --models $(WORK)/runs/descriptors --report $(WORK)/report.json
 	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
 else
 demo: setup

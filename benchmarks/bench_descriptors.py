@@ -1,0 +1,100 @@
+"""Stage 2 against stage 1 of the adjacent-slice descriptor method (RSNA 2019), same folds, over
+seeds. Runs the project's own commands.
+
+    python benchmarks/bench_descriptors.py --work work/bench_descriptors [--seeds 0 1]
+        [--config configs/rsna2019.yaml]
+
+One synthetic head CT set (the config's, the demo's by default), its cache; the folds are made by
+the first run and reused by every other. Per seed, stage 1 is trained once (``descriptors.stage1.seed``)
+and each stage-2 variant trains on it in its own run folder (the stage-1 checkpoints and
+descriptors are copied, so ``--resume`` finds stage 1 done):
+
+- ``features, window``: the paper (the fold's own pooled features, neighbour window);
+- ``features, BiGRU``: the 1st place's sequence model over the study;
+- ``OOF predictions, window``: stacking on each slice's out-of-fold stage-1 logits.
+
+Prints, per variant and seed, the weighted log loss (OOF and test) and the OOF AUC of each label,
+stage 1's beside them, and the constant prior's, as markdown. Finished runs are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from common import markdown, volslice
+from volslice import competitions
+
+VARIANTS = {"features, window": [], "features, BiGRU": ["descriptors.sequence=gru"],
+            "OOF predictions, window": ["descriptors.stage2_input=oof_predictions"]}
+
+
+def reuse_stage1(source: Path, target: Path) -> None:
+    """Copy each fold's stage-1 run, descriptors and prior into a new run folder."""
+    for fold in sorted(source.glob("fold*")):
+        if fold.is_dir() and not (target / fold.name / "stage1").exists():
+            for part in ("stage1", "descriptors"):
+                shutil.copytree(fold / part, target / fold.name / part)
+            shutil.copy(fold / "prior.json", target / fold.name / "prior.json")
+
+
+def oof_auc(run: Path, prefix: str, labels: pd.DataFrame, columns) -> dict:
+    oof = pd.concat([pd.read_csv(p) for p in sorted(run.glob(f"fold*/{prefix}oof.csv"))]).set_index("image_id")
+    truth = labels.loc[oof.index]
+    return {f"AUC {c}": roc_auc_score(truth[c], oof[c]) for c in columns}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("work/bench_descriptors"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--config", default="configs/rsna2019.yaml")
+    args = parser.parse_args()
+    work, config = args.work, ["--config", args.config]
+    comp = competitions.get("rsna2019")
+    volslice("synthetic", "--competition", "rsna2019", "--out", work / "data", *config)
+    volslice("cache", "--data", work / "data", "--out", work / "cache", *config)
+    labels = comp.read_labels(work / "data").set_index(comp.id_column)
+    columns = comp.prediction_columns
+    rows = []
+    for seed in args.seeds:
+        seeds = [f"descriptors.stage1.seed={seed}", f"descriptors.stage2.seed={seed}"]
+        first = None
+        for name, extra in VARIANTS.items():
+            run = work / f"seed{seed}_{name.replace(', ', '_').replace(' ', '_').lower()}"
+            folds = []
+            if first is None:
+                first = run
+                folds = ["--folds", work / "folds.csv"] if (work / "folds.csv").exists() else []
+            else:
+                reuse_stage1(first, run)
+                folds = ["--folds", work / "folds.csv"]
+            volslice("descriptors", "--data", work / "data", "--cache", work / "cache", *config, *folds, "--resume",
+                     "--report", run / "report.json", *seeds, *extra, f"descriptors.stage1.out_dir={run}")
+            if not (work / "folds.csv").exists():
+                shutil.copy(run / "folds.csv", work / "folds.csv")
+            report = json.loads((run / "report.json").read_text())
+            if name == next(iter(VARIANTS)):
+                rows.append({"model": "stage 1 (slice CNN)", "seed": seed, "OOF": report["stage1_oof"],
+                             "test": report["stage1_test"], **oof_auc(run, "stage1_", labels, columns)})
+            rows.append({"model": f"stage 2: {name}", "seed": seed, "OOF": report["oof"], "test": report["test"],
+                         **oof_auc(run, "", labels, columns)})
+            prior = {"model": "constant prior", "seed": "-", "OOF": report["oof_prior"],
+                     "test": report["prior_baseline"]}
+    table = pd.DataFrame([prior, *rows])
+    print(f"{args.config}: weighted log loss (any x2) and OOF AUC per label, folds of {work / 'folds.csv'}\n")
+    print(markdown(table.fillna("-")) + "\n")
+    means = table[table.seed != "-"].groupby("model", sort=False)[["OOF", "test"]].agg(["mean", "std"])
+    means.columns = [f"{a} {b}" for a, b in means.columns]
+    print("mean and spread over seeds:\n")
+    print(markdown(means.reset_index()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
