@@ -185,3 +185,18 @@ def nib_slices(path) -> int:
     import nibabel as nib
 
     return nib.load(str(path)).shape[2]
+
+
+def test_folds_command_makes_the_runs_folds_for_slice_labels(tiny_head_data, head_cache, descriptor_run, tmp_path,
+                                                             capsys):
+    from volslice.cli import main
+
+    run, _ = descriptor_run
+    out = tmp_path / "folds.csv"
+    assert main(["folds", "--data", str(tiny_head_data), "--out", str(out), "--config", "configs/rsna2019.yaml"]) == 2
+    assert "--cache" in capsys.readouterr().err  # slice labels say nothing about patients without the cache
+    command = ["folds", "--data", str(tiny_head_data), "--out", str(out), "--config", "configs/rsna2019.yaml",
+               "--cache", str(head_cache)]
+    assert main(command) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(run / "folds.csv"))
+    assert main(command) == 0 and "up to date" in capsys.readouterr().out

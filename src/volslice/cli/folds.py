@@ -1,6 +1,9 @@
 """Patient-grouped, label-stratified folds -> CSV with a `fold` column, one row per series (step 02).
 
-    volslice folds --data ROOT --out folds.csv [--config FILE] [key=value ...]
+    volslice folds --data ROOT --out folds.csv [--config FILE] [--cache CACHE] [key=value ...]
+
+A competition with slice labels (RSNA 2019) needs --cache: step 01's manifest says which patient
+(the PatientID tag) and series each slice belongs to.
 
 Writes OUT and the settings that made it beside it (OUT.config.yaml); a rerun with the same labels
 and config does nothing.
@@ -17,6 +20,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="competition data root")
     parser.add_argument("--out", type=Path, required=True, help="folds CSV to write")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
+    parser.add_argument("--cache", type=Path, help="step 01's cache (needed for slice-level labels)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. folds.n_folds=5")
 
 
@@ -29,7 +33,7 @@ def run(args) -> int:
     full = load_config(*args.config, overrides=args.overrides)
     cfg = full.folds
     try:
-        folds = write_folds(args.data, args.out, cfg, competitions.get(full.competition))
+        folds = write_folds(args.data, args.out, cfg, competitions.get(full.competition), args.cache)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -9,7 +9,9 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from volslice.config import FoldsConfig, stamp_settings, to_dict
+from volslice.data.cache import load_manifest
 from volslice.io import atomic_write_csv
+
 
 def _merge_rare(strata: pd.Series, n_folds: int) -> pd.Series:
     """Strata with fewer patients than folds cannot be spread; pool them with the largest one."""
@@ -40,23 +42,50 @@ def make_folds(labels: pd.DataFrame, series: pd.DataFrame, n_folds: int, seed: i
     return out.sort_values(["fold", "patient_id", "series_id"]).reset_index(drop=True)
 
 
-def write_folds(data, out, cfg: FoldsConfig, comp) -> pd.DataFrame | None:
-    """Folds of ``data``'s train.csv and train_series_meta.csv written to ``out``, stratified by the
-    competition ``comp``'s ``fold_strata``, with the settings
-    and the inputs' hashes recorded beside it (``OUT.config.yaml``, ``stamp_settings``). None where
-    ``out`` is already up to date: nothing is done."""
+def slice_level_folds(comp, labels: pd.DataFrame, manifest: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+    """Folds of the cached train series of a competition with slice labels, grouped by patient (the
+    ``PatientID`` tag, as the cache recorded it) and stratified by the competition's strata of each
+    patient's slices taken together (a label is positive for a patient where any of its slices
+    has it). ``labels``: the wide slice labels indexed by image id."""
+    rows = manifest[manifest.split == "train"]
+    slices = rows[["patient_id", "image_ids"]].explode("image_ids")
+    per_patient = (labels.loc[slices.image_ids, comp.prediction_columns].set_index(slices.patient_id.to_numpy())
+                   .groupby(level=0).max().rename_axis("patient_id").reset_index())
+    return make_folds(per_patient, rows[["patient_id", "series_id"]], n_folds, seed, comp.fold_strata(per_patient))
+
+
+def write_folds(data, out, cfg: FoldsConfig, comp, cache=None) -> pd.DataFrame | None:
+    """Folds of ``data``'s training labels written to ``out``, stratified by the competition
+    ``comp``'s ``fold_strata``, with the settings and the inputs' hashes recorded beside it
+    (``OUT.config.yaml``, ``stamp_settings``). Patient labels (RSNA 2023) take the series from
+    train_series_meta.csv; slice labels (RSNA 2019) need the ``cache``, whose manifest says which
+    patient and series each slice belongs to. None where ``out`` is already up to date."""
     data, out = Path(data), Path(out)
-    inputs = [data / "train.csv", data / "train_series_meta.csv"]
-    record = {"folds": to_dict(cfg), "inputs_sha256": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                                                       for p in inputs}}
+    labels = comp.read_labels(data)
+    if comp.label_level == "patient":
+        series = pd.read_csv(data / "train_series_meta.csv")
+    elif cache is None:
+        raise ValueError(f"{comp.name} labels slices: its folds are made from the cache (--cache), whose manifest "
+                         "says which patient and series each slice belongs to")
+    else:
+        series = load_manifest(cache)
+        series = series.assign(image_ids=series.image_ids.map(",".join))[["patient_id", "series_id", "split", "image_ids"]]
+    record = {"folds": to_dict(cfg), "inputs_sha256": {name: _frame_hash(frame) for name, frame in
+                                                       (("labels", labels), ("series", series))}}
     record_path = out.with_name(out.name + ".config.yaml")
     if out.exists() and record_path.exists() and not stamp_settings(record_path, record):
         return None
-    labels = pd.read_csv(inputs[0])
-    folds = make_folds(labels, pd.read_csv(inputs[1]), cfg.n_folds, cfg.seed, comp.fold_strata(labels))
+    if comp.label_level == "patient":
+        folds = make_folds(labels, series, cfg.n_folds, cfg.seed, comp.fold_strata(labels))
+    else:
+        folds = slice_level_folds(comp, labels.set_index(comp.id_column), load_manifest(cache), cfg.n_folds, cfg.seed)
     atomic_write_csv(out, folds)
     stamp_settings(record_path, record, force=True)
     return folds
+
+
+def _frame_hash(frame: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
 
 
 def chosen_folds(folds: pd.DataFrame, chosen: list[int] | None, source) -> list[int]:

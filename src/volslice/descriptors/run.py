@@ -20,7 +20,7 @@ import torch
 from volslice import competitions
 from volslice.config import Config, to_yaml
 from volslice.data.cache import load_manifest
-from volslice.data.folds import make_folds
+from volslice.data.folds import slice_level_folds
 from volslice.descriptors.data import DescriptorDataset, SliceDataset, pad_series
 from volslice.descriptors.models import SliceClassifier
 from volslice.descriptors.predictor import STACKED_FOLDER, describe, neighbour_classifier, stacked_logits
@@ -33,17 +33,6 @@ from volslice.training.classification import to_float
 from volslice.training.engine import Trainer, model_weights
 
 log = logging.getLogger(__name__)
-
-
-def series_folds(comp, labels: pd.DataFrame, manifest: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
-    """Folds of the cached train series, grouped by patient (the ``PatientID`` tag) and stratified
-    by the competition's strata of each patient's slices taken together (a label is positive for a
-    patient where any of its slices has it)."""
-    rows = manifest[manifest.split == "train"]
-    slices = rows[["patient_id", "image_ids"]].explode("image_ids")
-    per_patient = (labels.loc[slices.image_ids, comp.prediction_columns].set_index(slices.patient_id.to_numpy())
-                   .groupby(level=0).max().rename_axis("patient_id").reset_index())
-    return make_folds(per_patient, rows[["patient_id", "series_id"]], n_folds, seed, comp.fold_strata(per_patient))
 
 
 def _slice_model(cfg: Config, in_chans: int, labels: int) -> SliceClassifier:
@@ -175,7 +164,7 @@ def run_descriptors(cfg: Config, data, cache, *, folds_file=None, chosen=None, r
     if folds_file:
         folds = pd.read_csv(folds_file)
     else:
-        folds = series_folds(comp, labels, manifest, cfg.folds.n_folds, cfg.folds.seed)
+        folds = slice_level_folds(comp, labels, manifest, cfg.folds.n_folds, cfg.folds.seed)
         atomic_write_csv(out / "folds.csv", folds)
     every_fold = sorted(folds.fold.unique())
     chosen = every_fold if chosen is None else chosen
