@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from volslice import competitions
 from volslice.data.cache import read_for_prediction
+from volslice.descriptors.predictor import DescriptorPredictor, is_descriptor_run
 from volslice.evaluation import score_if_labelled
 from volslice.io import atomic_write_csv, update_json
 from volslice.parallel import WorkerCrash, imap_surviving_crashes
@@ -90,8 +91,6 @@ def expected_ids(data: Path, split: str, comp, tasks: list) -> list | None:
 
 def load_predictor(folder, device, weight: float = 1.0):
     """The predictor of a run folder: a descriptor run's (``DescriptorPredictor``), else a classifier's."""
-    from volslice.descriptors.predictor import DescriptorPredictor, is_descriptor_run
-
     return (DescriptorPredictor if is_descriptor_run(folder) else Predictor).load(folder, device, weight)
 
 
