@@ -35,7 +35,7 @@ def test_the_atlas_reads_back_in_order_with_the_quirk_fixed(brain_atlas, real_he
     atlas = tasks[len(atlas_ids)]
     fixed = read_series(atlas.series_dir, files=atlas.files, pixel_fix=COMP.pixel_fix)
     assert [f.rsplit("/", 1)[1][:-4] for f in fixed.files] == atlas_ids  # shuffled files, ordered by position
-    hu, _ = nifti_as_slices(brain_atlas, slab=5, air_outside=True)
+    hu, _ = nifti_as_slices(brain_atlas, slab_mm=5.0, air_outside=True)
     expected = np.clip(np.rint(hu), -1000, 3095)  # what the quirk's encoding can hold
     np.testing.assert_array_equal(fixed.hu, expected)
     raw = read_series(atlas.series_dir, files=atlas.files)

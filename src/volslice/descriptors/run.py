@@ -43,6 +43,13 @@ def _slice_model(cfg: Config, in_chans: int, labels: int) -> SliceClassifier:
     return model
 
 
+def fold_rows(manifest: pd.DataFrame, folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(training, validation, test) manifest rows of ``fold``."""
+    return (manifest[manifest.series_id.isin(set(folds[folds.fold != fold].series_id))],
+            manifest[manifest.series_id.isin(set(folds[folds.fold == fold].series_id))],
+            manifest[manifest.split == "test"])
+
+
 @torch.no_grad()
 def extract(model: SliceClassifier, dataset: SliceDataset, columns, folder: Path, batch_size: int) -> pd.DataFrame:
     """Every slice's descriptor, saved per series as ``folder/<series_id>.npy`` (float16), and the
@@ -68,8 +75,7 @@ def train_stage1(cfg: Config, comp, cache: Path, manifest: pd.DataFrame, folds: 
     ``descriptors/``) and prediction (returned, one row per slice of every series)."""
     d = cfg.descriptors
     out = Path(d.stage1.out_dir) / f"fold{fold}"
-    train_rows = manifest[manifest.series_id.isin(set(folds[folds.fold != fold].series_id))]
-    val_rows = manifest[manifest.series_id.isin(set(folds[folds.fold == fold].series_id))]
+    train_rows, val_rows, test_rows = fold_rows(manifest, folds, fold)
     columns = comp.prediction_columns
     train_labels = labels.loc[[i for ids in train_rows.image_ids for i in ids]]
     save_prior(out, comp.prior_probabilities(train_labels))
@@ -82,7 +88,7 @@ def train_stage1(cfg: Config, comp, cache: Path, manifest: pd.DataFrame, folds: 
             SliceDataset(cache, val_rows, columns, labels=labels, **slices), d.stage1, out / "stage1",
             config_yaml=to_yaml(cfg)).fit(resume=resume)
     model.load_state_dict(model_weights(out / "stage1" / "best.pt"))
-    every = pd.concat([train_rows, val_rows, manifest[manifest.split == "test"]])
+    every = pd.concat([train_rows, val_rows, test_rows])
     return extract(model, SliceDataset(cache, every, columns, **slices), columns, out / "descriptors",
                    d.stage1.batch_size)
 
@@ -108,9 +114,7 @@ def train_stage2(cfg: Config, comp, manifest: pd.DataFrame, folds: pd.DataFrame,
     """Stage 2 of one fold on the per-slice inputs in ``inputs``; its OOF and test rows."""
     d = cfg.descriptors
     out = Path(d.stage1.out_dir) / f"fold{fold}"
-    train_rows = manifest[manifest.series_id.isin(set(folds[folds.fold != fold].series_id))]
-    val_rows = manifest[manifest.series_id.isin(set(folds[folds.fold == fold].series_id))]
-    test_rows = manifest[manifest.split == "test"]
+    train_rows, val_rows, test_rows = fold_rows(manifest, folds, fold)
     columns = comp.prediction_columns
     task = SliceLabelTask(comp, d.stage2, labels, stage=2)
     torch.manual_seed(d.stage2.seed + fold)
@@ -141,9 +145,9 @@ def train_fold(cfg: Config, comp, cache: Path, manifest: pd.DataFrame, folds: pd
 
 
 def _stage1_result(rows: pd.DataFrame, folds: pd.DataFrame, manifest: pd.DataFrame, fold: int) -> dict:
-    tests = set(manifest[manifest.split == "test"].series_id)
-    return {"stage1_oof": rows[rows.series_id.isin(set(folds[folds.fold == fold].series_id))],
-            "stage1_test": rows[rows.series_id.isin(tests)]}
+    _, val_rows, test_rows = fold_rows(manifest, folds, fold)
+    return {"stage1_oof": rows[rows.series_id.isin(set(val_rows.series_id))],
+            "stage1_test": rows[rows.series_id.isin(set(test_rows.series_id))]}
 
 
 def mean_over_folds(frames: list[pd.DataFrame], columns) -> pd.DataFrame:

@@ -15,11 +15,11 @@ from volslice.synthetic.dicom_writer import SeriesGeometry, write_series
 AIR_HU = -1024
 
 
-def nifti_as_slices(nifti_path, *, slab: int = 1, air_outside: bool = False) -> tuple[np.ndarray, SeriesGeometry]:
+def nifti_as_slices(nifti_path, *, slab_mm: float | None = None, air_outside: bool = False) -> tuple[np.ndarray, SeriesGeometry]:
     """(HU (S, side, side) float32, geometry) of a CT volume in HU as axial slices: square (padded
     with air), rows towards posterior and columns towards the patient's left as the competitions'
     series, keeping the volume's world positions (a label volume with the same affine lines up).
-    ``slab``: average each run of that many slices into one (thick slices from a thin volume);
+    ``slab_mm``: average the thin slices into slabs about that thick (thick slices from a thin volume);
     ``air_outside``: values <= 0 connected to the volume's border become air (a skull-stripped
     atlas stores its outside as 0 HU)."""
     image = nib.as_closest_canonical(nib.load(str(nifti_path)))  # voxel axes towards R, A, S
@@ -27,6 +27,7 @@ def nifti_as_slices(nifti_path, *, slab: int = 1, air_outside: bool = False) -> 
     if abs(spacing[0] - spacing[1]) > 1e-3:
         raise ValueError(f"{nifti_path}: in-plane voxels of {spacing[0]} x {spacing[1]} mm; square pixels are needed")
     volume = np.asarray(image.dataobj, dtype=np.float32)
+    slab = max(1, round(slab_mm / spacing[2])) if slab_mm else 1
     if air_outside:
         volume = np.where(_border_connected(volume <= 0), AIR_HU, volume)
     depth = volume.shape[2] // slab * slab

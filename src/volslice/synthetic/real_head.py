@@ -49,7 +49,7 @@ def fetch_brain_atlas(folder) -> Path:
 def write_atlas_study(atlas, folder: Path, *, seed: int = 0) -> list[str]:
     """The atlas as one study of 5 mm slices in the flat ``folder`` (the intercept quirk, files in
     shuffled order); returns its image ids from foot to head."""
-    hu, geometry = nifti_as_slices(atlas, slab=round(SLICE_MM / _z_spacing(atlas)), air_outside=True)
+    hu, geometry = nifti_as_slices(atlas, slab_mm=SLICE_MM, air_outside=True)
     n = len(geometry.z)
     images = [hex_id("real-atlas", k) for k in range(n)]
     order = np.random.default_rng(seed).permutation(n)
@@ -60,12 +60,6 @@ def write_atlas_study(atlas, folder: Path, *, seed: int = 0) -> list[str]:
                  SeriesGeometry(geometry.origin_xy, geometry.pixel_spacing, geometry.z[order], geometry.size),
                  np.arange(1, n + 1)[order], identity, encoding="offset12", compression="none")
     return images
-
-
-def _z_spacing(nifti) -> float:
-    import nibabel as nib
-
-    return float(nib.as_closest_canonical(nib.load(str(nifti))).header.get_zooms()[2])
 
 
 def write_real_heads(out, atlas) -> dict[str, list[str]]:
