@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from volslice.data.cache import cache_series
+from volslice.data.inputs import organ_views
 from volslice.data.layout import series_folder
 from volslice.dicom import read_series
 from volslice.io import atomic_path
@@ -27,18 +28,21 @@ from volslice.training.classification import ClassificationTask
 
 
 def saliency(model, x: torch.Tensor, task: ClassificationTask) -> tuple[dict, dict]:
-    """(head -> saliency of its input pixels, head -> injury probability) for one sample x of shape
-    (1, S, C, H, W) (saliency (S, H, W)) or of organ crops (1, heads, S, C, H, W) (each head's
-    saliency over its own crops, (S, H, W))."""
+    """(name -> saliency of its input pixels, name -> its head's injury probability) for one sample
+    x of shape (1, S, C, H, W) (per head, saliency (S, H, W)) or of organ crops
+    (1, views, S, C, H, W) (per organ crop sequence, e.g. left_kidney, its head's saliency over it)."""
     maps, injury = {}, {}
-    for index, head in enumerate(task.heads):
+    views = organ_views(task.heads) if x.ndim == 6 else [(head, head) for head in task.heads]
+    for head in task.heads:
         x = x.detach().clone().requires_grad_(True)
         probs = task.probabilities(model(x), keep_graph=True)[head]
         p_injury = 1 - probs[0, 0]
         (grad,) = torch.autograd.grad(p_injury, x)
         pixels = (grad * x).abs()[0]
-        maps[head] = (pixels[index] if x.ndim == 6 else pixels).sum(dim=1).detach().numpy()
-        injury[head] = float(p_injury.detach())
+        for index, (view_head, name) in enumerate(views):
+            if view_head == head:
+                maps[name] = (pixels[index] if x.ndim == 6 else pixels).sum(dim=1).detach().numpy()
+                injury[name] = float(p_injury.detach())
     return maps, injury
 
 
@@ -54,7 +58,8 @@ def slice_importance(model, x: torch.Tensor, task: ClassificationTask) -> tuple[
 
 
 def plot_crop_saliency(crops: np.ndarray, maps: dict, injury: dict, path, title: str = "") -> None:
-    """One row per head: its crops (heads, S, H, W) side by side with its saliency over them."""
+    """One row per organ crop sequence: its crops (views, S, H, W) side by side with its head's
+    saliency over them."""
     import matplotlib
 
     matplotlib.use("Agg")

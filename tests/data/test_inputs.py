@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from volslice.config import load_config
-from volslice.data.inputs import InputSpec, cut_and_resize, organ_crops, organs_z_range, sample_input
+from volslice.data.inputs import (InputSpec, crop_views, cut_and_resize, organ_crops, organs_z_range,
+                                  sample_input)
 from volslice.models.sequence import HeadSpec, SliceSequenceModel
 from volslice.segmentation.organs import organ_record
 
@@ -52,17 +53,22 @@ def organ_volume():
     return images[:, None], organ_record(masks)
 
 
-def test_organ_crops_cut_each_organ_and_put_the_kidneys_side_by_side():
+def test_organ_crops_cut_each_organ_and_each_kidney_on_its_own():
     images, record = organ_volume()
     spec = InputSpec(n_slices=5, crop=32, input="organs", organ_margin=0.2, heads=("kidney", "liver"))
     crops, picks = sample_input(images, spec, train=False, record=record)
-    assert crops.shape == (2, 5, 1, 32, 32) and crops.dtype == np.uint8 and picks is None
-    kidney, liver = crops
+    assert crops.shape == (3, 5, 1, 32, 32) and crops.dtype == np.uint8 and picks is None
+    left, right, liver = crops
     # picks span the liver's z range (4..11) widened by 20 %: the first and last lie in the margin
     assert liver[:, 0, 16, 16].tolist() == [0, 200, 200, 200, 0]
     # the square window around the liver (44 px about its centre, beyond the image at the top) -> 32 px
     assert (liver[1:-1, 0, 0, :] == 0).all() and (liver[1:-1, 0, 10:22, 6:26] == 200).all()
-    assert (kidney[1:-1, 0, 16, 8] == 100).all() and (kidney[1:-1, 0, 16, 24] == 150).all()  # left | right
+    # each kidney over its own z range (left 6..14, right 7..13) in a square window of its own box
+    assert left[:, 0, 16, 16].tolist() == [0, 100, 100, 100, 0]
+    assert right[:, 0, 16, 16].tolist() == [0, 150, 150, 150, 0]
+    # its 12 x 8 px box widened to a 17 px square, 32 px: the kidney fills 19 x 13 px of it
+    assert (left[1:-1, 0, 5:22, 16] == 100).all() and (left[1:-1, 0, 16, 9:22] == 100).all()
+    assert (left[1:-1, 0, 16, :6] == 0).all() and (left[1:-1, 0, 27:, 16] == 0).all()
     # training moves the slices and the box a little, never off the organ's centre
     torch.manual_seed(0)
     jittered = organ_crops(images, record, "liver", spec, train=True)
@@ -100,6 +106,21 @@ def test_input_settings_are_checked():
     assert spec.needs_organs and spec.heads == ("kidney", "spleen")
 
 
+def test_the_kidney_head_reads_both_kidneys():
+    torch.manual_seed(0)
+    heads = (HeadSpec("kidney", 3), HeadSpec("spleen", 3))
+    model = SliceSequenceModel("resnet10t", in_chans=1, hidden=8, heads=heads, views=crop_views(["kidney", "spleen"]))
+    model.eval()
+    x = torch.randn(2, 3, 4, 1, 32, 32)  # (batch, left kidney | right kidney | spleen, slices, C, H, W)
+    out = model(x)
+    with torch.no_grad():
+        pooled = torch.stack([model._pool(x[:, v])[0] for v in range(3)], 1)
+        torch.testing.assert_close(out["kidney"], model.heads["kidney"](pooled[:, :2].max(1).values))
+        torch.testing.assert_close(out["spleen"], model(x[:, 2])["spleen"])
+        swapped = model(x[:, [1, 0, 2]])  # which kidney is which does not matter
+    torch.testing.assert_close(out["kidney"], swapped["kidney"])
+
+
 def test_each_head_reads_its_own_organs_crops():
     torch.manual_seed(0)
     heads = (HeadSpec("liver", 3), HeadSpec("spleen", 3))
@@ -110,5 +131,5 @@ def test_each_head_reads_its_own_organs_crops():
         torch.testing.assert_close(out["liver"], model(x[:, 0])["liver"])
         torch.testing.assert_close(out["spleen"], model(x[:, 1])["spleen"])
     assert out["liver"].shape == (2, 3)
-    with pytest.raises(ValueError, match="3 organ crop sequences for 2 heads"):
+    with pytest.raises(ValueError, match="3 organ crop sequences for heads that read 2"):
         model(torch.randn(1, 3, 2, 1, 32, 32))

@@ -148,7 +148,7 @@ def test_interpret_shows_where_in_each_organ_crop_the_model_looked(tiny_data, or
     with Image.open(out) as figure:
         assert figure.size[0] > figure.size[1] / 2 and np.asarray(figure.convert("L")).std() > 10
     maps = explain(tiny_data, organ_run / "crops", patient, out=tmp_path / "again.png")
-    assert list(maps) == ["kidney", "liver", "spleen"]
+    assert list(maps) == ["left_kidney", "right_kidney", "liver", "spleen"]
     for values in maps.values():
         assert values.shape == (4, 24, 24) and values.min() >= 0 and values.max() > 0
         # in-plane: some pixels of a crop matter more than others

@@ -5,7 +5,8 @@ OOF and inference alike (``sample_input``):
   the organs are (``model.slice_range=organs``), with a square crop;
 - organ crops (``model.input=organs``): for each head (liver, spleen, kidney), N slices of the
   z range that organ spans, each cut to the organ's box with a margin and resized to
-  ``train.crop``; the two kidneys' boxes are cut separately and placed side by side.
+  ``train.crop``; each kidney is a crop sequence of its own (its own z range and box, at the full
+  crop size), and the kidney head reads both.
 
 The organ boxes come from an organ record (``volslice.segmentation.organs``): ground-truth masks or
 the segmenter's prediction. Randomness (slice jitter, crop position, box jitter) comes from torch's
@@ -116,16 +117,16 @@ def organs_z_range(record: dict, organs, margin: float, depth: int) -> tuple[int
     return max(0, low - pad), min(depth, high + pad)
 
 
-def _box_window(box, margin: float, aspect: float, shape, train: bool) -> tuple[int, int, int, int]:
+def _box_window(box, margin: float, shape, train: bool) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) around an organ's in-plane box: widened by ``margin`` of its side,
-    grown to height / width = ``aspect`` about its centre, jittered in training (a shift and a
+    grown to a square about its centre, jittered in training (a shift and a
     scale of up to half the margin)."""
     if box is None:  # not found: the whole plane
         return 0, shape[0], 0, shape[1]
     _, _, y0, y1, x0, x1 = box
     cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
     height, width = (y1 - y0) * (1 + 2 * margin), (x1 - x0) * (1 + 2 * margin)
-    height, width = max(height, width * aspect, 4.0), max(width, height / aspect, 4.0 / aspect)
+    height = width = max(height, width, 4.0)
     if train:
         jitter = (torch.rand(3).numpy() * 2 - 1) * margin / 2
         cy, cx = cy + jitter[0] * height, cx + jitter[1] * width
@@ -149,31 +150,41 @@ def cut_and_resize(stack: np.ndarray, window, height: int, width: int) -> np.nda
     return np.stack(planes).reshape(s, c, height, width)
 
 
-def organ_crops(volume: np.ndarray, record: dict, organ: str, spec: InputSpec, train: bool) -> np.ndarray:
-    """(n_slices, C * (2 context + 1), crop, crop) uint8: the organ's slices cut to its box(es), the
-    parts of a paired organ side by side. An organ the record lacks gets the whole slices."""
-    parts = CROP_PARTS[organ]
-    z_range = organs_z_range(record, parts, spec.organ_margin, volume.shape[0]) or (0, volume.shape[0])
+def organ_views(heads) -> list[tuple[str, str]]:
+    """(head, organ label) of every crop sequence of organ-crop input, in input order."""
+    unknown = [head for head in heads if head not in CROP_PARTS]
+    if unknown:
+        raise ValueError(f"organ crops exist for {', '.join(CROP_PARTS)}, not for {unknown}")
+    return [(head, part) for head in heads for part in CROP_PARTS[head]]
+
+
+def crop_views(heads) -> tuple[int, ...]:
+    """The number of crop sequences of each organ head, in head order (2 for the kidneys)."""
+    views = [head for head, _ in organ_views(heads)]
+    return tuple(views.count(head) for head in heads)
+
+
+def organ_crops(volume: np.ndarray, record: dict, part: str, spec: InputSpec, train: bool) -> np.ndarray:
+    """(n_slices, C * (2 context + 1), crop, crop) uint8: ``n_slices`` slices of the z range that
+    ``part`` (an organ label) spans, each cut to its box with a margin. A part the record lacks
+    gets the whole slices."""
+    box = record["boxes"].get(part)
+    z_range = organs_z_range(record, (part,), spec.organ_margin, volume.shape[0]) or (0, volume.shape[0])
     picks = z_range[0] + select_slices(z_range[1] - z_range[0], spec.n_slices, train)
     stack = stack_slices(volume, picks, spec.context)
-    width = spec.crop // len(parts)
-    tiles = [cut_and_resize(stack, _box_window(record["boxes"].get(part), spec.organ_margin, len(parts),
-                                               stack.shape[-2:], train), spec.crop, width)
-             for part in parts]
-    image = np.concatenate(tiles, axis=-1)
-    if image.shape[-1] < spec.crop:
-        image = np.pad(image, [(0, 0)] * 3 + [(0, spec.crop - image.shape[-1])])
-    return np.ascontiguousarray(image)
+    window = _box_window(box, spec.organ_margin, stack.shape[-2:], train)
+    return np.ascontiguousarray(cut_and_resize(stack, window, spec.crop, spec.crop))
 
 
 def sample_input(volume: np.ndarray, spec: InputSpec, train: bool, record: dict | None = None):
     """(input uint8, slice picks or None) of one cached series (z, C, H, W): whole slices
-    (S, C', crop, crop), or organ crops (heads, S, C', crop, crop) with ``model.input=organs``.
+    (S, C', crop, crop), or organ crops (views, S, C', crop, crop) with ``model.input=organs``: the
+    crop sequences of every head's parts in head order (``crop_views``).
     ``record``: the series' organ record, needed where ``spec.needs_organs``."""
     if spec.needs_organs and record is None:
         raise ValueError("this model's input needs the series' organ record (step 03, volslice organs)")
     if spec.input == "organs":
-        return np.stack([organ_crops(volume, record, head, spec, train) for head in spec.heads]), None
+        return np.stack([organ_crops(volume, record, part, spec, train) for _, part in organ_views(spec.heads)]), None
     z_range = None
     if spec.slice_range == "organs":
         z_range = organs_z_range(record, ORGAN_LABELS, spec.organ_margin, volume.shape[0])

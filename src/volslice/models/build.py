@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from volslice.config import ModelConfig
+from volslice.data.inputs import crop_views
 from volslice.models.sequence import HeadSpec, SliceSequenceModel
 from volslice.models.weights import LoadReport, efficientnet_lite0_package_file, load_backbone
 
@@ -47,9 +48,10 @@ def build_classifier(cfg: ModelConfig, in_chans: int, comp, *, initialise: bool 
         raise ValueError(f"model.heads must be a non-empty subset of {list(comp.GROUPS)}, got {cfg.heads}")
     heads = tuple(HeadSpec(h, 1 if len(comp.GROUPS[h]) == 2 else len(comp.GROUPS[h])) for h in cfg.heads)
     slice_labels = len(comp.IMAGE_LEVEL_INJURIES) if cfg.slice_loss_weight > 0 else 0
+    views = crop_views(cfg.heads) if cfg.input == "organs" else None
     model = SliceSequenceModel(cfg.backbone, in_chans=in_chans, sequence=cfg.sequence, hidden=cfg.hidden,
                                layers=cfg.layers, pooling=cfg.pooling, heads=heads, slice_labels=slice_labels,
-                               dropout=cfg.dropout, drop_path=cfg.drop_path)
+                               dropout=cfg.dropout, drop_path=cfg.drop_path, views=views)
     if not initialise:
         check_init(cfg)
         return model, None

@@ -3,9 +3,10 @@ model across slices, pooling over slices, one head per organ group.
 
 Input: (batch, slices, channels, height, width). Output: dict head -> logits (batch, classes),
 plus ``"slices"``: per-slice logits (batch, slices, n_slice_labels) for the auxiliary loss.
-Organ crops (``model.input=organs``): (batch, heads, slices, channels, height, width), one crop
-sequence per head in head order; every sequence goes through the same backbone and sequence model,
-and each head reads its own organ's.
+Organ crops (``model.input=organs``): (batch, views, slices, channels, height, width), the crop
+sequences of each head in head order (``views`` per head: 2 for the kidneys); every sequence goes
+through the same backbone and sequence model, and each head reads the maximum of its own sequences'
+pooled features (an injury in either kidney is a kidney injury).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class SliceSequenceModel(nn.Module):
 
     def __init__(self, backbone: str = "efficientnet_lite0", in_chans: int = 1, sequence: str = "lstm",
                  hidden: int = 128, layers: int = 1, pooling: str = "max", heads=RSNA2023_HEADS,
-                 slice_labels: int = 0, dropout: float = 0.2, drop_path: float = 0.0):
+                 slice_labels: int = 0, dropout: float = 0.2, drop_path: float = 0.0, views=None):
         super().__init__()
         self.backbone = create_backbone(backbone, in_chans, drop_path)
         features = self.backbone.num_features
@@ -79,6 +80,9 @@ class SliceSequenceModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleDict({h.name: nn.Linear(width, h.classes) for h in heads})
         self.slice_head = nn.Linear(width, slice_labels) if slice_labels else None
+        self.views = tuple(views) if views else (1,) * len(heads)
+        if len(self.views) != len(heads):
+            raise ValueError(f"views {self.views} name one count per head, for {len(heads)} heads")
 
     def slice_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, S, C, H, W) -> (B, S, features): the backbone on every slice."""
@@ -88,11 +92,16 @@ class SliceSequenceModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict:
         if x.ndim == 6:
-            batch, organs = x.shape[:2]
-            if organs != len(self.heads):
-                raise ValueError(f"{organs} organ crop sequences for {len(self.heads)} heads")
-            out = self.forward(x.flatten(0, 1))
-            return {name: out[name].view(batch, organs, -1)[:, i] for i, name in enumerate(self.heads)}
+            return self._forward_views(x)
+        pooled, seq, out = self._pool(x)
+        pooled = self.dropout(pooled)
+        out.update({name: head(pooled) for name, head in self.heads.items()})
+        if self.slice_head is not None:
+            out["slices"] = self.slice_head(seq)
+        return out
+
+    def _pool(self, x: torch.Tensor):
+        """(pooled (B, width), sequence features (B, S, width), extra outputs) of (B, S, C, H, W)."""
         seq = self.slice_features(x)
         if self.kind in ("lstm", "gru"):
             seq, _ = self.sequence(seq)
@@ -105,8 +114,17 @@ class SliceSequenceModel(nn.Module):
             pooled = seq.mean(dim=1)
         else:
             pooled, out["slice_weights"] = self.attention(seq)
-        pooled = self.dropout(pooled)
-        out.update({name: head(pooled) for name, head in self.heads.items()})
-        if self.slice_head is not None:
-            out["slices"] = self.slice_head(seq)
+        return pooled, seq, out
+
+    def _forward_views(self, x: torch.Tensor) -> dict:
+        """Organ crops (B, views, S, C, H, W): each head on the maximum of its views' pooled features."""
+        batch, views = x.shape[:2]
+        if views != sum(self.views):
+            raise ValueError(f"{views} organ crop sequences for heads that read {sum(self.views)} "
+                             f"(per head: {dict(zip(self.heads, self.views))})")
+        pooled = self._pool(x.flatten(0, 1))[0].view(batch, views, -1)
+        out, start = {}, 0
+        for (name, head), count in zip(self.heads.items(), self.views):
+            out[name] = head(self.dropout(pooled[:, start : start + count].max(dim=1).values))
+            start += count
         return out
