@@ -95,7 +95,7 @@ def test_inference_finds_the_organs_and_crops_as_training_validation_did(tiny_da
         assert record["boxes"] == predicted[row.series_id]["boxes"]
         found += sum(box is not None for box in record["boxes"].values())
         _, crops = predictor.model_input(images)
-        assert crops.shape == (3, 4, 3, 24, 24)  # heads, slices, 2.5D channels, crop
+        assert crops.shape == (4, 4, 3, 24, 24)  # views (two kidneys, liver, spleen), slices, 2.5D channels, crop
         np.testing.assert_array_equal(crops, dataset[index]["image"].numpy())
     assert found > 0  # the segmenter finds organs, so the crops are not whole slices
 
