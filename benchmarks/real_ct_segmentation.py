@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from volslice.config import load_config
 from volslice.data.cache import load_images, load_manifest
 from volslice.segmentation.model import ORGAN_CLASSES
 from volslice.segmentation.organs import Segmenter
@@ -61,34 +62,49 @@ def dice(predicted: np.ndarray, truth: np.ndarray) -> dict:
     return out
 
 
+def prepare_real_ct(work: Path) -> Path:
+    """The competition-layout data folder holding the real CT (series 1 of patient 1) and its labels."""
+    ct, labels = fetch_reference(work)
+    data = work / "data"
+    if not (data / "segmentations" / "1.nii.gz").exists():
+        write_nifti_as_series(ct, data / "train_images" / "1" / "1", patient_id=1, series_id=1)
+        remap_labels(labels, data / "segmentations" / "1.nii.gz", TOTAL_TO_OURS)
+    return data
+
+
+def cache_real_ct(work: Path, config_file: Path) -> Path:
+    """Step 01 on the real CT with a run's cache settings (``config_file``); returns the cache folder."""
+    cfg = load_config(str(config_file))
+    cache = work / f"cache_{cfg.cache.size}px_{cfg.cache.n_slices}"
+    subprocess.run([sys.executable, "-m", "volslice", "cache", "--data", str(prepare_real_ct(work)), "--out",
+                    str(cache), "--config", str(config_file), "cache.workers=1"], check=True, stdout=subprocess.DEVNULL)
+    return cache
+
+
+def real_ct_dice(segmenter: Segmenter, cache: Path) -> dict:
+    """Dice per organ of ``segmenter`` on the cached real CT, and the voxel counts (true / predicted)."""
+    row = load_manifest(cache).iloc[0]
+    truth = np.load(cache / row.mask_path)
+    predicted = segmenter.masks(load_images(cache, row))
+    return {**dice(predicted, truth),
+            **{f"{o} voxels (true / predicted)": f"{int((truth == k).sum())} / {int((predicted == k).sum())}"
+               for k, o in enumerate(ORGAN_CLASSES[1:], start=1)}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--segmenter", nargs="+", required=True, help="NAME=FOLDER or FOLDER, one or more")
     parser.add_argument("--work", type=Path, default=Path("work/real_ct"))
     args = parser.parse_args()
-    ct, labels = fetch_reference(args.work)
-    data = args.work / "data"
-    if not (data / "segmentations" / "1.nii.gz").exists():
-        write_nifti_as_series(ct, data / "train_images" / "1" / "1", patient_id=1, series_id=1)
-        remap_labels(labels, data / "segmentations" / "1.nii.gz", TOTAL_TO_OURS)
     rows = []
     for entry in args.segmenter:
         name, _, folder = entry.rpartition("=")
         segmenter = Segmenter.load(Path(folder), torch.device("cpu"))
-        cache = args.work / f"cache_{segmenter.cfg.cache.size}px_{segmenter.cfg.cache.n_slices}"
-        subprocess.run([sys.executable, "-m", "volslice", "cache", "--data", str(data), "--out", str(cache),
-                        "--config", str(next(Path(folder).glob("fold*/config.yaml"))), "cache.workers=1"],
-                       check=True, stdout=subprocess.DEVNULL)
-        row = load_manifest(cache).iloc[0]
-        images = load_images(cache, row)
-        truth = np.load(cache / row.mask_path)
-        predicted = segmenter.masks(images)
-        rows.append({"segmenter": name or folder, **dice(predicted, truth),
-                     **{f"{o} voxels (true / predicted)": f"{int((truth == k).sum())} / {int((predicted == k).sum())}"
-                        for k, o in enumerate(ORGAN_CLASSES[1:], start=1)}})
+        cache = cache_real_ct(args.work, next(Path(folder).glob("fold*/config.yaml")))
+        rows.append({"segmenter": name or folder, **real_ct_dice(segmenter, cache)})
     table = pd.DataFrame(rows)
-    print(f"real CT: {ct.name} (TotalSegmentator {PACKAGE.split('==')[1]} test file), cached at each segmenter's "
-          "settings\n")
+    print(f"real CT: {Path(FILES[0]).name} (TotalSegmentator {PACKAGE.split('==')[1]} test file), cached at "
+          "each segmenter's settings\n")
     dice_columns = ["segmenter", *ORGAN_CLASSES[1:]]
     print("| " + " | ".join(dice_columns) + " |\n|" + "---|" * len(dice_columns))
     for r in table[dice_columns].itertuples(index=False):

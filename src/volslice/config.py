@@ -173,6 +173,8 @@ class VolumeFusionConfig:
     invert: float = 0.2  # probability that a view's contrast is inverted
     slices_per_series: int = 8  # samples drawn from each series per epoch
     val_fraction: float = 0.1  # series held out to track the fusion loss
+    extra_caches: list[str] = field(default_factory=list)  # more cache folders (same settings), training only
+    extra_slices_per_series: int = 0  # samples per extra series per epoch; 0: slices_per_series
     train: TrainConfig = field(default_factory=_fusion_loop)
 
 

@@ -10,6 +10,7 @@ from volslice.data.cache_runner import run_cache
 from volslice.data.folds import make_folds
 from volslice.segmentation.data import MaskedSliceDataset, _block_edges, fuse, fusion_class_map
 from volslice.segmentation.model import ORGAN_CLASSES, build_segmenter, load_matching
+from volslice.segmentation.run import extra_fusion_sets
 from volslice.segmentation.task import SegmentationTask
 from volslice.training.engine import load_checkpoint
 
@@ -107,6 +108,21 @@ def test_training_flips_swap_the_kidneys_labels(prepared):
         if solid.sum() > 20:
             assert image[solid].mean() > image[~solid].mean()  # the image moved with the mask
     assert checked >= 4
+
+
+def test_volume_fusion_takes_extra_caches_of_the_same_settings(prepared, tmp_path):
+    cache = prepared / "cache"
+    manifest = load_manifest(cache)
+    cfg = load_config(overrides=SMALL + [f"segmentation.fusion.extra_caches=[{cache}]",
+                                         "segmentation.fusion.extra_slices_per_series=3"]).segmentation
+    (extra,) = extra_fusion_sets(cfg.fusion, manifest, dict(context=1, crop=32))
+    assert len(extra) == 3 * len(manifest) and extra[0]["image"].shape == (3, 32, 32)
+    other = tmp_path / "other"
+    other.mkdir()
+    pd.read_csv(cache / "manifest.csv").assign(width=64).to_csv(other / "manifest.csv", index=False)
+    cfg.fusion.extra_caches = [str(other)]
+    with pytest.raises(ValueError, match=f"extra cache {other}: slices of"):
+        extra_fusion_sets(cfg.fusion, manifest, dict(context=1, crop=32))
 
 
 def test_volume_fusion_then_segmentation_on_the_trainer(prepared, tmp_path, capsys):

@@ -11,12 +11,14 @@ network, which fine-tuning loads with ``segmentation.weights=...`` (the pretext'
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
+from torch.utils.data import ConcatDataset
 
 from volslice.config import Config, to_yaml
 from volslice.data.cache import load_manifest
@@ -80,15 +82,33 @@ def train_segmentation_folds(cfg: Config, cache: Path, folds_file: Path, chosen:
     return results
 
 
+def extra_fusion_sets(fcfg, manifest: pd.DataFrame, common: dict) -> list[VolumeFusionDataset]:
+    """One training set per folder of ``segmentation.fusion.extra_caches``; a cache whose slices
+    differ from the main cache's (windows, size) is refused by name."""
+    sets = []
+    for folder in fcfg.extra_caches:
+        rows = load_manifest(folder)
+        shape = ["channels", "height", "width"]
+        if len(rows) and rows[shape].iloc[0].tolist() != manifest[shape].iloc[0].tolist():
+            raise ValueError(f"extra cache {folder}: slices of {rows[shape].iloc[0].tolist()} (channels, height, "
+                             f"width), the main cache's are {manifest[shape].iloc[0].tolist()}; cache it with the "
+                             "same settings")
+        each = replace(fcfg, slices_per_series=fcfg.extra_slices_per_series or fcfg.slices_per_series)
+        sets.append(VolumeFusionDataset(folder, rows, each, train=True, **common))
+    return sets
+
+
 def pretrain_volume_fusion(cfg: Config, cache: Path, resume: bool = False) -> Path:
-    """Volume Fusion on every cached series (train and test; no labels); exports the network."""
+    """Volume Fusion on every cached series (train and test; no labels), and for training also on
+    every series of ``segmentation.fusion.extra_caches``; exports the network."""
     scfg, fcfg = cfg.segmentation, cfg.segmentation.fusion
     manifest = load_manifest(cache)
     order = np.random.default_rng(fcfg.train.seed).permutation(len(manifest))
     n_val = max(1, int(round(fcfg.val_fraction * len(manifest)))) if fcfg.val_fraction > 0 and len(manifest) > 1 else 0
     val_rows, train_rows = manifest.iloc[sorted(order[:n_val])], manifest.iloc[sorted(order[n_val:])]
     common = dict(context=scfg.context, crop=scfg.crop)
-    train_set = VolumeFusionDataset(cache, train_rows, fcfg, train=True, **common)
+    extra = extra_fusion_sets(fcfg, manifest, common)
+    train_set = ConcatDataset([VolumeFusionDataset(cache, train_rows, fcfg, train=True, **common), *extra])
     val_set = VolumeFusionDataset(cache, val_rows, fcfg, train=False, seed=fcfg.train.seed, **common) if n_val else None
     torch.manual_seed(fcfg.train.seed)
     classes = [f"alpha_{k}_of_{fcfg.classes}" for k in range(fcfg.classes + 1)]
@@ -96,7 +116,8 @@ def pretrain_volume_fusion(cfg: Config, cache: Path, resume: bool = False) -> Pa
     out = Path(fcfg.train.out_dir)
     ctx = DistContext.from_env()
     if ctx.main:
-        log.info("Volume Fusion on %d cached series (%d held out), K=%d", len(train_rows), n_val, fcfg.classes)
+        log.info("Volume Fusion on %d cached series (%d held out) and %d extra, K=%d", len(train_rows), n_val,
+                 sum(len(d.rows) for d in extra), fcfg.classes)
     Trainer(model, SegmentationTask(classes, scfg.dice_weight), train_set, val_set, fcfg.train, out,
             config_yaml=to_yaml(cfg)).fit(resume=resume)
     if ctx.main:
