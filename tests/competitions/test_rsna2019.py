@@ -57,3 +57,31 @@ def test_prior_is_smoothed_frequency():
     labels = comp.to_wide(SOLUTION)
     prior = comp.prior_probabilities(labels)
     assert prior["any"] == pytest.approx((2 + 0.5) / 4) and prior["intraventricular"] == pytest.approx(0.5 / 4)
+
+
+def test_a_rerun_reads_only_new_or_changed_headers(tiny_head_data, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    data, index = tmp_path / "data", tmp_path / "cache"
+    shutil.copytree(tiny_head_data / "stage_2_train", data / "stage_2_train")
+    plain = comp.find_series(data, splits=("train",))
+    assert comp.find_series(data, splits=("train",), index=index) == plain
+    assert len(pd.read_csv(index / "stage_2_train_headers.csv")) == sum(len(t.files) for t in plain)
+    reads, read = [], comp.pydicom.dcmread
+    monkeypatch.setattr(comp.pydicom, "dcmread", lambda path, **kw: reads.append(path.name) or read(path, **kw))
+    assert comp.find_series(data, splits=("train",), index=index) == plain and reads == []
+    files = sorted((data / "stage_2_train").glob("*.dcm"))
+    files[0].unlink()
+    stat = files[1].stat()
+    os.utime(files[1], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    (data / "stage_2_train" / "ID_broken.dcm").write_bytes(b"not a DICOM file")
+    skipped = []
+    again = comp.find_series(data, skipped, splits=("train",), index=index)
+    assert sorted(reads) == sorted([files[1].name, "ID_broken.dcm"])
+    assert sum(len(t.files) for t in again) == sum(len(t.files) for t in plain) - 1
+    assert [(e.path.name, "not a readable DICOM" in e.reason) for e in skipped] == [("ID_broken.dcm", True)]
+    reads.clear()
+    skipped = []
+    assert comp.find_series(data, skipped, splits=("train",), index=index) == again and reads == []
+    assert [e.path.name for e in skipped] == ["ID_broken.dcm"]  # still named, from the index

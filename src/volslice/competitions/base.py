@@ -89,10 +89,12 @@ class Competition(ABC):
     label_weights: dict = {}
 
     @abstractmethod
-    def find_series(self, root, skipped: list | None = None, splits=("train", "test")) -> list:
+    def find_series(self, root, skipped: list | None = None, splits=("train", "test"), index=None) -> list:
         """Every series of data folder ``root`` in ``splits``, as ``data.cache.SeriesTask``s;
         entries that are not series (stray files, unreadable DICOMs) are appended to ``skipped``
-        (``data.layout.SkippedEntry``)."""
+        (``data.layout.SkippedEntry``). ``index``: a folder (step 01 passes its cache) where a
+        competition that finds series by reading file headers keeps what it read, so that a rerun
+        reads only new or changed files; one whose folders name the series ignores it."""
 
     @abstractmethod
     def read_labels(self, root) -> pd.DataFrame:

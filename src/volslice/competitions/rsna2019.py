@@ -19,7 +19,9 @@ import pandas as pd
 import pydicom
 
 from volslice.competitions.base import Competition, ScoreResult, SubmissionError, check_patients, check_values
+from volslice.data.layout import SkippedEntry, stray_reason
 from volslice.dicom import rsna2019_intercept_fix
+from volslice.io import atomic_write_csv
 
 NAME = "rsna2019"
 ID_COLUMN = "image_id"
@@ -118,36 +120,69 @@ def numeric_id(text: str) -> int:
     return int(hashlib.sha1(str(text).encode()).hexdigest()[:12], 16)
 
 
-def find_series(root, skipped: list | None = None, splits=tuple(FOLDERS)) -> list:
+def _header_ids(path: Path) -> tuple[str, str, str]:
+    """(PatientID, SeriesInstanceUID, "") of one DICOM file, or ("", "", why it was skipped)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Invalid value for VR UI")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "SeriesInstanceUID"])
+            return str(ds.PatientID), str(ds.SeriesInstanceUID), ""
+    except Exception as err:  # noqa: BLE001  (one bad file is reported, the rest go on)
+        return "", "", f"not a readable DICOM with PatientID and SeriesInstanceUID ({type(err).__name__}): skipped"
+
+
+INDEX_COLUMNS = ["file", "size", "mtime_ns", "patient", "series", "problem"]
+
+
+def read_header_index(folder: Path, index_file: Path | None) -> pd.DataFrame:
+    """One row per file of ``folder`` (INDEX_COLUMNS): its patient and series tags, or why it was
+    skipped. With ``index_file``, a file whose name, size and modification time are listed there
+    is not read again, and the index is rewritten (atomically) where anything changed: a rerun over
+    the 750k files of stage_2_train stats them instead of parsing every header."""
+    known = {}
+    if index_file is not None and index_file.exists():
+        listed = pd.read_csv(index_file, dtype={"patient": str, "series": str, "problem": str}, keep_default_na=False)
+        known = {row.file: row for row in listed.itertuples(index=False)}
+    rows, read = [], 0
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            reason = stray_reason(path, "DICOM file") or "not a file: skipped"
+            rows.append((path.name, -1, -1, "", "", reason))
+            continue
+        stat = path.stat()
+        entry = known.get(path.name)
+        if entry is not None and (entry.size, entry.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+            rows.append(tuple(entry))
+            continue
+        rows.append((path.name, stat.st_size, stat.st_mtime_ns, *_header_ids(path)))
+        read += 1
+    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    if index_file is not None and (read or len(index) != len(known)):
+        atomic_write_csv(index_file, index)
+    return index
+
+
+def find_series(root, skipped: list | None = None, splits=tuple(FOLDERS), index=None) -> list:
     """The series of the flat ``stage_2_train/`` and ``stage_2_test/`` folders (those of
-    ``splits``), grouped by their
-    ``SeriesInstanceUID`` tag (patient from ``PatientID``); only the headers are read. A file that
-    is not a readable DICOM with those tags is appended to ``skipped``."""
+    ``splits``), grouped by their ``SeriesInstanceUID`` tag (patient from ``PatientID``); only the
+    headers are read, and with ``index`` (a folder, e.g. the cache's) only those of files not read
+    before (``read_header_index``). A file that is not a readable DICOM with those tags is appended
+    to ``skipped``."""
     from volslice.data.cache import SeriesTask
-    from volslice.data.layout import SkippedEntry, stray_reason
 
     tasks = []
     for split in splits:
         folder = Path(root) / FOLDERS[split]
         if not folder.is_dir():
             continue
+        headers = read_header_index(folder, Path(index) / f"{FOLDERS[split]}_headers.csv" if index else None)
         groups: dict[str, dict] = {}
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith(".") or not path.is_file():
+        for row in headers.itertuples(index=False):
+            if row.problem:
                 if skipped is not None:
-                    skipped.append(SkippedEntry(path, stray_reason(path, "DICOM file") or "not a file: skipped"))
+                    skipped.append(SkippedEntry(folder / row.file, row.problem))
                 continue
-            try:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message="Invalid value for VR UI")
-                    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "SeriesInstanceUID"])
-                    patient, series = str(ds.PatientID), str(ds.SeriesInstanceUID)
-            except Exception as err:  # noqa: BLE001  (one bad file is reported, the rest go on)
-                if skipped is not None:
-                    skipped.append(SkippedEntry(path, f"not a readable DICOM with PatientID and SeriesInstanceUID "
-                                                      f"({type(err).__name__}): skipped"))
-                continue
-            groups.setdefault(series, {"patient": patient, "files": []})["files"].append(str(path))
+            groups.setdefault(row.series, {"patient": row.patient, "files": []})["files"].append(str(folder / row.file))
         tasks += [SeriesTask(numeric_id(g["patient"]), numeric_id(series), split, str(folder), None, tuple(g["files"]))
                   for series, g in sorted(groups.items())]
     return tasks
@@ -179,8 +214,8 @@ class Rsna2019(Competition):
     def as_submission(self, frame: pd.DataFrame) -> pd.DataFrame:
         return to_long(frame)
 
-    def find_series(self, root, skipped: list | None = None, splits=tuple(FOLDERS)) -> list:
-        return find_series(root, skipped, splits)
+    def find_series(self, root, skipped: list | None = None, splits=tuple(FOLDERS), index=None) -> list:
+        return find_series(root, skipped, splits, index)
 
     def read_labels(self, root) -> pd.DataFrame:
         return to_wide(pd.read_csv(Path(root) / TRAIN_LABELS)).astype({s: int for s in SUBTYPES})

@@ -206,8 +206,9 @@ class Rsna2023(Competition):
     NAME, ID_COLUMN, PREDICTION_COLUMNS, SUBMISSION_COLUMNS = NAME, ID_COLUMN, PREDICTION_COLUMNS, SUBMISSION_COLUMNS
     LABEL_COLUMNS, IMAGE_LEVEL_INJURIES, IMAGE_LEVEL_COLUMNS = LABEL_COLUMNS, IMAGE_LEVEL_INJURIES, IMAGE_LEVEL_COLUMNS
 
-    def find_series(self, root, skipped: list | None = None, splits=("train", "test")) -> list:
-        """The ``{split}_images/<patient_id>/<series_id>/`` folders, with their masks."""
+    def find_series(self, root, skipped: list | None = None, splits=("train", "test"), index=None) -> list:
+        """The ``{split}_images/<patient_id>/<series_id>/`` folders, with their masks (the folders
+        name the series: no ``index``)."""
         from volslice.data.cache import find_series
 
         return find_series(root, skipped, splits)

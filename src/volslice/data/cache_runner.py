@@ -107,7 +107,7 @@ def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, for
         for meta in (out / "meta").glob("*.json"):
             meta.unlink()
     stray = []
-    all_tasks = comp.find_series(data_root, stray) if comp is not None else find_series(data_root, stray)
+    all_tasks = comp.find_series(data_root, stray, index=out) if comp is not None else find_series(data_root, stray)
     index, count = parse_shard(shard)
     tasks = [t for i, t in enumerate(sorted(all_tasks, key=lambda t: t.series_id)) if i % count == index]
     # series still to do, largest first, so that no long series starts last while the other workers
