@@ -47,7 +47,7 @@ def main() -> int:
                      "--resume", *seeds, f"segmentation.fusion.extra_slices_per_series={args.real_slices}",
                      f"segmentation.fusion.train.out_dir={out / 'volume_fusion'}")
             volslice("segment", "--cache", args.cache, "--folds", args.folds, "--fold", 0, "--config", args.config,
-                     "--resume", *seeds, "--report", out / "report.json",
+                     "--resume", "--report", out / "report.json", *seeds,
                      f"segmentation.weights={out / 'volume_fusion' / 'volume_fusion.safetensors'}",
                      f"segmentation.train.out_dir={out / 'segmentation'}")
             held_out = json.loads((out / "report.json").read_text())["segmentation_dice"]
