@@ -49,10 +49,7 @@ class InputSpec:
         if spec.slice_range not in SLICE_RANGES:
             raise ValueError(f"model.slice_range must be one of {', '.join(SLICE_RANGES)}, got {spec.slice_range!r}")
         if spec.input == "organs":
-            wrong = [h for h in spec.heads if h not in CROP_PARTS]
-            if wrong:
-                raise ValueError(f"model.input=organs crops {', '.join(CROP_PARTS)}; heads {wrong} need "
-                                 "model.input=slices (train them in another run and ensemble the runs)")
+            organ_views(spec.heads)
             if cfg.model.slice_loss_weight > 0:
                 raise ValueError("model.slice_loss_weight needs whole slices (model.input=slices)")
         return spec
@@ -154,7 +151,8 @@ def organ_views(heads) -> list[tuple[str, str]]:
     """(head, organ label) of every crop sequence of organ-crop input, in input order."""
     unknown = [head for head in heads if head not in CROP_PARTS]
     if unknown:
-        raise ValueError(f"organ crops exist for {', '.join(CROP_PARTS)}, not for {unknown}")
+        raise ValueError(f"model.input=organs crops {', '.join(CROP_PARTS)}; heads {unknown} need "
+                         "model.input=slices (train them in another run and ensemble the runs)")
     return [(head, part) for head in heads for part in CROP_PARTS[head]]
 
 
