@@ -14,6 +14,7 @@ def test_layering_and_overrides(tmp_path):
     assert cfg.cache.size == 96 and cfg.cache.n_slices == 64 and cfg.folds.seed == 3
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+    assert load_config(PROJECT_ROOT / "configs" / "demo.yaml", overrides=["model.weights="]).model.weights == ""
 
 
 def test_bad_keys_and_types_are_named():

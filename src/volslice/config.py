@@ -244,14 +244,16 @@ DEFAULT_CONFIG_FILE = PROJECT_ROOT / "configs" / "default.yaml"
 def load_config(*files, overrides=()) -> Config:
     """Schema defaults <- each YAML file in order <- ``key=value`` overrides.
 
-    Unknown keys and values of the wrong type raise an error naming the key.
+    Unknown keys and values of the wrong type raise an error naming the key. ``key=`` (nothing after
+    the ``=``) sets the empty string, as a shell user means it, not YAML's null.
     """
     merged = OmegaConf.structured(Config)
     for path in files:
         if path:
             merged = OmegaConf.merge(merged, OmegaConf.load(path))
     if overrides:
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        overrides = [f"{item}''" if item.endswith("=") else item for item in overrides]
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(overrides))
     return OmegaConf.to_object(merged)
 
 
