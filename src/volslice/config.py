@@ -149,8 +149,10 @@ class PretrainConfig:
 
 
 def _segmentation_loop() -> TrainConfig:
+    """No flips by default: a mirror turns the right kidney into a left one, which the network can
+    only tell by the liver's side; the cache's orientation is fixed, so left is always left."""
     return TrainConfig(out_dir="work/runs/segmentation", epochs=20, batch_size=8, lr=3e-4, warmup_epochs=1.0,
-                       rotate_degrees=0.0, tta=False)
+                       flip=False, rotate_degrees=0.0, tta=False)
 
 
 def _fusion_loop() -> TrainConfig:
@@ -190,6 +192,7 @@ class SegmentationConfig:
     crop: int = 192  # random crop in training, centre crop in validation
     slices_per_series: int = 16  # slices drawn from each masked series per epoch
     dice_weight: float = 0.5  # loss = dice_weight * Dice + (1 - dice_weight) * cross-entropy
+    class_sampling: float = 0.5  # share of training slices drawn by organ (one at random, then a slice showing it)
     predict_every: int = 1  # organ prediction: every k-th cached slice, the others take the nearest one's
     train: TrainConfig = field(default_factory=_segmentation_loop)
     fusion: VolumeFusionConfig = field(default_factory=VolumeFusionConfig)

@@ -90,17 +90,24 @@ def test_masked_slices_carry_their_own_mask(prepared):
     assert item["image"].shape == (3, 32, 32) and item["mask"].max() > 0
 
 
-def test_training_flips_swap_the_kidneys_labels(prepared):
+@pytest.mark.parametrize("flip", [True, False])
+def test_training_flips_only_when_asked_and_swap_the_kidneys_labels(prepared, flip):
     """Cache columns run towards the patient's left, so the left kidney lies right of the right
-    kidney in every image; a mirrored training sample must say so too (its labels swap)."""
+    kidney in every image; a mirrored training sample must say so too (its labels swap). Without
+    ``flip`` (the segmentation default) every sample is the cached slice as it is."""
     manifest = load_manifest(prepared / "cache")
-    ds = MaskedSliceDataset(prepared / "cache", manifest, context=0, crop=48, slices_per_series=6, train=True)
+    ds = MaskedSliceDataset(prepared / "cache", manifest, context=0, crop=48, slices_per_series=8, train=True,
+                            flip=flip)
     torch.manual_seed(0)
     left, right = ORGAN_CLASSES.index("left_kidney"), ORGAN_CLASSES.index("right_kidney")
-    checked = 0
+    checked = mirrored = 0
     for index in range(len(ds)):
         item = ds[index]
         mask, image = item["mask"].numpy(), item["image"].numpy()[0]
+        cached = np.load(prepared / "cache" / ds.rows.iloc[index // 8].image_path)[index % 8, 0]
+        if not np.array_equal(image, cached):
+            np.testing.assert_array_equal(image, cached[:, ::-1])
+            mirrored += 1
         if (mask == left).any() and (mask == right).any():
             assert np.nonzero(mask == left)[1].mean() > np.nonzero(mask == right)[1].mean()
             checked += 1
@@ -108,6 +115,25 @@ def test_training_flips_swap_the_kidneys_labels(prepared):
         if solid.sum() > 20:
             assert image[solid].mean() > image[~solid].mean()  # the image moved with the mask
     assert checked >= 4
+    assert (mirrored > len(ds) // 4) if flip else mirrored == 0
+
+
+def test_class_sampling_draws_slices_by_organ(prepared):
+    """With class_sampling=1 every training slice shows an organ, each organ of a series about
+    equally often: a small organ is seen more often than in slices spread over the series."""
+    manifest = load_manifest(prepared / "cache")
+    common = dict(context=0, crop=48, slices_per_series=8, train=True)
+    shares = {}
+    for sampling in (0.0, 1.0):
+        ds = MaskedSliceDataset(prepared / "cache", manifest, class_sampling=sampling, **common)
+        torch.manual_seed(0)
+        shown = np.array([[(ds[i]["mask"].numpy() == c).any() for c in range(len(ORGAN_CLASSES))]
+                          for _ in range(6) for i in range(len(ds))])
+        shares[sampling] = shown.mean(0)
+        if sampling:
+            assert shown[:, 1:].any(axis=1).all()
+    rarest = int(np.argmin(shares[0.0][1:])) + 1
+    assert shares[1.0][rarest] > shares[0.0][rarest] + 0.05, shares
 
 
 def test_volume_fusion_takes_extra_caches_of_the_same_settings(prepared, tmp_path):

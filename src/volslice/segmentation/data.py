@@ -34,15 +34,21 @@ def _rng(train: bool, index: int, seed: int = 0) -> np.random.Generator:
 class MaskedSliceDataset(Dataset):
     """``slices_per_series`` items per masked series: the 2.5D stack of one slice (C * (2 context
     + 1), crop, crop) uint8 and its mask (crop, crop) int64. Training picks jittered slices, random
-    crops and flips; validation evenly spaced slices and the centre crop."""
+    crops and, with ``flip``, left-right mirrors (the kidneys' labels swap); validation evenly spaced
+    slices and the centre crop. ``class_sampling``: the share of training samples whose slice is
+    drawn by organ instead (an organ of the series at random, then one of its slices), so that small
+    organs are seen as often as large ones (nnU-Net's foreground oversampling, per class)."""
 
     def __init__(self, cache_dir, manifest: pd.DataFrame, *, context: int, crop: int, slices_per_series: int,
-                 train: bool):
+                 train: bool, flip: bool = False, class_sampling: float = 0.0):
         rows = manifest[manifest.mask_path.notna()].reset_index(drop=True)
         if rows.empty:
             raise ValueError(f"no series of {cache_dir} has a cached mask (cache.masks and segmentations/)")
         self.cache_dir, self.rows = Path(cache_dir), rows
         self.context, self.crop, self.per_series, self.train = context, crop, slices_per_series, train
+        self.flip = flip and train
+        self.class_sampling = class_sampling if train else 0.0
+        self._organ_slices: dict[int, list[np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.rows) * self.per_series
@@ -51,15 +57,32 @@ class MaskedSliceDataset(Dataset):
         row = self.rows.iloc[index // self.per_series]
         images = load_images(self.cache_dir, row)
         masks = np.load(self.cache_dir / row.mask_path, mmap_mode="r")
-        picks = select_slices(len(images), self.per_series, self.train)
-        z = picks[index % self.per_series : index % self.per_series + 1]
+        if self.class_sampling and torch.rand(()) < self.class_sampling:
+            z = self._slice_of_an_organ(index // self.per_series, masks)
+        else:
+            picks = select_slices(len(images), self.per_series, self.train)
+            z = picks[index % self.per_series : index % self.per_series + 1]
         stack = np.concatenate([stack_slices(images, z, self.context)[0], masks[z]], axis=0)  # mask last
         stack = crop(stack, self.crop, self.train)
         mask = stack[-1].astype(np.int64)
-        if self.train and torch.rand(()) < 0.5:
+        if self.flip and torch.rand(()) < 0.5:
             stack, mask = stack[..., ::-1], MIRRORED_LABELS[mask[..., ::-1]]
         return {"image": torch.from_numpy(np.ascontiguousarray(stack[:-1])),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask)), "series_id": int(row.series_id)}
+
+    def _slice_of_an_organ(self, position: int, masks: np.ndarray) -> np.ndarray:
+        """[z] of a slice showing an organ drawn uniformly among those the series' mask holds."""
+        if position not in self._organ_slices:
+            present = np.zeros((len(masks), len(ORGAN_CLASSES)), bool)
+            for z, labels in enumerate(masks):
+                present[z, np.unique(labels)] = True
+            self._organ_slices[position] = [np.flatnonzero(present[:, c]) for c in range(1, len(ORGAN_CLASSES))
+                                            if present[:, c].any()]
+        organs = self._organ_slices[position]
+        if not organs:
+            return np.array([int(torch.randint(len(masks), (1,)))])
+        slices = organs[int(torch.randint(len(organs), (1,)))]
+        return slices[[int(torch.randint(len(slices), (1,)))]]
 
 
 def fusion_class_map(shape: tuple[int, int], cfg: VolumeFusionConfig, rng: np.random.Generator) -> np.ndarray:

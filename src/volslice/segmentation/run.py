@@ -51,7 +51,8 @@ def train_segmentation_fold(cfg: Config, cache: Path, folds: pd.DataFrame, fold:
     common = dict(context=scfg.context, crop=scfg.crop, slices_per_series=scfg.slices_per_series)
     train_rows = manifest if fold == -1 else manifest[manifest.fold != fold]
     val_rows = manifest[(manifest.fold == fold) & manifest.mask_path.notna()]
-    train_set = MaskedSliceDataset(cache, train_rows, train=True, **common)
+    train_set = MaskedSliceDataset(cache, train_rows, train=True, flip=scfg.train.flip,
+                                   class_sampling=scfg.class_sampling, **common)
     val_set = MaskedSliceDataset(cache, val_rows, train=False, **common) if len(val_rows) else None
     torch.manual_seed(scfg.train.seed)
     model = build_segmenter(scfg, input_channels(manifest, scfg.context), len(ORGAN_CLASSES))
