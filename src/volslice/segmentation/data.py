@@ -73,11 +73,8 @@ class MaskedSliceDataset(Dataset):
     def _slice_of_an_organ(self, position: int, masks: np.ndarray) -> np.ndarray:
         """[z] of a slice showing an organ drawn uniformly among those the series' mask holds."""
         if position not in self._organ_slices:
-            present = np.zeros((len(masks), len(ORGAN_CLASSES)), bool)
-            for z, labels in enumerate(masks):
-                present[z, np.unique(labels)] = True
-            self._organ_slices[position] = [np.flatnonzero(present[:, c]) for c in range(1, len(ORGAN_CLASSES))
-                                            if present[:, c].any()]
+            shown = [np.flatnonzero((masks == c).any(axis=(1, 2))) for c in range(1, len(ORGAN_CLASSES))]
+            self._organ_slices[position] = [slices for slices in shown if len(slices)]
         organs = self._organ_slices[position]
         if not organs:
             return np.array([int(torch.randint(len(masks), (1,)))])
