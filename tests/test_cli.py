@@ -33,3 +33,16 @@ def test_numbered_scripts_are_thin_callers():
         out = subprocess.run([sys.executable, str(PROJECT_ROOT / "preprocess" / script), "--help"],
                              capture_output=True, text=True, check=True).stdout
         assert out.startswith(f"usage: volslice {command}"), out[:80]
+
+
+def test_overrides_given_after_fold_are_overrides_for_train_and_segment():
+    from volslice.cli import build_parser, folds_and_overrides
+
+    parser = build_parser()
+    for command in (["train", "--data", "d"], ["segment"]):
+        base = command + ["--cache", "c", "--folds", "f.csv"]
+        args = parser.parse_args(base + ["--fold", "0", "2", "train.epochs=3", "model.weights="])
+        assert folds_and_overrides(args) == ([0, 2], ["train.epochs=3", "model.weights="])
+        assert folds_and_overrides(parser.parse_args(base + ["--fold", "all"])) == (None, [])
+        assert folds_and_overrides(parser.parse_args(base)) == (None, [])
+        assert folds_and_overrides(parser.parse_args(base + ["--fold", "-1", "x=1"])) == ([-1], ["x=1"])

@@ -32,6 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def folds_and_overrides(args) -> tuple[list[int] | None, list[str]]:
+    """``--fold`` and the overrides of a per-fold command: ``--fold 0 train.epochs=3`` gives argparse's
+    ``--fold`` the override too, so every ``key=value`` there is moved to the overrides. Folds: None
+    for all (``all`` or none named), else the fold numbers (-1: train on every patient)."""
+    overrides = [f for f in args.fold if "=" in f] + args.overrides
+    folds = [f for f in args.fold if "=" not in f]
+    return (None if folds in ([], ["all"]) else [int(f) for f in folds]), overrides
+
+
 def main(argv=None) -> int:
     """Parse ``argv`` (default: the command line) and run the subcommand; returns its exit status."""
     args = build_parser().parse_args(argv)

@@ -3,14 +3,9 @@
     volslice bundle --models RUN_DIR [RUN_DIR ...] --out BUNDLE [--python-version 3.11]
         [--platform manylinux2014_x86_64] [--with-torch]
 
-BUNDLE/wheels/        the project as a wheel and every runtime dependency as wheels for the target
-                      Python (torch, torchvision, timm and segmentation-models-pytorch only with --with-torch: Kaggle's images
-                      ship them, and the CUDA builds are several GB)
-BUNDLE/requirements.txt  what the notebook installs: pip install --no-index --find-links BUNDLE/wheels
-                      -r BUNDLE/requirements.txt
-BUNDLE/models/<run>/fold<k>/  model.safetensors (the best checkpoint's weights, EMA where used),
-                      config.yaml and prior.json -- no pickles
-BUNDLE/inference.ipynb
+Writes the project and its runtime dependencies as wheels, each run's folds as safetensors with
+their config and prior (a segmenter or both descriptor stages where the run has them) and the
+inference notebook; the layout is in the docstring of ``volslice.bundle``.
 """
 
 from __future__ import annotations

@@ -29,15 +29,14 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
+    from volslice.cli import folds_and_overrides
     from volslice.config import load_config
     from volslice.segmentation.run import train_segmentation_folds
 
-    overrides = [f for f in args.fold if "=" in f] + args.overrides
-    chosen = [f for f in args.fold if "=" not in f] or ["all"]
+    folds, overrides = folds_and_overrides(args)
     cfg = load_config(*args.config, overrides=overrides)
     try:
-        results = train_segmentation_folds(cfg, args.cache, args.folds, None if chosen == ["all"] else
-                                           [int(f) for f in chosen], args.resume, args.report)
+        results = train_segmentation_folds(cfg, args.cache, args.folds, folds, args.resume, args.report)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

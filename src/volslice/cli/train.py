@@ -37,17 +37,15 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
+    from volslice.cli import folds_and_overrides
     from volslice.config import load_config
     from volslice.training.cross_validation import train_folds
 
-    # `--fold 0 train.epochs=3`: overrides that argparse gave to --fold
-    overrides = [f for f in args.fold if "=" in f] + args.overrides
-    folds = [f for f in args.fold if "=" not in f] or ["all"]
+    folds, overrides = folds_and_overrides(args)
     cfg = load_config(*args.config, overrides=overrides)
     try:
-        summary = train_folds(cfg, args.data, args.cache, args.folds, None if folds == ["all"] else
-                              [int(f) for f in folds], resume=args.resume, report=args.report,
-                              organs=args.organs)
+        summary = train_folds(cfg, args.data, args.cache, args.folds, folds, resume=args.resume,
+                              report=args.report, organs=args.organs)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
