@@ -88,7 +88,7 @@ def main() -> int:
                      "test": report["prior_baseline"]}
     table = pd.DataFrame([prior, *rows])
     print(f"{args.config}: weighted log loss (any x2) and OOF AUC per label, folds of {work / 'folds.csv'}\n")
-    print(markdown(table.fillna("-")) + "\n")
+    print(markdown(table.astype(object).fillna("-")) + "\n")
     means = table[table.seed != "-"].groupby("model", sort=False)[["OOF", "test"]].agg(["mean", "std"])
     means.columns = [f"{a} {b}" for a, b in means.columns]
     print("mean and spread over seeds:\n")
