@@ -271,7 +271,11 @@ class Trainer:
         if changed and self.ctx.main:
             log.warning("resuming %s with a config that differs from the one it was trained with: %s "
                         "(delete %s to start afresh)", path, ", ".join(changed), self.out)
-        unwrap(self.model).load_state_dict(state["model"])
+        try:
+            unwrap(self.model).load_state_dict(state["model"])
+        except RuntimeError as err:  # the same config, another network (the code changed since)
+            raise ValueError(f"{path} does not fit this model: it was trained with another network "
+                             f"({str(err).splitlines()[-1].strip()}); delete {self.out} to train it afresh") from None
         if self.ema and state["ema"]:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
