@@ -4,11 +4,13 @@ a validated, scored submission, and predicting the raw test folder (through ``vo
 path, from the run or its Kaggle bundle) gives the run's own test rows."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from volslice import competitions
 from volslice.config import load_config
@@ -16,9 +18,10 @@ from volslice.data.cache import load_manifest
 from volslice.data.cache_runner import run_cache
 from volslice.descriptors.data import DescriptorDataset, pad_series
 from volslice.descriptors.models import NeighbourClassifier
-from volslice.descriptors.predictor import STACKED_FOLDER, stacked_logits
+from volslice.descriptors.predictor import STACKED_FOLDER, DescriptorPredictor, stacked_logits
 from volslice.descriptors.run import mean_over_folds, run_descriptors
 from volslice.inference import predict
+from volslice.training.engine import model_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 
@@ -126,6 +129,19 @@ def test_inference_on_the_raw_test_folder_gives_the_runs_test_rows(tiny_head_dat
     assert all((f / "model.safetensors").exists() for f in bundled)
     from_bundle = predict(tiny_head_data, [tmp_path / "models" / run.name], device="cpu", progress=False)
     pd.testing.assert_frame_equal(from_bundle.submission, result.submission, atol=1e-6, rtol=0)
+
+
+def test_a_stage_trained_for_another_network_is_refused_by_name(descriptor_run, tmp_path):
+    run = shutil.copytree(descriptor_run[0], tmp_path / "run")
+    stage2 = run / "fold0" / "stage2"
+    weights = model_weights(stage2 / "best.pt")
+    old = {k: v for k, v in weights.items() if not k.startswith("project.")}  # the window before its projection
+    old["mix.weight"] = torch.zeros(old["mix.weight"].shape[0], weights["project.weight"].shape[1],
+                                    old["mix.weight"].shape[2])
+    (stage2 / "best.pt").unlink()
+    save_file(old, str(stage2 / "model.safetensors"))
+    with pytest.raises(ValueError, match="fold0/stage2 does not fit this version's network.*descriptors --resume"):
+        DescriptorPredictor.load(run, torch.device("cpu"))
 
 
 def test_a_broken_test_series_gets_the_prior_and_is_named(tiny_head_data, descriptor_run, tmp_path):

@@ -54,6 +54,16 @@ def neighbour_classifier(d: DescriptorConfig, dim: int, labels: int) -> Neighbou
                                normalise=d.stage2_input == "features")
 
 
+def load_stage(model, stage: Path) -> None:
+    """``stage``'s weights into ``model``; a stage trained for another network (by an older version)
+    is refused by name, with how to train it again."""
+    try:
+        model.load_state_dict(model_weights(weight_file(stage)))
+    except RuntimeError as err:
+        raise ValueError(f"{stage} does not fit this version's network ({str(err).splitlines()[-1].strip()}): "
+                         f"delete it and run volslice descriptors --resume to train it again") from None
+
+
 def descriptor_folds(folder) -> list[Path]:
     """The ``fold*/`` folders of a descriptor run (or a bundle's copy of one) with both stages' weights."""
     return sorted(f for f in Path(folder).glob("fold*") if all(weight_file(f / s) for s in STAGES))
@@ -89,12 +99,12 @@ class DescriptorPredictor:
         slice_models, heads, priors = [], [], []
         for fold in folds:
             model = SliceClassifier(cfg.model.backbone, in_chans, labels, d.dropout)
-            model.load_state_dict(model_weights(weight_file(fold / "stage1")))
+            load_stage(model, fold / "stage1")
             model = model.to(device).eval()
             slice_models.append(to_channels_last(model) if d.stage1.channels_last else model)
             dim = model.backbone.num_features if d.stage2_input == "features" else labels
             head = neighbour_classifier(d, dim, labels)
-            head.load_state_dict(model_weights(weight_file(fold / "stage2")))
+            load_stage(head, fold / "stage2")
             heads.append(head.to(device).eval())
             if not (fold / PRIOR_FILE).exists():
                 raise FileNotFoundError(f"{fold} has no {PRIOR_FILE} (a run from before it was written): "
