@@ -29,10 +29,10 @@ from volslice.config import Config, load_config
 from volslice.data.inputs import InputSpec, sample_input
 from volslice.io import atomic_write_json
 from volslice.models.build import build_classifier
-from volslice.runs import fold_folders, weight_file
+from volslice.runs import fold_folders, load_fold
 from volslice.segmentation.organs import Segmenter
 from volslice.training.classification import ClassificationTask, to_float
-from volslice.training.engine import model_weights, to_channels_last
+from volslice.training.engine import to_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Predictor:
         models = []
         for fold in folds:
             model, _ = build_classifier(cfg.model, input_channels(cfg), comp, initialise=False)
-            model.load_state_dict(model_weights(weight_file(fold)))
+            load_fold(model, fold)
             model = model.to(device).eval()
             models.append(to_channels_last(model) if cfg.train.channels_last else model)
         priors = [_read_prior(f, comp) for f in folds]

@@ -10,7 +10,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from volslice.io import atomic_path, atomic_write_text
-from volslice.training.engine import load_checkpoint, model_weights
+from volslice.training.engine import load_checkpoint, load_weights, model_weights
 
 WEIGHT_FILES = ("best.pt", "model.safetensors")
 EXPORTED_WEIGHTS = "model.safetensors"
@@ -19,6 +19,12 @@ EXPORTED_WEIGHTS = "model.safetensors"
 def weight_file(fold: Path) -> Path | None:
     """A fold folder's weights: a training checkpoint, else an exported safetensors file."""
     return next((fold / name for name in WEIGHT_FILES if (fold / name).exists()), None)
+
+
+def load_fold(model, fold: Path, remedy: str = "train the run again with this version") -> None:
+    """A fold folder's weights (``weight_file``) into ``model``; weights of another network are
+    refused by name, with ``remedy``."""
+    load_weights(model, model_weights(weight_file(fold)), fold, remedy)
 
 
 def fold_folders(folder) -> list[Path]:

@@ -140,7 +140,7 @@ def test_a_stage_trained_for_another_network_is_refused_by_name(descriptor_run, 
                                     old["mix.weight"].shape[2])
     (stage2 / "best.pt").unlink()
     save_file(old, str(stage2 / "model.safetensors"))
-    with pytest.raises(ValueError, match="fold0/stage2 does not fit this version's network.*descriptors --resume"):
+    with pytest.raises(ValueError, match="fold0/stage2 does not fit this network.*descriptors --resume"):
         DescriptorPredictor.load(run, torch.device("cpu"))
 
 

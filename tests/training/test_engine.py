@@ -77,7 +77,7 @@ def test_resuming_a_checkpoint_of_another_network_is_refused_by_name(tmp_path):
     Trainer(toy_model(), ToyTask(), toy_data(), None, config(tmp_path, epochs=1), tmp_path).fit()
     wider = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(6, 1))
-    with pytest.raises(ValueError, match=f"last.pt does not fit this model.*delete {tmp_path}"):
+    with pytest.raises(ValueError, match=f"last.pt does not fit this network.*delete {tmp_path}"):
         Trainer(wider, ToyTask(), toy_data(), None, config(tmp_path, epochs=2), tmp_path).fit(resume=True)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1  # nothing overwritten
 

@@ -24,13 +24,14 @@ from volslice.config import Config, DescriptorConfig, load_config
 from volslice.descriptors.data import slice_input
 from volslice.descriptors.models import NeighbourClassifier, SliceClassifier
 from volslice.predictor import PRIOR_FILE
-from volslice.runs import weight_file
+from volslice.runs import load_fold, weight_file
 from volslice.training.classification import to_float
-from volslice.training.engine import model_weights, to_channels_last
+from volslice.training.engine import to_channels_last
 
 STACKED_FOLDER = "stacked_oof_predictions"
 STAGES = ("stage1", "stage2")
 LOGIT_CLIP = 1e-6
+RETRAIN_STAGE = "delete it and run volslice descriptors --resume to train it again"
 
 
 @torch.no_grad()
@@ -52,16 +53,6 @@ def neighbour_classifier(d: DescriptorConfig, dim: int, labels: int) -> Neighbou
     stacked logits are not)."""
     return NeighbourClassifier(dim, labels, d.sequence, d.window, d.hidden, d.dropout,
                                normalise=d.stage2_input == "features")
-
-
-def load_stage(model, stage: Path) -> None:
-    """``stage``'s weights into ``model``; a stage trained for another network (by an older version)
-    is refused by name, with how to train it again."""
-    try:
-        model.load_state_dict(model_weights(weight_file(stage)))
-    except RuntimeError as err:
-        raise ValueError(f"{stage} does not fit this version's network ({str(err).splitlines()[-1].strip()}): "
-                         f"delete it and run volslice descriptors --resume to train it again") from None
 
 
 def descriptor_folds(folder) -> list[Path]:
@@ -99,12 +90,12 @@ class DescriptorPredictor:
         slice_models, heads, priors = [], [], []
         for fold in folds:
             model = SliceClassifier(cfg.model.backbone, in_chans, labels, d.dropout)
-            load_stage(model, fold / "stage1")
+            load_fold(model, fold / "stage1", RETRAIN_STAGE)
             model = model.to(device).eval()
             slice_models.append(to_channels_last(model) if d.stage1.channels_last else model)
             dim = model.backbone.num_features if d.stage2_input == "features" else labels
             head = neighbour_classifier(d, dim, labels)
-            load_stage(head, fold / "stage2")
+            load_fold(head, fold / "stage2", RETRAIN_STAGE)
             heads.append(head.to(device).eval())
             if not (fold / PRIOR_FILE).exists():
                 raise FileNotFoundError(f"{fold} has no {PRIOR_FILE} (a run from before it was written): "

@@ -31,10 +31,10 @@ from volslice.config import Config, load_config, stamp_settings
 from volslice.data.cache import load_images, load_manifest
 from volslice.data.inputs import ORGAN_LABELS, stack_slices
 from volslice.io import atomic_write_csv, atomic_write_json
-from volslice.runs import export_fold, fold_folders, weight_file
+from volslice.runs import export_fold, fold_folders, load_fold, weight_file
 from volslice.segmentation.model import ORGAN_CLASSES, build_segmenter
 from volslice.segmentation.task import normalise
-from volslice.training.engine import model_weights, to_channels_last
+from volslice.training.engine import to_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Segmenter:
         models = []
         for fold in folds:
             model = build_segmenter(cfg.segmentation, channels, len(ORGAN_CLASSES))
-            model.load_state_dict(model_weights(weight_file(fold)))
+            load_fold(model, fold)
             model = model.to(device).eval()
             models.append(to_channels_last(model) if cfg.segmentation.train.channels_last else model)
         identity = (str(cfg.segmentation), str(cfg.cache), *weight_digests(folder).values())

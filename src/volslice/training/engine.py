@@ -172,6 +172,16 @@ def model_weights(path) -> dict:
     return checkpoint["ema"] or checkpoint["model"]
 
 
+def load_weights(model: torch.nn.Module, weights: dict, source, remedy: str) -> None:
+    """``weights`` into ``model``, strictly. Weights of another network (a run of an older version of
+    the model: the same config, other layers) are refused by name, with ``remedy``."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(f"{source} does not fit this network ({str(err).splitlines()[-1].strip()}): "
+                         f"{remedy}") from None
+
+
 class Trainer:
     """The one training loop: fits ``model`` on ``task`` with ``cfg``, writing checkpoints, summary.csv
     and the learning curve to ``out_dir``; ``fit(resume=True)`` continues exactly where last.pt stopped."""
@@ -271,11 +281,8 @@ class Trainer:
         if changed and self.ctx.main:
             log.warning("resuming %s with a config that differs from the one it was trained with: %s "
                         "(delete %s to start afresh)", path, ", ".join(changed), self.out)
-        try:
-            unwrap(self.model).load_state_dict(state["model"])
-        except RuntimeError as err:  # the same config, another network (the code changed since)
-            raise ValueError(f"{path} does not fit this model: it was trained with another network "
-                             f"({str(err).splitlines()[-1].strip()}); delete {self.out} to train it afresh") from None
+        load_weights(unwrap(self.model), state["model"], path,
+                     f"it was trained with another network; delete {self.out} to train it afresh")
         if self.ema and state["ema"]:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
