@@ -94,6 +94,7 @@ class TrainConfig:
     rotate_degrees: float = 10.0
     intensity: float = 0.1  # random contrast/brightness scale
     epochs: int = 20
+    min_steps: int = 0  # at least this many optimizer steps: a small training set gets more epochs
     batch_size: int = 4
     lr: float = 1.25e-4
     weight_decay: float = 1e-5

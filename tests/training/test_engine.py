@@ -173,3 +173,15 @@ def test_weight_ema_equals_timms_model_ema_and_the_teacher_copies_buffers():
 def test_a_train_set_smaller_than_a_batch_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="3 training samples make no full batch of 8"):
         Trainer(toy_model(), ToyTask(), toy_data(3), toy_data(8), config(tmp_path, batch_size=8), tmp_path)
+
+
+def test_min_steps_lengthens_a_short_run_and_never_shortens_a_long_one(tmp_path):
+    # 64 toy samples, batch 8: 8 steps an epoch; min_steps=20 needs 3 epochs where 1 was asked
+    short = Trainer(toy_model(), ToyTask(), toy_data(), toy_data(32, seed=1),
+                    config(tmp_path / "short", epochs=1, min_steps=20), tmp_path / "short")
+    history = short.fit()
+    assert len(history) == 3 and short.step == 24
+    assert short.scheduler.get_last_lr()[0] < 1e-3  # the schedule spans the lengthened run, down to its end
+    long = Trainer(toy_model(), ToyTask(), toy_data(), None, config(tmp_path / "long", epochs=4, min_steps=5),
+                   tmp_path / "long")
+    assert long.epochs == 4

@@ -121,6 +121,13 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_factor: float = 0.01)
     return factor
 
 
+def epochs_for(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """The epochs a run trains: ``train.epochs``, or more where that many epochs of
+    ``steps_per_epoch`` optimizer steps would fall short of ``train.min_steps`` (a small fold
+    still gets the steps its model needs; a large one is not cut short)."""
+    return max(cfg.epochs, math.ceil(cfg.min_steps / max(steps_per_epoch, 1)))
+
+
 def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
     """Channels-last convolution weights, 2D and 3D (``model.to(memory_format=...)`` rejects 5D weights)."""
     for module in model.modules():
@@ -204,7 +211,11 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(train_set)} training samples make no full batch of {cfg.batch_size} per process "
                              f"(the last, incomplete batch is dropped): lower the batch size")
-        total = self.steps_per_epoch * cfg.epochs
+        self.epochs = epochs_for(cfg, self.steps_per_epoch)
+        if self.epochs > cfg.epochs and self.ctx.main:
+            log.info("%d optimizer steps per epoch: %d epochs instead of %d, for train.min_steps=%d",
+                     self.steps_per_epoch, self.epochs, cfg.epochs, cfg.min_steps)
+        total = self.steps_per_epoch * self.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(total, int(cfg.warmup_epochs * self.steps_per_epoch)))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
@@ -294,13 +305,14 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> list[dict]:
-        """Train until ``train.epochs``, validating, checkpointing and logging after every epoch; returns the history."""
+        """Train for ``epochs_for`` the config (``train.epochs``, more where ``train.min_steps`` asks),
+        validating, checkpointing and logging after every epoch; returns the history."""
         self.out.mkdir(parents=True, exist_ok=True)
         if self.ctx.main and self.config_yaml:
             atomic_write_text(self.out / "config.yaml", self.config_yaml)
         if resume and self.resume() and self.ctx.main:
             log.info("resumed from %s after epoch %d (step %d)", self.out / "last.pt", self.epoch, self.step)
-        while self.epoch < self.cfg.epochs:
+        while self.epoch < self.epochs:
             start = time.perf_counter()
             train_logs = self.train_epoch(self.epoch)
             # without a validation set (fold -1: train on everything) the last epoch is kept as best
@@ -318,7 +330,7 @@ class Trainer:
             if self.ctx.main:
                 atomic_write_csv(self.out / "summary.csv", pd.DataFrame(self.history))
                 plot_history(self.history, self.out / "learning_curve.png")
-                log.info("epoch %d/%d: train loss %.4f, val score %.4f%s", self.epoch, self.cfg.epochs,
+                log.info("epoch %d/%d: train loss %.4f, val score %.4f%s", self.epoch, self.epochs,
                          train_logs["train_loss"], metrics["score"], " (best)" if improved else "")
             self.ctx.barrier()
         return self.history
