@@ -23,9 +23,31 @@ def test_prior_baseline_writes_scores_and_reports(tiny_data, tmp_path, capsys):
     assert sub.loc[0, "liver_low"] == pytest.approx((train.liver_low.sum() + 0.5) / (len(train) + 1.5))
     assert sub.loc[0, "spleen_high"] > 0 and sub[comp.GROUPS["liver"]].sum(axis=1).iloc[0] == pytest.approx(1)
     got = json.loads(report.read_text())
-    expected = comp.score(pd.read_csv(tiny_data / "test_solution.csv"), sub).score
+    solution = pd.read_csv(tiny_data / "test_solution.csv")
+    expected = comp.score(solution, sub).score
     assert got["prior_baseline"] == pytest.approx(expected)
-    assert f"{expected:.4f}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"prior baseline score {expected:.4f}" in out
+    # the best constant beside it (default name), fitted on the training labels
+    best = pd.read_csv(tmp_path / "best_constant.csv")
+    assert got["best_constant_submission"] == str(tmp_path / "best_constant.csv")
+    assert best.iloc[0, 1:].to_dict() == pytest.approx(comp.best_constant(train))
+    best_result = comp.score(solution, best)
+    assert got["best_constant"] == pytest.approx(best_result.score)
+    assert got["best_constant_groups"] == pytest.approx(best_result.group_losses)
+    per_group = comp.constant_submission(sub.patient_id, comp.best_constant_per_group(train))
+    assert got["best_constant_per_group"] == pytest.approx(comp.score(solution, per_group).score)
+    for name, value in (("prior", expected), ("per-group", got["best_constant_per_group"]),
+                        ("best constant", best_result.score)):
+        assert f"  {name:<15}{value:.4f}" in out
+
+
+def test_best_constant_submission_path(tiny_data, tmp_path):
+    path = tmp_path / "elsewhere" / "best.csv"
+    assert main(["--data", str(tiny_data), "--submission", str(tmp_path / "prior.csv"),
+                 "--best-constant-submission", str(path)]) == 0
+    assert list(pd.read_csv(path).columns) == comp.SUBMISSION_COLUMNS
+    assert not (tmp_path / "best_constant.csv").exists()
 
 
 def test_unknown_test_labels_give_null(tiny_data, tmp_path):
@@ -35,4 +57,8 @@ def test_unknown_test_labels_give_null(tiny_data, tmp_path):
         (data / name).write_bytes((tiny_data / name).read_bytes())
     report = tmp_path / "report.json"
     main(["--data", str(data), "--submission", str(tmp_path / "s.csv"), "--report", str(report)])
-    assert json.loads(report.read_text())["prior_baseline"] is None
+    got = json.loads(report.read_text())
+    for key in ("prior_baseline", "prior_baseline_groups", "best_constant", "best_constant_groups",
+                "best_constant_per_group"):
+        assert got[key] is None, key
+    assert len(pd.read_csv(tmp_path / "best_constant.csv")) == len(pd.read_csv(tmp_path / "s.csv"))

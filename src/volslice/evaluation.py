@@ -1,4 +1,5 @@
-"""Scoring against the labels a data folder holds, and the constant-prior baseline.
+"""Scoring against the labels a data folder holds, and the constant baselines (the training prior,
+and the best constant: the one that minimises the metric on the training labels).
 
 The synthetic set keeps its hidden test labels in ``test_solution.csv``; the real competition does
 not, so a test submission is scored only where that file exists. Train-split predictions are
@@ -20,5 +21,16 @@ def prior_baseline(data, comp) -> pd.DataFrame:
     """The validated constant submission: every test id gets the training label frequencies."""
     ids = comp.test_ids(data)
     submission = comp.constant_submission(ids, comp.prior_probabilities(comp.read_labels(data)))
+    comp.validate_submission(submission, ids)
+    return submission
+
+
+def best_constant_baseline(data, comp, per_group: bool = False) -> pd.DataFrame:
+    """The validated constant submission: every test id gets the constant that minimises the metric
+    on the training labels (``per_group``: the competition's simpler per-group closed form)."""
+    labels = comp.read_labels(data)
+    ids = comp.test_ids(data)
+    probabilities = comp.best_constant_per_group(labels) if per_group else comp.best_constant(labels)
+    submission = comp.constant_submission(ids, probabilities)
     comp.validate_submission(submission, ids)
     return submission

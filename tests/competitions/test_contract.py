@@ -6,7 +6,7 @@ import pytest
 
 from volslice import competitions
 from volslice.competitions import Competition, SubmissionError
-from volslice.evaluation import prior_baseline, score_if_labelled
+from volslice.evaluation import best_constant_baseline, prior_baseline, score_if_labelled
 
 
 @pytest.fixture(params=competitions.names())
@@ -48,6 +48,25 @@ def test_sample_and_prior_submissions_validate_and_score(case):
     value_col = prior.columns[-1]  # one value per label, whatever the id: a constant submission
     assert prior.groupby(prior.index % len(comp.prediction_columns) if comp.label_level == "slice"
                          else np.zeros(len(prior)))[value_col].nunique().max() == 1
+
+
+def test_best_constant_is_a_submission_that_beats_the_prior(case):
+    comp, data = case
+    labels = comp.read_labels(data)
+    solution, ids = comp.as_submission(labels), labels[comp.id_column]
+    in_sample = {}
+    constants = {"best": comp.best_constant(labels), "per group": comp.best_constant_per_group(labels),
+                 "prior": comp.prior_probabilities(labels)}
+    for name, probabilities in constants.items():
+        assert set(probabilities) == set(comp.prediction_columns), name
+        assert all(0 < p < 1 for p in probabilities.values()), name
+        for cols in getattr(comp, "GROUPS", {}).values():
+            assert sum(probabilities[c] for c in cols) == pytest.approx(1), name
+        in_sample[name] = comp.score(solution, comp.constant_submission(ids, probabilities)).score
+    assert in_sample["best"] <= in_sample["per group"] + 1e-12 and in_sample["best"] <= in_sample["prior"]
+    best = best_constant_baseline(data, comp)
+    comp.validate_submission(best, comp.test_ids(data))
+    assert np.isfinite(score_if_labelled(data, best, comp).score)
 
 
 def test_perfect_submission_scores_zero(case):

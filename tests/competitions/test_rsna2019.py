@@ -59,6 +59,31 @@ def test_prior_is_smoothed_frequency():
     assert prior["any"] == pytest.approx((2 + 0.5) / 4) and prior["intraventricular"] == pytest.approx(0.5 / 4)
 
 
+def test_best_constant_is_each_subtypes_frequency_and_no_perturbation_beats_it():
+    rng = np.random.default_rng(0)
+    rates = dict(zip(comp.SUBTYPES[:-1], (0.05, 0.2, 0.1, 0.3, 0.4)))
+    labels = wide({f"ID_{i:03d}": {s for s, rate in rates.items() if rng.random() < rate} for i in range(60)})
+    solution = comp.to_long(labels)
+    best = comp.best_constant(labels)
+    assert best == pytest.approx(labels[list(comp.SUBTYPES)].mean().to_dict())
+    def constant_score(probabilities):
+        return comp.score(solution, comp.constant_submission(labels.image_id, probabilities)).score
+
+    best_score = constant_score(best)
+    assert best_score < constant_score(comp.prior_probabilities(labels))
+    for subtype in comp.SUBTYPES:
+        for delta in (-0.01, -1e-4, 1e-4, 0.01):
+            assert constant_score({**best, subtype: best[subtype] + delta}) > best_score
+
+
+def test_best_constant_is_clipped_away_from_zero_and_one():
+    labels = wide({"ID_a": set(), "ID_b": {"subdural"}})
+    labels["subdural"] = 1
+    best = comp.COMPETITION.best_constant(labels)
+    assert best["epidural"] == comp.MIN_PROBABILITY and best["subdural"] == 1 - comp.MIN_PROBABILITY
+    assert best["any"] == 0.5 and comp.COMPETITION.best_constant_per_group(labels) == best
+
+
 def test_a_rerun_reads_only_new_or_changed_headers(tiny_head_data, tmp_path, monkeypatch):
     import os
     import shutil

@@ -183,3 +183,155 @@ def test_score_cli(tmp_path, capsys):
     bad.to_csv(tmp_path / "bad.csv", index=False)
     assert score_main(["--solution", str(tmp_path / "sol.csv"), "--submission", str(tmp_path / "bad.csv")]) == 2
     assert "missing columns" in capsys.readouterr().err
+
+
+# --- the best constant ------------------------------------------------------------------------
+
+REAL_POSITIVES = {"bowel": [64], "extravasation": [200], "kidney": [115, 67], "liver": [259, 62],
+                  "spleen": [199, 155]}
+
+
+def labels_from_classes(classes: dict[str, np.ndarray]) -> pd.DataFrame:
+    """A label frame from each group's true class index per patient."""
+    n = len(next(iter(classes.values())))
+    frame = pd.DataFrame({"patient_id": np.arange(1000, 1000 + n)})
+    for group, cols in comp.GROUPS.items():
+        for k, col in enumerate(cols):
+            frame[col] = (classes[group] == k).astype(int)
+    frame["any_injury"] = comp.any_injury(frame)
+    return frame
+
+
+def real_like_labels(n=3147, n_any=855):
+    """The real training labels' marginals: each group's positives laid end to end around the first
+    ``n_any`` patients, so that every one of them has an injury and no other patient has."""
+    classes, offset = {}, 0
+    for group, counts in REAL_POSITIVES.items():
+        cls = np.zeros(n, int)
+        for k, count in enumerate(counts, start=1):
+            cls[(offset + np.arange(count)) % n_any] = k
+            offset += count
+        classes[group] = cls
+    return labels_from_classes(classes)
+
+
+def random_labels(n, seed):
+    """Random labels where every class of every group has at least one patient."""
+    rng = np.random.default_rng(seed)
+    classes = {}
+    for group, cols in comp.GROUPS.items():
+        cls = rng.choice(len(cols), size=n, p=[0.7] + [0.3 / (len(cols) - 1)] * (len(cols) - 1))
+        cls[: len(cols)] = rng.permutation(len(cols))
+        classes[group] = cls
+    return labels_from_classes(classes)
+
+
+def constant_frame_score(labels, probabilities):
+    return comp.score(labels, comp.constant_submission(labels.patient_id, probabilities)).score
+
+
+def closed_form_best(labels):
+    """The whole metric's minimiser by hand. With every other group at its own minimiser (each
+    class's share of the group's weight) only the any_injury term is left to trade against: it
+    depends on the smallest healthy probability m alone, and lowering one group's healthy from its
+    own optimum h to m costs that group KL(h || m) (its injury classes keep their ratios), while
+    the any_injury term is the cross entropy of its own optimum a (the weighted share of
+    negatives) and m. KL(h || m) + KL(a || m) is least at m = (a + h) / 2, best for the group
+    with the smallest h."""
+    counts = comp.label_counts(labels)
+    best = {g: w / w.sum() for g, w in counts.groups.items()}
+    lowest = min(best, key=lambda g: best[g][0])
+    a, h = counts.any_injury[0] / counts.any_injury.sum(), best[lowest][0]
+    m = (a + h) / 2
+    best[lowest] = np.r_[m, best[lowest][1:] * (1 - m) / (1 - h)]
+    return {c: float(p) for g, cols in comp.GROUPS.items() for c, p in zip(cols, best[g])}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_constant_score_is_the_metric(seed):
+    rng = np.random.default_rng(seed)
+    labels = random_labels(40, seed)
+    counts = comp.label_counts(labels)
+    for _ in range(5):
+        probabilities = {c: float(p) for cols in comp.GROUPS.values()
+                         for c, p in zip(cols, rng.dirichlet(np.ones(len(cols))) * rng.uniform(0.5, 3))}
+        assert comp.constant_score(counts, probabilities) == pytest.approx(
+            constant_frame_score(labels, probabilities), abs=1e-9)
+    extreme = {**comp.best_constant_per_group(labels), "liver_high": 1e-20, "bowel_injury": 0.0}
+    assert comp.constant_score(counts, extreme) == pytest.approx(constant_frame_score(labels, extreme), abs=1e-9)
+
+
+def simplex_grid(size, step):
+    """Every probability vector of ``size`` classes on a grid of ``step``, none 0."""
+    ticks = np.arange(step, 1, step)
+    points = [p for p in np.array(np.meshgrid(*[ticks] * (size - 1))).reshape(size - 1, -1).T if p.sum() < 1 - 1e-9]
+    return [np.r_[1 - p.sum(), p] for p in points]
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_best_constant_beats_a_brute_force_grid(seed):
+    labels = random_labels(30, seed)
+    counts = comp.label_counts(labels)
+    best = comp.best_constant(labels)
+    best_score = constant_frame_score(labels, best)
+    # the groups the any_injury term couples most: the two with the smallest healthy probability
+    coupled = sorted(comp.GROUPS, key=lambda g: best[comp.GROUPS[g][0]])[:2]
+    grids = [simplex_grid(len(comp.GROUPS[g]), 0.01 if len(comp.GROUPS[g]) == 2 else 0.05) for g in coupled]
+    first, second = (comp.GROUPS[g] for g in coupled)
+    grid_best = min(comp.constant_score(counts, {**best, **dict(zip(first, p)), **dict(zip(second, q))})
+                    for p in grids[0] for q in grids[1])
+    assert best_score <= grid_best + 1e-6
+    # and every group on its own: a finer grid with the other groups at the optimiser's values
+    for group, cols in comp.GROUPS.items():
+        alone = min(comp.constant_score(counts, {**best, **dict(zip(cols, p))}) for p in simplex_grid(len(cols), 0.01))
+        assert best_score <= alone + 1e-6, group
+
+
+@pytest.mark.parametrize("labels", [random_labels(200, 5), random_labels(60, 6), real_like_labels()],
+                         ids=["random200", "random60", "real_like"])
+def test_best_constant_is_the_closed_form_minimiser(labels):
+    best, exact = comp.best_constant(labels), closed_form_best(labels)
+    assert constant_frame_score(labels, best) == pytest.approx(constant_frame_score(labels, exact), abs=1e-9)
+    assert best == pytest.approx(exact, abs=1e-4)
+
+
+@pytest.mark.parametrize("labels", [random_labels(30, 7), random_labels(300, 8), real_like_labels()],
+                         ids=["random30", "random300", "real_like"])
+def test_best_constant_beats_the_per_group_form_and_the_prior(labels):
+    best = constant_frame_score(labels, comp.best_constant(labels))
+    per_group = constant_frame_score(labels, comp.best_constant_per_group(labels))
+    prior = constant_frame_score(labels, comp.prior_probabilities(labels))
+    assert best <= per_group < prior
+
+
+def test_best_constants_on_the_real_competitions_label_counts():
+    import time
+
+    labels = real_like_labels()
+    injuries = [c for cols in comp.GROUPS.values() for c in cols[1:]]
+    assert labels[injuries].sum().tolist() == [64, 200, 115, 67, 259, 62, 199, 155]
+    assert labels.any_injury.sum() == 855 and len(labels) == 3147
+    started = time.perf_counter()
+    best = comp.best_constant(labels)
+    seconds = time.perf_counter() - started
+    scores = {"prior": constant_frame_score(labels, comp.prior_probabilities(labels)),
+              "per-group": constant_frame_score(labels, comp.best_constant_per_group(labels)),
+              "best constant": constant_frame_score(labels, best)}
+    print(" ".join(f"{name} {value:.4f}" for name, value in scores.items()), f"({seconds:.3f} s)")
+    assert scores["prior"] == pytest.approx(0.786, abs=0.02)
+    assert scores["per-group"] == pytest.approx(0.609, abs=0.02)
+    assert scores["best constant"] == pytest.approx(0.58, abs=0.02)
+    assert seconds < 1
+
+
+def test_best_constants_are_probabilities_never_zero():
+    healthy = labels_from_classes({g: np.zeros(20, int) for g in comp.GROUPS})  # no class but healthy
+    for probabilities in (comp.best_constant(healthy), comp.best_constant_per_group(healthy),
+                          comp.best_constant(random_labels(30, 9))):
+        values = np.array([probabilities[c] for c in comp.PREDICTION_COLUMNS])
+        assert (values >= comp.MIN_PROBABILITY * (1 - 1e-9)).all() and (values < 1).all()
+        for cols in comp.GROUPS.values():
+            assert sum(probabilities[c] for c in cols) == pytest.approx(1)
+    assert comp.COMPETITION.best_constant(healthy) == comp.best_constant(healthy)
+    with pytest.raises(ValueError, match="no labels"):
+        comp.best_constant(healthy.iloc[:0])

@@ -73,6 +73,7 @@ def _score_oof(args) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"OOF score of {len(args.oof)} runs blended {summary['oof']:.4f} over {summary['oof_patients']} patients "
-          f"(constant prior on the same patients {summary['oof_prior']:.4f})")
+          f"(constant prior on the same patients {summary['oof_prior']:.4f}, best constant "
+          f"{summary['oof_best_constant']:.4f}: OOF / best constant {summary['oof_best_constant_ratio']:.3f})")
     print("  " + "  ".join(f"{g} {v:.4f}" for g, v in summary["oof_groups"].items()))
     return 0

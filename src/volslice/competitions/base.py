@@ -9,6 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# The smallest probability a best constant gives a class: a class that no training row has would
+# otherwise get 0 (the log loss's clip then costs a test row of that class about 36); 1e-6 caps that
+# at about 14 and costs the training score about 1e-6.
+MIN_PROBABILITY = 1e-6
+
 
 class SubmissionError(ValueError):
     """A submission that the competition would reject; ``problems`` lists every reason."""
@@ -75,7 +80,8 @@ class Competition(ABC):
     - ``default_heads``: the classifier heads a run predicts by default;
     - ``pixel_fix``: a fix applied to each DICOM's stored values before rescaling, or None;
     - ``generator``: the module that writes its synthetic dataset (``generate(cfg, out, force=)``);
-    - ``label_weights``: each prediction column's weight in a multi-label loss (default 1).
+    - ``label_weights``: each prediction column's weight in a multi-label loss (default 1);
+    - ``higher_is_better``: the metric's direction (False: a loss, lower is better).
     """
 
     name: str
@@ -87,6 +93,7 @@ class Competition(ABC):
     generator: str
     pixel_fix = None
     label_weights: dict = {}
+    higher_is_better: bool = False
 
     @abstractmethod
     def find_series(self, root, skipped: list | None = None, splits=("train", "test"), index=None) -> list:
@@ -126,6 +133,16 @@ class Competition(ABC):
     @abstractmethod
     def prior_probabilities(self, train_labels: pd.DataFrame) -> dict[str, float]:
         """Prediction column -> the training labels' frequency (smoothed): the constant baseline."""
+
+    @abstractmethod
+    def best_constant(self, train_labels: pd.DataFrame) -> dict[str, float]:
+        """Prediction column -> probability: the constant submission that minimises this
+        competition's metric on ``train_labels`` (no probability exactly 0 or 1)."""
+
+    def best_constant_per_group(self, train_labels: pd.DataFrame) -> dict[str, float]:
+        """The simpler closed form of the best constant where the competition has one (each group's
+        own minimiser, ignoring what ties the groups together); by default ``best_constant``."""
+        return self.best_constant(train_labels)
 
     @abstractmethod
     def constant_submission(self, ids, probabilities: dict[str, float]) -> pd.DataFrame:

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from volslice.competitions.base import Competition, ScoreResult, SubmissionError, check_patients, check_values
+from volslice.competitions.base import (MIN_PROBABILITY, Competition, ScoreResult, SubmissionError, check_patients,
+                                        check_values)
 from volslice.data.layout import SkippedEntry, stray_reason
 from volslice.dicom import rsna2019_intercept_fix
 from volslice.io import atomic_write_csv
@@ -106,6 +107,16 @@ def prior_probabilities(train_labels: pd.DataFrame, pseudo_count: float = 0.5) -
     """Each subtype's frequency over the training images, with ``pseudo_count`` added to both classes."""
     n = len(train_labels)
     return {s: float((train_labels[s].sum() + pseudo_count) / (n + 2 * pseudo_count)) for s in SUBTYPES}
+
+
+def best_constant(train_labels: pd.DataFrame, min_probability: float = MIN_PROBABILITY) -> dict[str, float]:
+    """Each subtype's frequency over the training images, clipped to [``min_probability``,
+    1 - ``min_probability``]: the constant that minimises the metric on them. The metric weighs a
+    label column (any 2, the others 1), not a row's true class, so it is a fixed weighted sum of
+    each column's plain log loss, and a column's plain log loss is smallest at its frequency.
+    The clip keeps a subtype that no (or every) training image has from a probability of 0 (1)."""
+    frequency = train_labels[list(SUBTYPES)].to_numpy(dtype=float).mean(axis=0)
+    return dict(zip(SUBTYPES, np.clip(frequency, min_probability, 1 - min_probability).tolist()))
 
 
 def constant_submission(image_ids, probabilities: dict[str, float]) -> pd.DataFrame:
@@ -234,6 +245,10 @@ class Rsna2019(Competition):
 
     def prior_probabilities(self, train_labels: pd.DataFrame) -> dict[str, float]:
         return prior_probabilities(train_labels)
+
+    def best_constant(self, train_labels: pd.DataFrame) -> dict[str, float]:
+        """Each subtype's frequency (``best_constant``); it is also the per-group form."""
+        return best_constant(train_labels)
 
     def constant_submission(self, ids, probabilities: dict[str, float]) -> pd.DataFrame:
         return constant_submission(ids, probabilities)

@@ -142,15 +142,19 @@ def combine_oof(cfg: Config, data: Path, n_folds: int, report: Path | None = Non
 
 
 def score_oof(comp, data: Path, oof: pd.DataFrame, report: Path | None = None) -> dict:
-    """The OOF score beside the constant prior's on the same patients, their group losses and the
-    extra metrics (recorded in ``report``)."""
+    """The OOF score beside the constant prior's and the best constant's on the same patients (the
+    best constant fitted on those patients' own labels: the strictest constant), their group
+    losses, the OOF score over the best constant's (``oof_best_constant_ratio``) and the extra
+    metrics (recorded in ``report``)."""
     labels = pd.read_csv(Path(data) / "train.csv")
     solution = labels[labels.patient_id.isin(oof.patient_id)]
     result = comp.score(solution, oof)
     prior = comp.score(solution, comp.constant_submission(oof.patient_id, comp.prior_probabilities(labels)))
+    best = comp.score(solution, comp.constant_submission(oof.patient_id, comp.best_constant(solution)))
     summary = dict(oof=result.score, oof_groups=result.group_losses, oof_prior=prior.score,
-                   oof_prior_groups=prior.group_losses, oof_extra=comp.extra_metrics(solution, oof),
-                   oof_patients=len(oof))
+                   oof_prior_groups=prior.group_losses, oof_best_constant=best.score,
+                   oof_best_constant_groups=best.group_losses, oof_best_constant_ratio=result.score / best.score,
+                   oof_extra=comp.extra_metrics(solution, oof), oof_patients=len(oof))
     if report:
         update_json(report, **{k: v for k, v in summary.items() if k != "oof_patients"})
     return summary
