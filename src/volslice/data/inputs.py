@@ -81,16 +81,25 @@ def stack_slices(volume: np.ndarray, picks: np.ndarray, context: int = 0) -> np.
     return np.asarray(volume[stacks.ravel()]).reshape(len(picks), -1, height, width)
 
 
-def crop(image: np.ndarray, size: int, random: bool) -> np.ndarray:
-    """Square crop of the last two axes: at a random position, or centred."""
+def crop(image: np.ndarray, size: int, random: bool, around: tuple[int, int] | None = None) -> np.ndarray:
+    """Square crop of the last two axes: at a random position, or centred. ``around`` (y, x): a
+    random position among those whose crop holds that pixel (nnU-Net's foreground oversampling)."""
     height, width = image.shape[-2:]
     size = min(size, height, width)
     if random:
-        top = int(torch.randint(0, height - size + 1, (1,)))
-        left = int(torch.randint(0, width - size + 1, (1,)))
+        top = _crop_start(height, size, None if around is None else around[0])
+        left = _crop_start(width, size, None if around is None else around[1])
     else:
         top, left = (height - size) // 2, (width - size) // 2
     return np.ascontiguousarray(image[..., top : top + size, left : left + size])
+
+
+def _crop_start(length: int, size: int, inside: int | None) -> int:
+    """A random first index of a ``size`` window in ``length``, holding index ``inside`` where given."""
+    low, high = 0, length - size
+    if inside is not None:
+        low, high = max(low, inside - size + 1), min(high, inside)
+    return int(torch.randint(low, high + 1, (1,)))
 
 
 def sample_slices(volume: np.ndarray, n_slices: int, crop_size: int, context: int, train: bool,

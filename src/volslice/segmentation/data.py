@@ -35,9 +35,10 @@ class MaskedSliceDataset(Dataset):
     """``slices_per_series`` items per masked series: the 2.5D stack of one slice (C * (2 context
     + 1), crop, crop) uint8 and its mask (crop, crop) int64. Training picks jittered slices, random
     crops and, with ``flip``, left-right mirrors (the kidneys' labels swap); validation evenly spaced
-    slices and the centre crop. ``class_sampling``: the share of training samples whose slice is
-    drawn by organ instead (an organ of the series at random, then one of its slices), so that small
-    organs are seen as often as large ones (nnU-Net's foreground oversampling, per class)."""
+    slices and the centre crop. ``class_sampling``: the share of training samples drawn by organ
+    instead (an organ of the series at random, one of its slices, and a crop that holds one of its
+    pixels), so that small organs are seen as often as large ones (nnU-Net's foreground
+    oversampling, per class)."""
 
     def __init__(self, cache_dir, manifest: pd.DataFrame, *, context: int, crop: int, slices_per_series: int,
                  train: bool, flip: bool = False, class_sampling: float = 0.0):
@@ -48,7 +49,7 @@ class MaskedSliceDataset(Dataset):
         self.context, self.crop, self.per_series, self.train = context, crop, slices_per_series, train
         self.flip = flip and train
         self.class_sampling = class_sampling if train else 0.0
-        self._organ_slices: dict[int, list[np.ndarray]] = {}
+        self._organ_slices: dict[int, list[tuple[int, np.ndarray]]] = {}
 
     def __len__(self) -> int:
         return len(self.rows) * self.per_series
@@ -57,29 +58,35 @@ class MaskedSliceDataset(Dataset):
         row = self.rows.iloc[index // self.per_series]
         images = load_images(self.cache_dir, row)
         masks = np.load(self.cache_dir / row.mask_path, mmap_mode="r")
+        around = None
         if self.class_sampling and torch.rand(()) < self.class_sampling:
-            z = self._slice_of_an_organ(index // self.per_series, masks)
+            z, around = self._pixel_of_an_organ(index // self.per_series, masks)
         else:
             picks = select_slices(len(images), self.per_series, self.train)
             z = picks[index % self.per_series : index % self.per_series + 1]
         stack = np.concatenate([stack_slices(images, z, self.context)[0], masks[z]], axis=0)  # mask last
-        stack = crop(stack, self.crop, self.train)
+        stack = crop(stack, self.crop, self.train, around)
         mask = stack[-1].astype(np.int64)
         if self.flip and torch.rand(()) < 0.5:
             stack, mask = stack[..., ::-1], MIRRORED_LABELS[mask[..., ::-1]]
         return {"image": torch.from_numpy(np.ascontiguousarray(stack[:-1])),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask)), "series_id": int(row.series_id)}
 
-    def _slice_of_an_organ(self, position: int, masks: np.ndarray) -> np.ndarray:
-        """[z] of a slice showing an organ drawn uniformly among those the series' mask holds."""
+    def _pixel_of_an_organ(self, position: int, masks: np.ndarray) -> tuple[np.ndarray, tuple[int, int] | None]:
+        """([z], (y, x)): a pixel of an organ drawn uniformly among those the series' mask holds, on a
+        slice drawn uniformly among those showing it; the crop is then placed to hold that pixel.
+        A series with no organ gives a random slice and no pixel."""
         if position not in self._organ_slices:
             shown = [np.flatnonzero((masks == c).any(axis=(1, 2))) for c in range(1, len(ORGAN_CLASSES))]
-            self._organ_slices[position] = [slices for slices in shown if len(slices)]
+            self._organ_slices[position] = [(c, slices) for c, slices in enumerate(shown, start=1) if len(slices)]
         organs = self._organ_slices[position]
         if not organs:
-            return np.array([int(torch.randint(len(masks), (1,)))])
-        slices = organs[int(torch.randint(len(organs), (1,)))]
-        return slices[[int(torch.randint(len(slices), (1,)))]]
+            return np.array([int(torch.randint(len(masks), (1,)))]), None
+        label, slices = organs[int(torch.randint(len(organs), (1,)))]
+        z = int(slices[int(torch.randint(len(slices), (1,)))])
+        ys, xs = np.nonzero(masks[z] == label)
+        pick = int(torch.randint(len(ys), (1,)))
+        return np.array([z]), (int(ys[pick]), int(xs[pick]))
 
 
 def fusion_class_map(shape: tuple[int, int], cfg: VolumeFusionConfig, rng: np.random.Generator) -> np.ndarray:

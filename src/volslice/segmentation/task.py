@@ -19,20 +19,33 @@ def normalise(images: torch.Tensor, device) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
+def batch_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """1 - the mean soft Dice of the foreground classes present in the batch, each computed over
+    every pixel of the batch at once (nnU-Net's batch Dice without the background): a small organ
+    weighs as much as a large one, and a slice that lacks it does not make its Dice undefined. A
+    class absent from the whole batch is left out (its false positives are cross-entropy's)."""
+    probs = logits.float().softmax(1)
+    onehot = F.one_hot(target, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (0, *range(2, probs.ndim))
+    both = (probs * onehot).sum(dims)
+    dice = (2 * both + smooth) / (probs.sum(dims) + onehot.sum(dims) + smooth)
+    present = onehot.sum(dims)[1:] > 0
+    if not present.any():
+        return logits.sum() * 0.0
+    return 1 - dice[1:][present].mean()
+
+
 class SegmentationTask:
     """``class_names[0]`` is the background; the score is 1 - the mean Dice of the other classes."""
 
     def __init__(self, class_names: list[str], dice_weight: float = 0.5):
-        import segmentation_models_pytorch as smp
-
         self.class_names, self.dice_weight = list(class_names), dice_weight
-        self.dice_loss = smp.losses.DiceLoss(mode="multiclass", from_logits=True)
 
     def train_loss(self, model, batch, device):
-        """dice_weight * Dice loss + (1 - dice_weight) * cross-entropy, both logged."""
+        """dice_weight * batch Dice loss + (1 - dice_weight) * cross-entropy, both logged."""
         target = batch["mask"].to(device)
         logits = model(normalise(batch["image"], device)).float()
-        dice, ce = self.dice_loss(logits, target), F.cross_entropy(logits, target)
+        dice, ce = batch_dice_loss(logits, target), F.cross_entropy(logits, target)
         total = self.dice_weight * dice + (1 - self.dice_weight) * ce
         return total, {"loss_dice": float(dice.detach()), "loss_ce": float(ce.detach())}
 
