@@ -87,6 +87,36 @@ def test_inference_input_equals_the_training_validation_input(tiny_data, trained
         np.testing.assert_array_equal(slices, dataset[index]["image"].numpy())
 
 
+def test_inference_applies_the_calibration_fitted_on_every_oof_row(tiny_data, trained, tmp_path):
+    """``score --oof --fit`` saves the fit made on every OOF row; ``infer --ensemble`` predicts the
+    same rows as the runs alone, then applies exactly that fit."""
+    from volslice.calibration import EnsembleFit, apply_shifts, fit_shifts
+
+    fit_file, report = tmp_path / "fits" / "ensemble.json", tmp_path / "report.json"
+    assert cli(["score", "--data", str(tiny_data), "--oof", str(trained), "--fit", str(fit_file),
+                "--report", str(report)]) == 0
+    fit = EnsembleFit.load(fit_file)
+    oof = pd.read_csv(trained / "oof.csv")
+    labels = pd.read_csv(tiny_data / "train.csv")
+    assert fit.shifts == pytest.approx(fit_shifts(comp.COMPETITION, labels, oof), abs=1e-6)
+    assert fit.run_folders(fit_file)[0].resolve() == trained.resolve()
+    assert json.loads(report.read_text())["oof_calibrated"] == pytest.approx(fit.oof_calibrated)
+    fit.shifts = {c: 0.5 for c in fit.shifts}  # a fit that surely moves the rows
+    fit.save(fit_file)
+    calibrated = predict(tiny_data, ensemble=fit_file, device="cpu", progress=False).submission
+    raw = predict(tiny_data, [trained], device="cpu", progress=False).submission
+    pd.testing.assert_frame_equal(calibrated, apply_shifts(comp.COMPETITION, raw, fit.shifts), atol=1e-9)
+    assert not np.allclose(calibrated[comp.PREDICTION_COLUMNS], raw[comp.PREDICTION_COLUMNS])
+    # the bundle carries the file with its runs named as the bundle's model folders
+    from volslice.bundle import bundled_ensemble, export_models
+
+    for run in bundled_ensemble(fit_file, tmp_path / "bundle" / "models"):
+        export_models(run, tmp_path / "bundle" / "models")
+    bundled = predict(tiny_data, ensemble=tmp_path / "bundle" / "models" / "ensemble.json", device="cpu",
+                      progress=False).submission
+    pd.testing.assert_frame_equal(bundled, calibrated, atol=1e-6)
+
+
 def test_weights_unreadable_patients_and_stray_entries(tiny_data, trained, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)

@@ -11,6 +11,8 @@ BUNDLE/models/<run>/segmenter/fold<k>/  the same for the segmentation model an o
                       predicts its organs with
 BUNDLE/models/<run>/fold<k>/stage1/, stage2/  a descriptor run's two stages, the same way, with
                       prior.json beside them
+BUNDLE/models/ensemble.json  where built from an ensemble file: its runs (by their folder names
+                      here), weights and calibration
 BUNDLE/inference.ipynb
 """
 
@@ -21,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from volslice.calibration import ENSEMBLE_FILE, EnsembleFit
 from volslice.config import PROJECT_ROOT
 from volslice.descriptors.predictor import STAGES, descriptor_folds, is_descriptor_run
 from volslice.io import atomic_write_text
@@ -63,10 +66,23 @@ def export_models(run_dir: Path, out: Path) -> list[Path]:
     return written
 
 
-def build(models: list, out: Path, *, python_version: str | None = None, platform: str | None = None,
-          with_torch: bool = False) -> Path:
-    """Write the Kaggle bundle to ``out``: wheels, requirements, every run's exported folds, the notebook."""
+def bundled_ensemble(ensemble: Path, models_dir: Path) -> list[Path]:
+    """Write ``ensemble`` (an ensemble file) to ``models_dir/ensemble.json`` with its runs named as
+    the bundle's run folders beside it; returns the runs' own folders, to export."""
+    fit = EnsembleFit.load(ensemble)
+    runs = fit.run_folders(ensemble)
+    fit.runs = [run.name for run in runs]
+    fit.save(Path(models_dir) / ENSEMBLE_FILE)
+    return runs
+
+
+def build(models: list | None, out: Path, *, python_version: str | None = None, platform: str | None = None,
+          with_torch: bool = False, ensemble: Path | None = None) -> Path:
+    """Write the Kaggle bundle to ``out``: wheels, requirements, every run's exported folds, the
+    notebook; the runs of ``ensemble`` (an ensemble file) in place of ``models``, and the file."""
     out = Path(out)
+    if ensemble is not None:
+        models = bundled_ensemble(ensemble, out / "models")
     wheels = out / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip"]

@@ -1,7 +1,8 @@
 """Offline inference: raw DICOM series -> fold ensemble -> validated submission.
 
 Each run folder becomes a ``Predictor`` (a descriptor run a ``DescriptorPredictor``; its saved config decides the cache settings, the input,
-TTA, the series aggregation and the fill for absent heads, exactly as in its OOF predictions).
+TTA, the series aggregation and the fill for absent heads, exactly as in its OOF predictions); an
+ensemble file adds the run weights and the calibration fitted on their OOF rows.
 Series are read and windowed in a reader process (``parallel.imap_surviving_crashes``), once for
 every distinct cache config, while the models predict the previous one; a series that kills its
 reader is retried alone, then reported. Organ-aware runs whose segmenters are the same (settings
@@ -21,12 +22,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from volslice import competitions
+from volslice.calibration import EnsembleFit
 from volslice.data.cache import read_for_prediction
 from volslice.descriptors.predictor import DescriptorPredictor, is_descriptor_run
 from volslice.evaluation import score_if_labelled
 from volslice.io import atomic_write_csv, update_json
 from volslice.parallel import WorkerCrash, imap_surviving_crashes
-from volslice.predictor import Predictor, ensemble, ensemble_prior
+from volslice.predictor import Predictor, ensemble as ensemble_rows, ensemble_prior
 from volslice.training.engine import DistContext, resolve_device
 
 log = logging.getLogger(__name__)
@@ -94,13 +96,22 @@ def load_predictor(folder, device, weight: float = 1.0):
     return (DescriptorPredictor if is_descriptor_run(folder) else Predictor).load(folder, device, weight)
 
 
-def predict(data, model_folders, *, weights=None, device: str = "auto", split: str = "test",
+def predict(data, model_folders=None, *, weights=None, ensemble=None, device: str = "auto", split: str = "test",
             progress: bool = True, readers: int = 1) -> InferenceResult:
     """Predict every id (patient or image) of ``split`` with the runs in ``model_folders`` (run
-    folders, fold folders or a bundle's model folders), weighted by ``weights``; the submission is
-    validated. An id none of whose slices could be read gets the runs' training prior."""
+    folders, fold folders or a bundle's model folders), weighted by ``weights``; or with the runs,
+    weights and calibration of an ``ensemble`` file (``volslice score --oof ... --fit``). The
+    submission is validated. An id none of whose slices could be read gets the runs' training prior."""
     data = Path(data)
     start = time.perf_counter()
+    fit = None
+    if ensemble is not None:
+        if model_folders:
+            raise ValueError("give the model folders or an ensemble file (which names its runs), not both")
+        fit = EnsembleFit.load(ensemble)
+        model_folders, weights = fit.run_folders(ensemble), fit.weights
+    if not model_folders:
+        raise ValueError("no model folders to predict with")
     torch_device = resolve_device(device, DistContext())
     weights = weights or [1.0] * len(model_folders)
     predictors = [load_predictor(f, torch_device, w) for f, w in zip(model_folders, weights)]
@@ -141,8 +152,10 @@ def predict(data, model_folders, *, weights=None, device: str = "auto", split: s
             rows[k] += predictor.series_rows(result["images"][j], task.patient_id, task.series_id, record,
                                              image_ids=result["image_ids"][j])
     id_column, columns = comp.id_column, [comp.id_column, *comp.prediction_columns]
-    readable = pd.DataFrame(ensemble(predictors, [p.patient_rows(pd.DataFrame(r)) for p, r in zip(predictors, rows)])
+    readable = pd.DataFrame(ensemble_rows(predictors, [p.patient_rows(pd.DataFrame(r)) for p, r in zip(predictors, rows)])
                             if rows[0] else None, columns=columns)
+    if fit is not None and len(readable):
+        readable = fit.apply(comp, readable)
     expected = expected_ids(data, split, comp, tasks)
     unreadable = sorted(set(readable[id_column] if expected is None else expected) - set(readable[id_column]))
     problems += _unpredicted(comp, unreadable)
@@ -172,8 +185,8 @@ def _unpredicted(comp, ids: list) -> list[dict]:
                        "the training prior is submitted"}]
 
 
-def predict_to_file(data, model_folders, out, *, report=None, **options) -> InferenceResult:
-    """``predict``, then write the submission atomically and record the score in ``report``."""
+def predict_to_file(data, model_folders=None, *, out, report=None, **options) -> InferenceResult:
+    """``predict``, then write the submission to ``out`` atomically and record the score in ``report``."""
     result = predict(data, model_folders, **options)
     atomic_write_csv(out, result.submission)
     log.info("submission (%d patients) written to %s", result.patients, out)

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from volslice import competitions
+from volslice.calibration import blend
 from volslice.config import Config, load_config
 from volslice.data.inputs import InputSpec, sample_input
 from volslice.io import atomic_write_json
@@ -151,21 +152,6 @@ def _read_prior(fold: Path, comp) -> dict:
         return json.loads(path.read_text())
     log.warning("%s has no %s: heads it does not predict get the sample submission's values", fold, PRIOR_FILE)
     return comp.sample_submission([0]).iloc[0][comp.PREDICTION_COLUMNS].astype(float).to_dict()
-
-
-def blend(comp, submissions: list[pd.DataFrame], predicted: list[list[str]], weights: list[float]) -> pd.DataFrame:
-    """The weighted mean of several runs' wide rows, column by column over the runs that predict
-    it (``predicted``: each run's columns; a column no run predicts: the weighted mean of their
-    fills), on the first submission's patients. One run: its submission."""
-    ids = submissions[0][comp.id_column]
-    frames = [s.set_index(comp.id_column).loc[ids] for s in submissions]
-    out = pd.DataFrame({comp.id_column: ids.to_numpy()})
-    for col in comp.prediction_columns:
-        voters = [i for i, columns in enumerate(predicted) if col in columns] or range(len(submissions))
-        voter_weights = np.array([weights[i] for i in voters])
-        values = np.stack([frames[i][col].to_numpy(float) for i in voters])
-        out[col] = (voter_weights[:, None] * values).sum(0) / voter_weights.sum()
-    return out[[comp.id_column, *comp.prediction_columns]]
 
 
 def ensemble(predictors: list[Predictor], submissions: list[pd.DataFrame]) -> pd.DataFrame:

@@ -1,11 +1,13 @@
 """A folder to upload as a Kaggle dataset, so that the inference notebook runs with no internet.
 
-    volslice bundle --models RUN_DIR [RUN_DIR ...] --out BUNDLE [--python-version 3.11]
+    volslice bundle (--models RUN_DIR [RUN_DIR ...] | --ensemble ENSEMBLE.json) --out BUNDLE [--python-version 3.11]
         [--platform manylinux2014_x86_64] [--with-torch]
 
 Writes the project and its runtime dependencies as wheels, each run's folds as safetensors with
 their config and prior (a segmenter or both descriptor stages where the run has them) and the
-inference notebook; the layout is in the docstring of ``volslice.bundle``.
+inference notebook; with ``--ensemble``, the runs an ensemble file names and the file itself
+(``BUNDLE/models/ensemble.json``, for the notebook's ``ENSEMBLE``). The layout is in the docstring
+of ``volslice.bundle``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 def add_arguments(parser) -> None:
     """The subcommand's arguments."""
-    parser.add_argument("--models", nargs="+", type=Path, required=True, help="training output folders")
+    models = parser.add_mutually_exclusive_group(required=True)
+    models.add_argument("--models", nargs="+", type=Path, help="training output folders")
+    models.add_argument("--ensemble", type=Path, help="an ensemble file (volslice score --oof ... --fit): its runs")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--python-version", help="target Python, e.g. 3.11 (default: this one)")
     parser.add_argument("--platform", help="target wheel platform, e.g. manylinux2014_x86_64")
@@ -27,7 +31,7 @@ def run(args) -> int:
     from volslice.bundle import build
 
     out = build(args.models, args.out, python_version=args.python_version, platform=args.platform,
-                with_torch=args.with_torch)
+                with_torch=args.with_torch, ensemble=args.ensemble)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
     print(f"Kaggle bundle written to {out} ({size:.0f} MB); upload it as a dataset and set the notebook's "
           "INSTALL_FROM_BUNDLE = True and BUNDLE_DIR to its path")

@@ -1,11 +1,15 @@
 """Score a submission file with a competition's metric, or the blended OOF predictions of runs.
 
     volslice score --competition rsna2023 --solution SOLUTION.csv --submission SUBMISSION.csv [--json]
-    volslice score --data ROOT --oof RUN [RUN ...] [--weights W ...] [--report WORK/report.json] [--json]
+    volslice score --data ROOT --oof RUN [RUN ...] [--weights W ...] [--fit ENSEMBLE.json]
+        [--report WORK/report.json] [--json]
 
 The second form blends the runs' oof.csv as inference blends their submissions (each column over
 the runs that predict it), so the OOF score of an ensemble of runs (e.g. whole-slice and organ
-crops) estimates its submission; it is recorded as ``oof`` in the report. An invalid submission is
+crops) estimates its submission; it is recorded as ``oof`` in the report. ``--fit`` also fits the
+run weights and a metric-aware calibration (a log-odds shift per column) on those OOF rows and
+saves them as one file that ``volslice infer --ensemble``, the notebook and the bundle apply; the
+OOF score it reports (``oof_calibrated``) calibrates each fold with a fit made without it. An invalid submission is
 refused with every reason named (exit status 2).
 """
 
@@ -27,6 +31,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", type=Path, help="competition data root (train.csv), with --oof")
     parser.add_argument("--oof", type=Path, nargs="+", help="run folders whose oof.csv are blended and scored")
     parser.add_argument("--weights", type=float, nargs="+", help="one weight per --oof run (default: equal)")
+    parser.add_argument("--fit", type=Path, help="with --oof: fit weights and calibration, save them to this file")
     parser.add_argument("--report", type=Path, help="JSON report to record the blended OOF score in")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -65,7 +70,7 @@ def _score_oof(args) -> int:
     if args.weights and len(args.weights) != len(args.oof):
         args.parser.error(f"{len(args.weights)} weights for {len(args.oof)} runs")
     try:
-        summary = ensemble_oof(args.oof, args.data, args.weights, args.report)
+        summary = ensemble_oof(args.oof, args.data, args.weights, args.report, args.fit)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -76,4 +81,9 @@ def _score_oof(args) -> int:
           f"(constant prior on the same patients {summary['oof_prior']:.4f}, best constant "
           f"{summary['oof_best_constant']:.4f}: OOF / best constant {summary['oof_best_constant_ratio']:.3f})")
     print("  " + "  ".join(f"{g} {v:.4f}" for g, v in summary["oof_groups"].items()))
+    if args.fit:
+        print(f"calibrated (each fold by a fit without it) {summary['oof_calibrated']:.4f}: OOF / best constant "
+              f"{summary['oof_calibrated_ratio']:.3f}; weights and calibration fitted on every OOF row saved "
+              f"to {args.fit}")
+        print("  " + "  ".join(f"{g} {v:.4f}" for g, v in summary["oof_calibrated_groups"].items()))
     return 0

@@ -152,6 +152,13 @@ class Competition(ABC):
     def perfect_submission(self, solution: pd.DataFrame) -> pd.DataFrame:
         """The submission that predicts ``solution`` exactly (its score is ~0)."""
 
+    def calibration_groups(self) -> list[list[str]]:
+        """The prediction columns as calibration sees them: a list of columns that sum to one per
+        row (its first is the reference, the others' odds against it are rescaled), or a single
+        column, an independent binary label (its own odds are rescaled). Default: every column
+        on its own."""
+        return [[c] for c in self.prediction_columns]
+
     def as_submission(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A wide frame (``id_column`` and one column per prediction column, one row per id) in the
         submission's shape; a wide label frame becomes a solution the same way."""

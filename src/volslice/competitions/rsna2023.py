@@ -355,6 +355,10 @@ class Rsna2023(Competition):
     def perfect_submission(self, solution: pd.DataFrame) -> pd.DataFrame:
         return solution[SUBMISSION_COLUMNS].astype({c: float for c in PREDICTION_COLUMNS})
 
+    def calibration_groups(self) -> list[list[str]]:
+        """The five groups, healthy first: calibration rescales the injury columns against it."""
+        return [list(cols) for cols in GROUPS.values()]
+
     def sample_weights(self, labels: pd.DataFrame) -> pd.DataFrame:
         """The metric's weight columns of a solution."""
         return sample_weights(labels)

@@ -13,6 +13,7 @@ have masks, validation series the segmenter's, as inference will. The segmenter 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from volslice import competitions
+from volslice.calibration import fit_ensemble
 from volslice.config import CacheConfig, Config, changed_keys, load_config, to_yaml
 from volslice.data.cache import cache_config_fingerprint, load_manifest
 from volslice.data.dataset import SeriesDataset
@@ -160,20 +162,49 @@ def score_oof(comp, data: Path, oof: pd.DataFrame, report: Path | None = None) -
     return summary
 
 
-def ensemble_oof(run_dirs: list, data: Path, weights: list[float] | None = None, report: Path | None = None) -> dict:
+def oof_folds(run_dir: Path, id_column: str) -> pd.Series:
+    """Each OOF id's fold (from the fold folders' oof.csv), indexed by id."""
+    parts = [pd.read_csv(folder / "oof.csv")[id_column].to_frame().assign(fold=int(folder.name[len("fold"):]))
+             for folder in fold_folders(run_dir) if (folder / "oof.csv").exists()]
+    return pd.concat(parts).drop_duplicates(id_column).set_index(id_column)["fold"]
+
+
+def ensemble_oof(run_dirs: list, data: Path, weights: list[float] | None = None, report: Path | None = None,
+                 fit: Path | None = None) -> dict:
     """The runs' oof.csv blended as inference blends their submissions (column by column over the
-    runs that predict it), on the patients every run has, and scored (see ``score_oof``)."""
+    runs that predict it), on the patients every run has, and scored (see ``score_oof``).
+
+    ``fit``: also fit the run weights and the metric-aware calibration on these OOF rows and save
+    them there (``calibration.EnsembleFit``, what ``volslice infer --ensemble`` applies); the
+    summary then adds ``oof_calibrated``, each fold's rows calibrated by a fit without that fold,
+    and its ratio to the best constant."""
+    run_dirs = [Path(run) for run in run_dirs]
     cfgs = [load_config(fold_folders(run)[0] / "config.yaml") for run in run_dirs]
     comp = competitions.get(cfgs[0].competition)
-    missing = [str(run) for run in run_dirs if not (Path(run) / "oof.csv").exists()]
+    missing = [str(run) for run in run_dirs if not (run / "oof.csv").exists()]
     if missing:
         raise FileNotFoundError(f"no oof.csv (every fold trained) in {', '.join(missing)}")
-    frames = [pd.read_csv(Path(run) / "oof.csv") for run in run_dirs]
+    frames = [pd.read_csv(run / "oof.csv") for run in run_dirs]
     common = set.intersection(*(set(f[comp.ID_COLUMN]) for f in frames))
-    frames = [f[f[comp.ID_COLUMN].isin(common)].sort_values(comp.ID_COLUMN) for f in frames]
+    frames = [f[f[comp.ID_COLUMN].isin(common)].sort_values(comp.ID_COLUMN).reset_index(drop=True) for f in frames]
     predicted = [[c for h in cfg.model.heads for c in comp.GROUPS[h]] for cfg in cfgs]
-    oof = blend(comp, frames, predicted, weights or [1.0] * len(frames))
-    return score_oof(comp, data, oof, report)
+    weights = weights or [1.0] * len(frames)
+    summary = score_oof(comp, data, blend(comp, frames, predicted, weights), report)
+    if fit is None:
+        return summary
+    labels = pd.read_csv(Path(data) / "train.csv")
+    runs = [os.path.relpath(run.resolve(), Path(fit).resolve().parent) for run in run_dirs]
+    ensemble_fit, nested = fit_ensemble(comp, labels, frames, predicted, oof_folds(run_dirs[0], comp.ID_COLUMN),
+                                        runs, weights)
+    ensemble_fit.save(fit)
+    calibrated = dict(oof_calibrated=ensemble_fit.oof_calibrated,
+                      oof_calibrated_groups=comp.score(labels[labels.patient_id.isin(nested.patient_id)],
+                                                       nested).group_losses,
+                      oof_calibrated_ratio=ensemble_fit.oof_calibrated / summary["oof_best_constant"],
+                      ensemble=str(fit))
+    if report:
+        update_json(report, **calibrated)
+    return {**summary, **calibrated}
 
 
 def train_folds(cfg: Config, data: Path, cache: Path, folds_file: Path, chosen: list[int] | None = None,
