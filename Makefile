@@ -65,9 +65,10 @@ endif
 		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier $(FINETUNE)
 	$(VOLSLICE) train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
 		--config $(ORGAN_CONFIG) --resume train.out_dir=$(WORK)/runs/organs $(ORGAN_START)
-	$(VOLSLICE) score --data $(DEMO_DATA) --oof $(WORK)/runs/classifier $(WORK)/runs/organs --report $(WORK)/report.json
+	$(VOLSLICE) score --data $(DEMO_DATA) --oof $(WORK)/runs/classifier $(WORK)/runs/organs --report $(WORK)/report.json \
+		--fit $(WORK)/runs/ensemble.json
 	$(VENV)/bin/papermill --log-output --no-progress-bar notebooks/inference.ipynb $(WORK)/inference.ipynb \
-		-p DATA_ROOT $(DEMO_DATA) -y "MODEL_DIRS: ['$(WORK)/runs/classifier', '$(WORK)/runs/organs']" \
+		-p DATA_ROOT $(DEMO_DATA) -p ENSEMBLE $(WORK)/runs/ensemble.json \
 		-p OUTPUT $(SUBMISSIONS)/demo_ensemble.csv \
 		-p REPORT $(WORK)/report.json -p DEVICE auto -p PROGRESS False
 	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
@@ -84,7 +85,7 @@ test-gpu: setup
 	$(PY) -m pytest -q -m gpu -rs
 
 kaggle-bundle: setup
-	$(VOLSLICE) bundle --models $(WORK)/runs/classifier $(WORK)/runs/organs --out $(WORK)/kaggle_bundle
+	$(VOLSLICE) bundle --ensemble $(WORK)/runs/ensemble.json --out $(WORK)/kaggle_bundle
 
 bench-preprocess: setup
 	$(PY) benchmarks/bench_preprocess.py --work work/bench512
