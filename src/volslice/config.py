@@ -82,6 +82,7 @@ class ModelConfig:
     dropout: float = 0.2
     drop_path: float = 0.0
     slice_loss_weight: float = 0.0  # auxiliary image-level loss (bowel, extravasation)
+    mask_loss_weight: float = 0.0  # auxiliary organ-mask loss on the encoder (series with cached masks; 0: off)
 
 
 @dataclass

@@ -133,3 +133,30 @@ def test_each_head_reads_its_own_organs_crops():
     assert out["liver"].shape == (2, 3)
     with pytest.raises(ValueError, match="3 organ crop sequences for heads that read 2"):
         model(torch.randn(1, 3, 2, 1, 32, 32))
+
+
+@pytest.mark.parametrize("context, organ_input", [(0, False), (1, False), (0, True)])
+def test_masks_ride_along_with_the_image(context, organ_input):
+    """Sampled from a VolumeWithMasks, the image is exactly what sample_input gives without the masks
+    (same random draws), and each organ's mask channel marks that organ's pixels of the centre slice."""
+    from volslice.data.inputs import VolumeWithMasks, split_masks
+
+    masks = labelled_volume()
+    volume = (masks[:, None] * 40 + 10).astype(np.uint8)  # every organ its own grey level
+    heads = ["liver", "kidney"] if organ_input else ["bowel"]
+    spec = InputSpec(n_slices=6, crop=32, context=context, input="organs" if organ_input else "slices",
+                     heads=tuple(heads))
+    record = organ_record(masks) if organ_input else None
+    torch.manual_seed(3)
+    plain, _ = sample_input(volume, spec, True, record)
+    torch.manual_seed(3)
+    stack, _ = sample_input(VolumeWithMasks(volume, masks), spec, True, record)
+    image, organs = split_masks(stack, 1, context)
+    np.testing.assert_array_equal(image, plain)
+    assert organs.shape == (*plain.shape[:-3], 5, 32, 32)
+    centre = image[..., context, :, :].astype(int)
+    for k in range(5):  # where a mask channel is fully on, the centre slice shows that organ's grey level
+        on = organs[..., k, :, :] == 255
+        if on.any():
+            assert (centre[on] == (k + 1) * 40 + 10).all()
+    assert (organs == 255).any()

@@ -94,3 +94,16 @@ def test_bad_options_are_named():
         SliceSequenceModel(backbone="resnet10t", sequence="conv")
     with pytest.raises(ValueError, match="pooling"):
         SliceSequenceModel(backbone="resnet10t", pooling="median")
+
+
+def test_mask_head_predicts_organ_maps_and_leaves_the_heads_as_they_were():
+    torch.manual_seed(0)
+    plain = SliceSequenceModel(backbone="resnet10t", in_chans=1, hidden=8).eval()
+    torch.manual_seed(0)
+    masked = SliceSequenceModel(backbone="resnet10t", in_chans=1, hidden=8, mask_channels=5).eval()
+    x = torch.randn(2, 3, 1, 64, 64)
+    with torch.no_grad():
+        out, reference = masked(x), plain(x)
+        views = masked(torch.randn(2, 5, 3, 1, 64, 64))
+    assert out["masks"].shape == (2 * 3, 5, 2, 2) and views["masks"].shape == (2 * 5 * 3, 5, 2, 2)
+    torch.testing.assert_close(out["liver"], reference["liver"])

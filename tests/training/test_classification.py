@@ -130,3 +130,30 @@ def test_fold_minus_one_and_pretrained_file(tiny_data, prepared, tmp_path):
     assert report.missing == [] and report.loaded > 10
     state = load_checkpoint(out / "fold-1" / "best.pt")["model"]
     torch.testing.assert_close(model.backbone.conv1[0].weight, state["backbone.conv1.0.weight"])
+
+
+def test_augment_moves_masks_with_the_image_but_keeps_their_values():
+    from volslice.training.classification import mask_loss
+
+    x = torch.zeros(2, 3, 1, 16, 16)
+    x[..., 2:6, 3:9] = 1.0
+    masks = (x > 0).float().repeat(1, 1, 2, 1, 1)  # two mask channels, both the bright square
+    y, moved = augment(x, TrainConfig(flip=True, rotate_degrees=0.0, intensity=0.5), masks)
+    assert moved.shape == masks.shape and set(moved.unique().tolist()) <= {0.0, 1.0}  # no contrast change
+    bright = y > y.mean(dim=(-1, -2), keepdim=True)
+    assert torch.equal(bright.expand_as(moved), moved > 0.5)  # a flipped image, a flipped mask
+    logits = torch.full((2 * 3, 2, 4, 4), -20.0)
+    has = torch.tensor([1.0, 0.0])
+    assert mask_loss(logits, torch.zeros_like(masks), has) < 1e-6
+    assert mask_loss(logits, masks, has) > mask_loss(logits, masks, torch.zeros(2)) == 0
+
+
+def test_mask_loss_run_trains_the_mask_head(tiny_data, prepared, tmp_path):
+    out = tmp_path / "masks"
+    args = ["--data", str(tiny_data), "--cache", str(prepared / "cache"), "--folds", str(prepared / "folds.csv"),
+            "--fold", "0", *SMALL, "model.mask_loss_weight=1.0", "train.epochs=2", f"train.out_dir={out}"]
+    assert train_main(args) == 0
+    summary = pd.read_csv(out / "fold0" / "summary.csv")
+    assert summary.loss_masks.iloc[-1] < summary.loss_masks.iloc[0]
+    assert "mask_head.weight" in load_checkpoint(out / "fold0" / "best.pt")["model"]
+    assert (out / "fold0" / "oof.csv").exists()

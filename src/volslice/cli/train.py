@@ -50,7 +50,8 @@ def run(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if summary:
-        print(f"OOF score {summary['oof']:.4f} over {summary['oof_patients']} patients (constant prior on the "
-              f"same patients {summary['oof_prior']:.4f})")
+        print(f"OOF score {summary['oof']:.4f} over {summary['oof_patients']} patients (best constant on the "
+              f"same patients {summary['oof_best_constant']:.4f}: OOF / best constant "
+              f"{summary['oof_best_constant_ratio']:.3f}; raw prior {summary['oof_prior']:.4f})")
         print("  " + "  ".join(f"{g} {v:.4f}" for g, v in summary["oof_groups"].items()))
     return 0

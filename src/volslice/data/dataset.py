@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from volslice.data.cache import load_images
-from volslice.data.inputs import InputSpec, sample_input
+from volslice.data.inputs import InputSpec, VolumeWithMasks, sample_input, split_masks
 
 
 class SeriesDataset(Dataset):
@@ -24,15 +24,19 @@ class SeriesDataset(Dataset):
 
     ``heads`` maps a head name to its label columns (the competition's groups); a head with two
     columns is binary (target = injured), one with three is a class index. ``organs`` maps a series
-    id to its organ record, where ``spec`` needs one.
+    id to its organ record, where ``spec`` needs one. With ``organ_masks`` (the auxiliary mask loss)
+    an item also holds ``organ_masks``, the organs of every sampled slice or crop (uint8 0-255 per
+    organ, cut and resized as the image) and ``has_masks`` (0 where the series has no cached mask).
     """
 
     def __init__(self, cache_dir, manifest: pd.DataFrame, heads: dict, *, spec: InputSpec,
                  labels: pd.DataFrame | None = None, image_labels: pd.DataFrame | None = None,
-                 slice_heads: dict | None = None, organs: dict | None = None, train: bool = False):
+                 slice_heads: dict | None = None, organs: dict | None = None, train: bool = False,
+                 organ_masks: bool = False):
         self.cache_dir = Path(cache_dir)
         self.rows = manifest.reset_index(drop=True)
         self.heads, self.spec, self.train, self.organs = heads, spec, train, organs or {}
+        self.organ_masks = organ_masks
         if spec.needs_organs:
             missing = sorted(set(self.rows.series_id.astype(int)) - set(self.organs))
             if missing:
@@ -51,9 +55,18 @@ class SeriesDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self.rows.iloc[index]
         volume = load_images(self.cache_dir, row)  # (z, c, h, w) memmap
-        image, picks = sample_input(volume, self.spec, self.train, self.organs.get(int(row.series_id)))
-        item = {"image": torch.from_numpy(image), "patient_id": int(row.patient_id),
-                "series_id": int(row.series_id)}
+        record = self.organs.get(int(row.series_id))
+        item = {"patient_id": int(row.patient_id), "series_id": int(row.series_id)}
+        if self.organ_masks:
+            has_masks = isinstance(row.get("mask_path"), str)
+            masks = np.load(self.cache_dir / row.mask_path, mmap_mode="r") if has_masks else \
+                np.zeros((volume.shape[0], *volume.shape[2:]), np.uint8)
+            stack, picks = sample_input(VolumeWithMasks(volume, masks), self.spec, self.train, record)
+            image, organ_masks = split_masks(stack, volume.shape[1], self.spec.context)
+            item.update(organ_masks=torch.from_numpy(organ_masks), has_masks=torch.tensor(float(has_masks)))
+        else:
+            image, picks = sample_input(volume, self.spec, self.train, record)
+        item["image"] = torch.from_numpy(image)
         if self.labels is not None:
             item.update(self._targets(int(row.patient_id)))
             if self.slice_heads:

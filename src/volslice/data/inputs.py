@@ -183,6 +183,34 @@ def organ_crops(volume: np.ndarray, record: dict, part: str, spec: InputSpec, tr
     return np.ascontiguousarray(cut_and_resize(stack, window, spec.crop, spec.crop))
 
 
+class VolumeWithMasks:
+    """A cached series (z, C, H, W) read with its organ masks as ``len(ORGAN_LABELS)`` more channels
+    (0 or 255 per organ), slice by slice as it is indexed, so that ``sample_input`` cuts, crops and
+    resizes the masks exactly as the image; ``split_masks`` takes them apart again."""
+
+    def __init__(self, volume: np.ndarray, masks: np.ndarray):
+        self.volume, self.masks = volume, masks
+        z, c, h, w = volume.shape
+        self.shape = (z, c + len(ORGAN_LABELS), h, w)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        labels = np.asarray(self.masks[index])
+        organs = np.stack([(labels == k) for k in range(1, len(ORGAN_LABELS) + 1)], axis=-3).astype(np.uint8) * 255
+        return np.concatenate([np.asarray(self.volume[index]), organs], axis=-3)
+
+
+def split_masks(stack: np.ndarray, channels: int, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image, masks) of an input sampled from a ``VolumeWithMasks`` of ``channels`` image channels:
+    the image's (2 context + 1) x ``channels`` channels, and the masks of the centre slice."""
+    per_slice = channels + len(ORGAN_LABELS)
+    parts = stack.reshape(*stack.shape[:-3], 2 * context + 1, per_slice, *stack.shape[-2:])
+    image = parts[..., :channels, :, :].reshape(*stack.shape[:-3], -1, *stack.shape[-2:])
+    return np.ascontiguousarray(image), np.ascontiguousarray(parts[..., context, channels:, :, :])
+
+
 def sample_input(volume: np.ndarray, spec: InputSpec, train: bool, record: dict | None = None):
     """(input uint8, slice picks or None) of one cached series (z, C, H, W): whole slices
     (S, C', crop, crop), or organ crops (views, S, C', crop, crop) with ``model.input=organs``: the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from volslice.config import ModelConfig
-from volslice.data.inputs import crop_views
+from volslice.data.inputs import ORGAN_LABELS, crop_views
 from volslice.models.sequence import HeadSpec, SliceSequenceModel
 from volslice.models.weights import LoadReport, efficientnet_lite0_package_file, load_backbone
 
@@ -51,7 +51,8 @@ def build_classifier(cfg: ModelConfig, in_chans: int, comp, *, initialise: bool 
     views = crop_views(cfg.heads) if cfg.input == "organs" else None
     model = SliceSequenceModel(cfg.backbone, in_chans=in_chans, sequence=cfg.sequence, hidden=cfg.hidden,
                                layers=cfg.layers, pooling=cfg.pooling, heads=heads, slice_labels=slice_labels,
-                               dropout=cfg.dropout, drop_path=cfg.drop_path, views=views)
+                               dropout=cfg.dropout, drop_path=cfg.drop_path, views=views,
+                               mask_channels=len(ORGAN_LABELS) if cfg.mask_loss_weight > 0 else 0)
     if not initialise:
         check_init(cfg)
         return model, None

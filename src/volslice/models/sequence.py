@@ -7,6 +7,11 @@ Organ crops (``model.input=organs``): (batch, views, slices, channels, height, w
 sequences of each head in head order (``views`` per head: 2 for the kidneys); every sequence goes
 through the same backbone and sequence model, and each head reads the maximum of its own sequences'
 pooled features (an injury in either kidney is a kidney injury).
+
+With ``mask_channels`` (``model.mask_loss_weight`` > 0), a 1x1 convolution on the backbone's last
+feature map also predicts the organ masks of every slice (or crop) at that map's resolution,
+``"masks"`` (batch x [views x] slices, mask_channels, h, w): the auxiliary segmentation loss of
+RSNA 2023's 1st place, which teaches the encoder where the organs are.
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ class SliceSequenceModel(nn.Module):
 
     def __init__(self, backbone: str = "efficientnet_lite0", in_chans: int = 1, sequence: str = "lstm",
                  hidden: int = 128, layers: int = 1, pooling: str = "max", heads=RSNA2023_HEADS,
-                 slice_labels: int = 0, dropout: float = 0.2, drop_path: float = 0.0, views=None):
+                 slice_labels: int = 0, dropout: float = 0.2, drop_path: float = 0.0, views=None,
+                 mask_channels: int = 0):
         super().__init__()
         self.backbone = create_backbone(backbone, in_chans, drop_path)
         features = self.backbone.num_features
@@ -80,15 +86,17 @@ class SliceSequenceModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleDict({h.name: nn.Linear(width, h.classes) for h in heads})
         self.slice_head = nn.Linear(width, slice_labels) if slice_labels else None
+        self.mask_head = nn.Conv2d(features, mask_channels, 1) if mask_channels else None
         self.views = tuple(views) if views else (1,) * len(heads)
         if len(self.views) != len(heads):
             raise ValueError(f"views {self.views} name one count per head, for {len(heads)} heads")
 
-    def slice_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, S, C, H, W) -> (B, S, features): the backbone on every slice."""
+    def slice_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, C, H, W) -> ((B, S, features): the backbone on every slice, (B * S, features, h, w):
+        its last feature map)."""
         b, s = x.shape[:2]
-        feats = self.backbone(x.flatten(0, 1))
-        return feats.view(b, s, -1)
+        maps = self.backbone.forward_features(x.flatten(0, 1))
+        return self.backbone.forward_head(maps).view(b, s, -1), maps
 
     def forward(self, x: torch.Tensor) -> dict:
         if x.ndim == 6:
@@ -102,12 +110,12 @@ class SliceSequenceModel(nn.Module):
 
     def _pool(self, x: torch.Tensor):
         """(pooled (B, width), sequence features (B, S, width), extra outputs) of (B, S, C, H, W)."""
-        seq = self.slice_features(x)
+        seq, maps = self.slice_features(x)
+        out = {"masks": self.mask_head(maps)} if self.mask_head is not None else {}
         if self.kind in ("lstm", "gru"):
             seq, _ = self.sequence(seq)
         elif self.kind == "transformer":
             seq = self.sequence(self.project(seq))
-        out = {}
         if self.pooling == "max":
             pooled = seq.max(dim=1).values
         elif self.pooling == "mean":
@@ -122,8 +130,9 @@ class SliceSequenceModel(nn.Module):
         if views != sum(self.views):
             raise ValueError(f"{views} organ crop sequences for heads that read {sum(self.views)} "
                              f"(per head: {dict(zip(self.heads, self.views))})")
-        pooled = self._pool(x.flatten(0, 1))[0].view(batch, views, -1)
-        out, start = {}, 0
+        pooled, _, extra = self._pool(x.flatten(0, 1))
+        out = {"masks": extra["masks"]} if "masks" in extra else {}
+        pooled, start = pooled.view(batch, views, -1), 0
         for (name, head), count in zip(self.heads.items(), self.views):
             out[name] = head(self.dropout(pooled[:, start : start + count].max(dim=1).values))
             start += count

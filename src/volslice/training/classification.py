@@ -36,11 +36,16 @@ def intensity_jitter(x: torch.Tensor, amount: float) -> torch.Tensor:
     return x * scale + shift
 
 
-def augment(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+def augment(x: torch.Tensor, cfg: TrainConfig, masks: torch.Tensor | None = None):
     """Random flips, small rotations and contrast/brightness, per sample, in one batched op on x's device.
-    The same transform applies to every slice of a sample (of an organ's crops: each organ has its own)."""
+    The same transform applies to every slice of a sample (of an organ's crops: each organ has its own).
+    With ``masks`` (``x``'s shape but other channels, floats), returns (x, masks): the masks moved by
+    the same flips and rotation (zero outside the image), without the contrast change."""
     if x.ndim == 6:
-        return augment(x.flatten(0, 1), cfg).view(x.shape)
+        moved = augment(x.flatten(0, 1), cfg, None if masks is None else masks.flatten(0, 1))
+        if masks is None:
+            return moved.view(x.shape)
+        return moved[0].view(x.shape), moved[1].view(masks.shape)
     b, s, c, h, w = x.shape
     device = x.device
     angle = (torch.rand(b, device=device) * 2 - 1) * math.radians(cfg.rotate_degrees)
@@ -52,7 +57,21 @@ def augment(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     grid = F.affine_grid(theta, (b, s * c, h, w), align_corners=False)
     fill = -MEAN / STD  # black outside the rotated image
     x = F.grid_sample(x.reshape(b, s * c, h, w) - fill, grid, align_corners=False, padding_mode="zeros") + fill
-    return intensity_jitter(x, cfg.intensity).reshape(b, s, c, h, w)
+    x = intensity_jitter(x, cfg.intensity).reshape(b, s, c, h, w)
+    if masks is None:
+        return x
+    moved = F.grid_sample(masks.reshape(b, -1, h, w), grid, align_corners=False, padding_mode="zeros")
+    return x, moved.view(masks.shape)
+
+
+def mask_loss(logits: torch.Tensor, masks: torch.Tensor, has_masks: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the predicted organ masks (N, K, h, w) against the sampled masks
+    (B, [views,] S, K, H, W) in [0, 1], each area-averaged to (h, w), over the samples whose series
+    has a mask (``has_masks``, (B,)); 0 where none has."""
+    target = F.adaptive_avg_pool2d(masks.flatten(0, -4), logits.shape[-2:])
+    per_slice = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").mean(dim=(1, 2, 3))
+    weight = has_masks[:, None].expand(len(has_masks), len(per_slice) // len(has_masks)).reshape(-1)
+    return (per_slice * weight).sum() / weight.sum().clamp(min=1)
 
 
 class ClassificationTask:
@@ -63,9 +82,10 @@ class ClassificationTask:
     """
 
     def __init__(self, comp, heads: list[str], cfg: TrainConfig, prior: dict[str, float],
-                 slice_heads: list[str] = (), slice_loss_weight: float = 0.0):
+                 slice_heads: list[str] = (), slice_loss_weight: float = 0.0, mask_loss_weight: float = 0.0):
         self.comp, self.heads, self.cfg, self.prior = comp, list(heads), cfg, dict(prior)
         self.slice_heads, self.slice_loss_weight = list(slice_heads), slice_loss_weight
+        self.mask_loss_weight = mask_loss_weight
         if cfg.series_aggregation not in ("mean", "max"):
             raise ValueError(f"train.series_aggregation must be mean or max, got {cfg.series_aggregation!r}")
 
@@ -95,8 +115,12 @@ class ClassificationTask:
         return out
 
     def train_loss(self, model, batch, device):
-        """Augmented batch -> the mean of the heads' losses (+ the weighted slice loss)."""
-        x = augment(to_float(batch["image"], device), self.cfg)
+        """Augmented batch -> the mean of the heads' losses (+ the weighted slice and mask losses)."""
+        x = to_float(batch["image"], device)
+        if self.mask_loss_weight:
+            x, masks = augment(x, self.cfg, batch["organ_masks"].to(device).float() / 255.0)
+        else:
+            x = augment(x, self.cfg)
         outputs = model(x)
         losses = self.losses(outputs, batch, device)
         total = torch.stack(list(losses.values())).mean()
@@ -108,6 +132,10 @@ class ClassificationTask:
             slice_loss = (per_slice * mask).sum() / mask.sum().clamp(min=1)
             total = total + self.slice_loss_weight * slice_loss
             logs["loss_slices"] = float(slice_loss.detach())
+        if self.mask_loss_weight:
+            organ_loss = mask_loss(outputs["masks"], masks, batch["has_masks"].to(device))
+            total = total + self.mask_loss_weight * organ_loss
+            logs["loss_masks"] = float(organ_loss.detach())
         return total, logs
 
     @torch.no_grad()

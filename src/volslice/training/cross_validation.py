@@ -81,13 +81,14 @@ def fold_datasets(cfg: Config, comp, data: Path, cache: Path, folds: pd.DataFram
     val_rows = manifest[manifest.fold == fold]
     prior = comp.prior_probabilities(labels[labels.patient_id.isin(train_rows.patient_id)])
     task = ClassificationTask(comp, cfg.model.heads, cfg.train, prior, slice_heads=list(comp.IMAGE_LEVEL_INJURIES),
-                              slice_loss_weight=cfg.model.slice_loss_weight)
+                              slice_loss_weight=cfg.model.slice_loss_weight, mask_loss_weight=cfg.model.mask_loss_weight)
     slice_heads = comp.IMAGE_LEVEL_COLUMNS if cfg.model.slice_loss_weight > 0 else None
     common = dict(heads=task.head_columns(), labels=labels, image_labels=image_labels, slice_heads=slice_heads,
                   spec=InputSpec.from_config(cfg))
     truth = load_organ_records(organs, ground_truth=True) if organs else None
     predicted = load_organ_records(organs, ground_truth=False) if organs else None
-    train_set = SeriesDataset(cache, train_rows, train=True, organs=truth, **common)
+    train_set = SeriesDataset(cache, train_rows, train=True, organs=truth, organ_masks=cfg.model.mask_loss_weight > 0,
+                              **common)
     val_set = SeriesDataset(cache, val_rows, train=False, organs=predicted, **common) if len(val_rows) else None
     task.bind_solution(labels)  # the metric derives its weights from the true classes
     channels = int(manifest.channels.iloc[0]) * (2 * cfg.model.context + 1)
