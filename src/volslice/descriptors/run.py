@@ -25,7 +25,7 @@ from volslice.descriptors.data import DescriptorDataset, SliceDataset, pad_serie
 from volslice.descriptors.models import SliceClassifier
 from volslice.descriptors.predictor import STACKED_FOLDER, describe, neighbour_classifier, stacked_logits
 from volslice.descriptors.task import SliceLabelTask, score_rows
-from volslice.evaluation import prior_baseline, score_if_labelled
+from volslice.evaluation import best_constant_baseline, prior_baseline, score_if_labelled
 from volslice.io import atomic_save_npy, atomic_write_csv, update_json
 from volslice.models.build import initialise_backbone
 from volslice.predictor import save_prior
@@ -197,6 +197,8 @@ def run_descriptors(cfg: Config, data, cache, *, folds_file=None, chosen=None, r
         if stage == "":
             prior = comp.prior_probabilities(labels.loc[oof.image_id])
             summary["oof_prior"] = score_rows(comp, oof.assign(**prior), labels).score
+            best = comp.best_constant(labels.loc[oof.image_id].reset_index())
+            summary["oof_best_constant"] = score_rows(comp, oof.assign(**best), labels).score
         test = mean_over_folds([r[f"{stage}test"] for r in results], columns)
         scored = score_if_labelled(data, comp.as_submission(test), comp)
         if scored is not None:
@@ -207,6 +209,7 @@ def run_descriptors(cfg: Config, data, cache, *, folds_file=None, chosen=None, r
     prior = score_if_labelled(data, prior_baseline(data, comp), comp)
     if prior is not None:
         summary["prior_baseline"] = prior.score
+        summary["best_constant"] = score_if_labelled(data, best_constant_baseline(data, comp), comp).score
     if submission:
         atomic_write_csv(submission, final)
         summary["submission"] = str(submission)
