@@ -3,6 +3,7 @@ project's own commands.
 
     python benchmarks/bench_organs.py --work work/bench_organs [--patients 160] [--seeds 0 1]
         [--epochs 6] [--config configs/demo.yaml] [--init imagenet|voco] [--inputs organ-aware whole]
+        [--tag NAME KEY=VALUE ...]
 
 One synthetic set (--patients train patients at 128 px), its cache and folds; Volume Fusion, the
 segmenter (fold 0) and step 03 once. Per seed, every run from the same backbone (ImageNet, or
@@ -10,7 +11,8 @@ with --init voco the set's own 2D-VoCo pretraining):
 - whole slices: one run with every head on whole slices (the pipeline before organ-aware input);
 - organ-aware: an organ-crop run (configs/organs.yaml: liver, spleen, kidney) and a whole-slice run
   for bowel and extravasation over the organs' z range, blended as inference blends them.
-Each input's runs are blended, weighted and calibrated on their OOF rows (``volslice score --oof
+``--tag NAME`` with overrides trains a variant of every run beside the others (its folders and
+rows named by the tag), e.g. ``--tag masks model.mask_loss_weight=1``. Each input's runs are blended, weighted and calibrated on their OOF rows (``volslice score --oof
 ... --fit``; the calibrated OOF of a fold comes from a fit without it). Prints the OOF loss per
 group before and after calibration with the best constant's (fitted on the same patients' labels:
 the strictest constant) and the raw prior's, the ratios to the best constant, and the average
@@ -37,6 +39,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--tag", default="", help="a variant's name (its run folders get it as a suffix)")
+    parser.add_argument("overrides", nargs="*", help="the variant's overrides of every run")
     parser.add_argument("--inputs", nargs="+", choices=["organ-aware", "whole"], default=["organ-aware", "whole"])
     parser.add_argument("--init", choices=["imagenet", "voco"], default="imagenet",
                         help="every run's starting backbone: ImageNet (local file) or the set's own 2D-VoCo")
@@ -57,7 +61,8 @@ def main() -> int:
     volslice("organs", "--cache", work / "cache", "--segmenter", work / "segmentation", "--no-progress")
     start = (["model.init=imagenet", "model.weights=''"] if args.init == "imagenet" else
              ["model.init=file", f"model.weights={work / 'pretrain' / 'backbone.safetensors'}"])
-    start += [f"train.epochs={args.epochs}", "train.progress=false"]
+    start += [f"train.epochs={args.epochs}", "train.progress=false", *args.overrides]
+    tag = f"_{args.tag}" if args.tag else ""
     common = ["--data", work / "data", "--cache", work / "cache", "--folds", work / "folds.csv", *config, "--resume"]
     runs = {"whole": ["model.heads=[bowel,extravasation,kidney,liver,spleen]", "model.slice_range=all",
                       "model.slice_loss_weight=0.0"],
@@ -70,9 +75,10 @@ def main() -> int:
             method, members = methods[key]
             for name in members:
                 volslice("train", *common, *runs[name], *start, f"train.seed={seed}",
-                         f"train.out_dir={work / f'{name}_seed{seed}'}")
-            summary = ensemble_oof([work / f"{m}_seed{seed}" for m in members], work / "data",
-                                   fit=work / f"ensemble_{key}_seed{seed}.json")
+                         f"train.out_dir={work / f'{name}{tag}_seed{seed}'}")
+            summary = ensemble_oof([work / f"{m}{tag}_seed{seed}" for m in members], work / "data",
+                                   fit=work / f"ensemble_{key}{tag}_seed{seed}.json")
+            method = f"{method} ({args.tag})" if args.tag else method
             constants["raw prior"] = summary["oof_prior_groups"] | {"score": summary["oof_prior"]}
             constants["best constant"] = summary["oof_best_constant_groups"] | {"score": summary["oof_best_constant"]}
             ap = summary["oof_extra"]["average_precision"]
