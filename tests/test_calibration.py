@@ -92,3 +92,15 @@ def test_nested_oof_calibrates_each_fold_by_a_fit_without_it(tmp_path):
     assert saved == fit and saved.run_folders(tmp_path / "ensemble.json") == [tmp_path / "run"]
     pd.testing.assert_frame_equal(saved.apply(COMP, blend(COMP, [rows], [COMP.prediction_columns], [1.0])),
                                   apply_shifts(COMP, rows, fit.shifts))
+
+
+def test_group_calibration_moves_a_group_s_injury_columns_together():
+    solution = labels(200, 7)
+    rows = informative(solution, 7, shrink=4.0)
+    shifts = fit_shifts(COMP, solution, rows, per="group")
+    for group in GROUPS:
+        assert len({round(shifts[c], 9) for c in group[1:]}) == 1
+    assert COMP.score(solution, apply_shifts(COMP, rows, shifts)).score < COMP.score(solution, rows).score
+    assert fit_shifts(COMP, solution, rows, per="none") == {}
+    with pytest.raises(ValueError, match="calibration must be one of"):
+        fit_shifts(COMP, solution, rows, per="organ")

@@ -54,9 +54,25 @@ def apply_shifts(comp, frame: pd.DataFrame, shifts: dict[str, float]) -> pd.Data
     return out
 
 
+CALIBRATIONS = ("column", "group", "none")
+
+
 def shifted_columns(comp) -> list[str]:
     """The columns a calibration moves: all but each group's reference column."""
     return [c for group in comp.calibration_groups() for c in (group if len(group) == 1 else group[1:])]
+
+
+def shift_parameters(comp, per: str) -> list[list[str]]:
+    """The columns each fitted parameter moves: one column each (``column``), every moved column of
+    a group together (``group``: fewer parameters, for small OOF sets), or none (``none``)."""
+    if per not in CALIBRATIONS:
+        raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {per!r}")
+    if per == "none":
+        return []
+    moved = set(shifted_columns(comp))
+    if per == "column":
+        return [[c] for c in shifted_columns(comp)]
+    return [[c for c in group if c in moved] for group in comp.calibration_groups()]
 
 
 def blend(comp, frames: list[pd.DataFrame], predicted: list[list[str]], weights) -> pd.DataFrame:
@@ -81,6 +97,7 @@ class EnsembleFit:
     runs: list[str]
     weights: list[float]
     shifts: dict[str, float] = field(default_factory=dict)
+    calibration: str = "column"  # the shifts' parameters: column, group or none
     competition: str = ""
     fitted_on: int = 0  # OOF rows the fit saw
     oof: float | None = None  # the blend's OOF score before calibration
@@ -109,21 +126,27 @@ def _objective_sign(comp) -> float:
     return -1.0 if getattr(comp, "higher_is_better", False) else 1.0
 
 
-def fit_shifts(comp, solution: pd.DataFrame, rows: pd.DataFrame, columns: list[str] | None = None) -> dict[str, float]:
-    """Log-odds shifts (bounded by ``MAX_SHIFT``) that minimise the competition's metric (or
-    maximise it, where higher is better) of ``rows`` on ``solution``; starts from no shift."""
-    columns = columns or shifted_columns(comp)
+def fit_shifts(comp, solution: pd.DataFrame, rows: pd.DataFrame, per: str = "column") -> dict[str, float]:
+    """Log-odds shifts (bounded by ``MAX_SHIFT``; ``per`` column or group, see
+    ``shift_parameters``) that minimise the competition's metric (or maximise it, where higher is
+    better) of ``rows`` on ``solution``; starts from no shift, and keeps none where no shift helps."""
+    parameters = shift_parameters(comp, per)
+    if not parameters:
+        return {}
     solution = solution[solution[comp.id_column].isin(rows[comp.id_column])]
     sign = _objective_sign(comp)
 
-    def objective(x):
-        return sign * comp.score(solution, apply_shifts(comp, rows, dict(zip(columns, x)))).score
+    def shifts_of(x):
+        return {c: float(v) for columns, v in zip(parameters, x) for c in columns}
 
-    result = minimize(objective, np.zeros(len(columns)), method="L-BFGS-B",
-                      bounds=[(-MAX_SHIFT, MAX_SHIFT)] * len(columns), options={"eps": 1e-4})
-    if sign * result.fun > sign * objective(np.zeros(len(columns))):
-        return {c: 0.0 for c in columns}
-    return {c: float(v) for c, v in zip(columns, result.x)}
+    def objective(x):
+        return sign * comp.score(solution, apply_shifts(comp, rows, shifts_of(x))).score
+
+    result = minimize(objective, np.zeros(len(parameters)), method="L-BFGS-B",
+                      bounds=[(-MAX_SHIFT, MAX_SHIFT)] * len(parameters), options={"eps": 1e-4})
+    if sign * result.fun > sign * objective(np.zeros(len(parameters))):
+        return shifts_of(np.zeros(len(parameters)))
+    return shifts_of(result.x)
 
 
 def fit_weights(comp, solution: pd.DataFrame, frames: list[pd.DataFrame], predicted: list[list[str]],
@@ -146,14 +169,14 @@ def fit_weights(comp, solution: pd.DataFrame, frames: list[pd.DataFrame], predic
     return [float(w) for w in weights_of(result.x)]
 
 
-def _fit(comp, solution, frames, predicted, start):
+def _fit(comp, solution, frames, predicted, start, per):
     weights = fit_weights(comp, solution, frames, predicted, start)
     blended = blend(comp, frames, predicted, weights)
-    return weights, fit_shifts(comp, solution, blended)
+    return weights, fit_shifts(comp, solution, blended, per)
 
 
 def nested_oof(comp, solution: pd.DataFrame, frames: list[pd.DataFrame], predicted: list[list[str]],
-               folds: pd.Series, start: list[float]) -> pd.DataFrame:
+               folds: pd.Series, start: list[float], per: str = "column") -> pd.DataFrame:
     """The blend's OOF rows, fold by fold weighted and calibrated by a fit on the other folds'
     rows only (``folds``: the fold of each id of ``frames[0]``, indexed by id)."""
     ids = frames[0][comp.id_column]
@@ -162,21 +185,24 @@ def nested_oof(comp, solution: pd.DataFrame, frames: list[pd.DataFrame], predict
         inside = ids.isin(folds.index[folds == fold])
         train = [f[f[comp.id_column].isin(ids[~inside])] for f in frames]
         held = [f[f[comp.id_column].isin(ids[inside])] for f in frames]
-        weights, shifts = _fit(comp, solution[solution[comp.id_column].isin(ids[~inside])], train, predicted, start)
+        weights, shifts = _fit(comp, solution[solution[comp.id_column].isin(ids[~inside])], train, predicted, start,
+                               per)
         parts.append(apply_shifts(comp, blend(comp, held, predicted, weights), shifts))
     return pd.concat(parts, ignore_index=True)
 
 
 def fit_ensemble(comp, solution: pd.DataFrame, frames: list[pd.DataFrame], predicted: list[list[str]],
-                 folds: pd.Series, runs: list[str], start: list[float] | None = None) -> tuple[EnsembleFit, pd.DataFrame]:
+                 folds: pd.Series, runs: list[str], start: list[float] | None = None,
+                 per: str = "column") -> tuple[EnsembleFit, pd.DataFrame]:
     """(the fit on every OOF row, the nested OOF rows). ``frames``: each run's OOF rows on the same
-    ids; ``folds``: each id's fold; ``runs``: how the fit names the runs (relative folders)."""
+    ids; ``folds``: each id's fold; ``runs``: how the fit names the runs (relative folders);
+    ``per``: the calibration's parameters (``shift_parameters``)."""
     start = list(start or [1.0] * len(frames))
     solution = solution[solution[comp.id_column].isin(frames[0][comp.id_column])]
-    weights, shifts = _fit(comp, solution, frames, predicted, start)
-    nested = nested_oof(comp, solution, frames, predicted, folds, start)
+    weights, shifts = _fit(comp, solution, frames, predicted, start, per)
+    nested = nested_oof(comp, solution, frames, predicted, folds, start, per)
     raw = comp.score(solution, blend(comp, frames, predicted, start)).score
-    fit = EnsembleFit(runs=list(runs), weights=weights, shifts=shifts, competition=comp.name,
+    fit = EnsembleFit(runs=list(runs), weights=weights, shifts=shifts, calibration=per, competition=comp.name,
                       fitted_on=len(frames[0]), oof=raw, oof_calibrated=comp.score(solution, nested).score)
     log.info("ensemble fit on %d OOF rows: weights %s; OOF %.4f, calibrated without each fold %.4f",
              fit.fitted_on, [round(w, 3) for w in weights], fit.oof, fit.oof_calibrated)

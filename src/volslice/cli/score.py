@@ -32,6 +32,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--oof", type=Path, nargs="+", help="run folders whose oof.csv are blended and scored")
     parser.add_argument("--weights", type=float, nargs="+", help="one weight per --oof run (default: equal)")
     parser.add_argument("--fit", type=Path, help="with --oof: fit weights and calibration, save them to this file")
+    parser.add_argument("--calibration", default="column", choices=["column", "group", "none"],
+                        help="with --fit: a log-odds shift per moved column, one per group, or none")
     parser.add_argument("--report", type=Path, help="JSON report to record the blended OOF score in")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -70,7 +72,7 @@ def _score_oof(args) -> int:
     if args.weights and len(args.weights) != len(args.oof):
         args.parser.error(f"{len(args.weights)} weights for {len(args.oof)} runs")
     try:
-        summary = ensemble_oof(args.oof, args.data, args.weights, args.report, args.fit)
+        summary = ensemble_oof(args.oof, args.data, args.weights, args.report, args.fit, args.calibration)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -171,12 +171,13 @@ def oof_folds(run_dir: Path, id_column: str) -> pd.Series:
 
 
 def ensemble_oof(run_dirs: list, data: Path, weights: list[float] | None = None, report: Path | None = None,
-                 fit: Path | None = None) -> dict:
+                 fit: Path | None = None, calibration: str = "column") -> dict:
     """The runs' oof.csv blended as inference blends their submissions (column by column over the
     runs that predict it), on the patients every run has, and scored (see ``score_oof``).
 
     ``fit``: also fit the run weights and the metric-aware calibration on these OOF rows and save
-    them there (``calibration.EnsembleFit``, what ``volslice infer --ensemble`` applies); the
+    them there (``calibration.EnsembleFit``, what ``volslice infer --ensemble`` applies; ``calibration``:
+    its parameters, see ``calibration.shift_parameters``); the
     summary then adds ``oof_calibrated``, each fold's rows calibrated by a fit without that fold,
     and its ratio to the best constant."""
     run_dirs = [Path(run) for run in run_dirs]
@@ -196,7 +197,7 @@ def ensemble_oof(run_dirs: list, data: Path, weights: list[float] | None = None,
     labels = pd.read_csv(Path(data) / "train.csv")
     runs = [os.path.relpath(run.resolve(), Path(fit).resolve().parent) for run in run_dirs]
     ensemble_fit, nested = fit_ensemble(comp, labels, frames, predicted, oof_folds(run_dirs[0], comp.ID_COLUMN),
-                                        runs, weights)
+                                        runs, weights, calibration)
     ensemble_fit.save(fit)
     calibrated = dict(oof_calibrated=ensemble_fit.oof_calibrated,
                       oof_calibrated_groups=comp.score(labels[labels.patient_id.isin(nested.patient_id)],
