@@ -76,7 +76,7 @@ def test_nested_oof_calibrates_each_fold_by_a_fit_without_it(tmp_path):
     solution = pd.concat([labels(150, 4), labels(150, 5)], ignore_index=True)
     rows = informative(solution, 4, shrink=3.0)
     folds = pd.Series(np.repeat([0, 1], 150), index=solution.patient_id)
-    fit, nested = fit_ensemble(COMP, solution, [rows], [COMP.prediction_columns], folds, ["run"])
+    fit, nested = fit_ensemble(COMP, solution, [rows], [COMP.prediction_columns], folds, ["run"], per="column")
     fold0 = solution.patient_id.isin(folds.index[folds == 0])
     by_hand = apply_shifts(COMP, rows[fold0], fit_shifts(COMP, solution[~fold0], rows[~fold0]))
     pd.testing.assert_frame_equal(nested[nested.patient_id.isin(by_hand.patient_id)].reset_index(drop=True),
@@ -85,7 +85,7 @@ def test_nested_oof_calibrates_each_fold_by_a_fit_without_it(tmp_path):
     assert fit.oof_calibrated < fit.oof
     relabelled = solution.copy()
     relabelled.loc[fold0, COMP.prediction_columns] = labels(150, 6)[COMP.prediction_columns].to_numpy()
-    refit, renested = fit_ensemble(COMP, relabelled, [rows], [COMP.prediction_columns], folds, ["run"])
+    refit, renested = fit_ensemble(COMP, relabelled, [rows], [COMP.prediction_columns], folds, ["run"], per="column")
     pd.testing.assert_frame_equal(renested[fold0.to_numpy()], nested[fold0.to_numpy()])
     assert refit.shifts != pytest.approx(fit.shifts)
     saved = EnsembleFit.load(fit.save(tmp_path / "ensemble.json"))

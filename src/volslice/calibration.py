@@ -133,14 +133,14 @@ def fit_shifts(comp, solution: pd.DataFrame, rows: pd.DataFrame, per: str = "col
     parameters = shift_parameters(comp, per)
     if not parameters:
         return {}
-    solution = solution[solution[comp.id_column].isin(rows[comp.id_column])]
+    metric = comp.scorer(solution[solution[comp.id_column].isin(rows[comp.id_column])])
     sign = _objective_sign(comp)
 
     def shifts_of(x):
         return {c: float(v) for columns, v in zip(parameters, x) for c in columns}
 
     def objective(x):
-        return sign * comp.score(solution, apply_shifts(comp, rows, shifts_of(x))).score
+        return sign * metric(apply_shifts(comp, rows, shifts_of(x)))
 
     result = minimize(objective, np.zeros(len(parameters)), method="L-BFGS-B",
                       bounds=[(-MAX_SHIFT, MAX_SHIFT)] * len(parameters), options={"eps": 1e-4})
@@ -156,13 +156,14 @@ def fit_weights(comp, solution: pd.DataFrame, frames: list[pd.DataFrame], predic
     if len(frames) < 2 or not any(sum(col in cols for cols in predicted) > 1 for col in comp.prediction_columns):
         return list(start)
     sign = _objective_sign(comp)
+    metric = comp.scorer(solution[solution[comp.id_column].isin(frames[0][comp.id_column])])
 
     def weights_of(x):
         w = np.exp(x - x.max())
         return w / w.sum()
 
     def objective(x):
-        return sign * comp.score(solution, blend(comp, frames, predicted, weights_of(x))).score
+        return sign * metric(blend(comp, frames, predicted, weights_of(x)))
 
     x0 = np.log(np.asarray(start, dtype=float) / np.sum(start))
     result = minimize(objective, x0, method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-5})
@@ -196,7 +197,8 @@ def fit_ensemble(comp, solution: pd.DataFrame, frames: list[pd.DataFrame], predi
                  per: str = "column") -> tuple[EnsembleFit, pd.DataFrame]:
     """(the fit on every OOF row, the nested OOF rows). ``frames``: each run's OOF rows on the same
     ids; ``folds``: each id's fold; ``runs``: how the fit names the runs (relative folders);
-    ``per``: the calibration's parameters (``shift_parameters``)."""
+    ``per``: the calibration's parameters (``shift_parameters``). With few folds the nested fits
+    see a small share of the rows, so the nested score understates what the fit on every row does."""
     start = list(start or [1.0] * len(frames))
     solution = solution[solution[comp.id_column].isin(frames[0][comp.id_column])]
     weights, shifts = _fit(comp, solution, frames, predicted, start, per)
@@ -204,6 +206,6 @@ def fit_ensemble(comp, solution: pd.DataFrame, frames: list[pd.DataFrame], predi
     raw = comp.score(solution, blend(comp, frames, predicted, start)).score
     fit = EnsembleFit(runs=list(runs), weights=weights, shifts=shifts, calibration=per, competition=comp.name,
                       fitted_on=len(frames[0]), oof=raw, oof_calibrated=comp.score(solution, nested).score)
-    log.info("ensemble fit on %d OOF rows: weights %s; OOF %.4f, calibrated without each fold %.4f",
-             fit.fitted_on, [round(w, 3) for w in weights], fit.oof, fit.oof_calibrated)
+    log.info("ensemble fit on %d OOF rows: weights %s, calibration per %s; OOF %.4f, calibrated without each "
+             "fold %.4f", fit.fitted_on, [round(w, 3) for w in weights], per, fit.oof, fit.oof_calibrated)
     return fit, nested

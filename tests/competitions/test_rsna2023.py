@@ -335,3 +335,19 @@ def test_best_constants_are_probabilities_never_zero():
     assert comp.COMPETITION.best_constant(healthy) == comp.best_constant(healthy)
     with pytest.raises(ValueError, match="no labels"):
         comp.best_constant(healthy.iloc[:0])
+
+
+def test_the_vectorised_scorer_equals_the_metric():
+    rng = np.random.default_rng(5)
+    n = 60
+    labels = pd.DataFrame({"patient_id": np.arange(n)})
+    for cols in comp.GROUPS.values():
+        classes = rng.integers(len(cols), size=n)
+        for k, col in enumerate(cols):
+            labels[col] = (classes == k).astype(int)
+    labels["any_injury"] = comp.any_injury(labels)
+    submission = pd.DataFrame({"patient_id": rng.permutation(n)})
+    for col in comp.PREDICTION_COLUMNS:
+        submission[col] = rng.uniform(0, 1, n) ** 3  # some near 0, groups not normalised
+    metric = comp.COMPETITION.scorer(labels)
+    assert metric(submission) == pytest.approx(comp.score(labels, submission).score, abs=1e-9)

@@ -33,7 +33,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--weights", type=float, nargs="+", help="one weight per --oof run (default: equal)")
     parser.add_argument("--fit", type=Path, help="with --oof: fit weights and calibration, save them to this file")
     parser.add_argument("--calibration", default="column", choices=["column", "group", "none"],
-                        help="with --fit: a log-odds shift per moved column, one per group, or none")
+                        help="with --fit: a log-odds shift per moved column (the top solutions'), one per group, "
+                             "or none")
     parser.add_argument("--report", type=Path, help="JSON report to record the blended OOF score in")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -84,7 +85,8 @@ def _score_oof(args) -> int:
           f"{summary['oof_best_constant']:.4f}: OOF / best constant {summary['oof_best_constant_ratio']:.3f})")
     print("  " + "  ".join(f"{g} {v:.4f}" for g, v in summary["oof_groups"].items()))
     if args.fit:
-        print(f"calibrated (each fold by a fit without it) {summary['oof_calibrated']:.4f}: OOF / best constant "
+        print(f"calibrated per {summary['calibration']} (each fold by a fit without it) "
+              f"{summary['oof_calibrated']:.4f}: OOF / best constant "
               f"{summary['oof_calibrated_ratio']:.3f}; weights and calibration fitted on every OOF row saved "
               f"to {args.fit}")
         print("  " + "  ".join(f"{g} {v:.4f}" for g, v in summary["oof_calibrated_groups"].items()))

@@ -130,6 +130,12 @@ class Competition(ABC):
     def score(self, solution: pd.DataFrame, submission: pd.DataFrame) -> ScoreResult:
         """The competition metric (lower is better); validates the submission first."""
 
+    def scorer(self, solution: pd.DataFrame):
+        """A function of a submission (the solution's ids, in any order) to its ``score``, for
+        optimisers that score thousands of candidates on one solution (calibration, run weights).
+        Default: ``score`` itself; a competition may precompute what depends on the solution alone."""
+        return lambda submission: self.score(solution, submission).score
+
     @abstractmethod
     def prior_probabilities(self, train_labels: pd.DataFrame) -> dict[str, float]:
         """Prediction column -> the training labels' frequency (smoothed): the constant baseline."""

@@ -203,6 +203,7 @@ def ensemble_oof(run_dirs: list, data: Path, weights: list[float] | None = None,
                       oof_calibrated_groups=comp.score(labels[labels.patient_id.isin(nested.patient_id)],
                                                        nested).group_losses,
                       oof_calibrated_ratio=ensemble_fit.oof_calibrated / summary["oof_best_constant"],
+                      calibration=ensemble_fit.calibration,
                       ensemble=str(fit))
     if report:
         update_json(report, **calibrated)
