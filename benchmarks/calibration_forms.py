@@ -5,8 +5,9 @@
 WORK is a ``make demo`` work folder (``WORK/runs/classifier``, ``WORK/runs/organs``; the data in
 ``WORK/data`` or beside WORK, as ``demo_seeds.py`` lays it out). Per folder and form: the OOF score with each fold calibrated by a fit
 made without it (the honest estimate, on which a form is chosen), and for information the test
-score of the uncalibrated ensemble with the fit on every OOF row applied. The uncalibrated test rows
-are predicted once (``WORK/calibration_forms/raw_test.csv``). Prints a markdown table.
+score of the ensemble (with the fit's run weights) with the fit on every OOF row applied. The
+uncalibrated test rows are predicted once per set of weights (``WORK/calibration_forms/``). Prints
+a markdown table.
 """
 
 from __future__ import annotations
@@ -34,14 +35,17 @@ def main() -> int:
         runs = [work / "runs" / "classifier", work / "runs" / "organs"]
         out = work / "calibration_forms"
         out.mkdir(exist_ok=True)
-        raw_file = out / "raw_test.csv"
-        if not raw_file.exists():
-            predict(data, runs, device="cpu", progress=False).submission.to_csv(raw_file, index=False)
-        raw = pd.read_csv(raw_file)
         solution = comp.read_solution(data)
+        raw_rows = {}  # the uncalibrated ensemble's test rows, per set of run weights
         for per in CALIBRATIONS:
             summary = ensemble_oof(runs, data, fit=out / f"ensemble_{per}.json", calibration=per)
             fit = EnsembleFit.load(out / f"ensemble_{per}.json")
+            key = tuple(round(w, 6) for w in fit.weights)
+            raw_file = out / f"raw_test_{'_'.join(map(str, key))}.csv"
+            if not raw_file.exists():
+                predict(data, runs, weights=fit.weights, device="cpu", progress=False).submission.to_csv(
+                    raw_file, index=False)
+            raw = raw_rows.setdefault(key, pd.read_csv(raw_file))
             rows.append({"set": work.parent.name, "calibration": per, "OOF": summary["oof"],
                          "OOF calibrated (nested)": summary["oof_calibrated"],
                          "/ best constant": summary["oof_calibrated_ratio"],

@@ -8,8 +8,8 @@ Each data seed makes a fresh set of its own shape (``fresh_sets.py``: 40-64 trai
 Volume Fusion exactly as ``make demo`` does, then ``volslice segment --fold 0`` trains once per
 training seed. The overrides apply to the segmenter's training only (to compare recipes in one
 work folder, give each its own --work or --tag). Prints the held-out Dice per organ (the best
-epoch's, as report.json's ``segmentation_dice``), the optimizer steps and the seconds, as markdown.
-Finished steps are reused.
+epoch's, as report.json's ``segmentation_dice``), the epochs the run took (``min_steps`` may add
+some) and its seconds (near 0 for a finished run reused), as markdown. Finished steps are reused.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ def main() -> int:
                      "--config", args.config, "--resume", f"segmentation.train.out_dir={out}",
                      f"segmentation.weights={work / 'runs/volume_fusion/volume_fusion.safetensors'}",
                      f"segmentation.train.seed={train_seed}", "segmentation.train.progress=false", *args.overrides)
-            steps = int(pd.read_csv(out / "fold0" / "summary.csv").epoch.max())
+            epochs = int(pd.read_csv(out / "fold0" / "summary.csv").epoch.max())
             dice = held_out_dice(out / "fold0" / "summary.csv")
             rows.append({"set": shape_of(data_seed).describe(), "train seed": train_seed, **dice,
-                         "lowest": min(dice.values()), "epochs": steps,
+                         "lowest": min(dice.values()), "epochs": epochs,
                          "seconds": round(time.perf_counter() - start)})
     table = pd.DataFrame(rows)
     print(markdown(table))

@@ -104,3 +104,26 @@ def test_group_calibration_moves_a_group_s_injury_columns_together():
     assert fit_shifts(COMP, solution, rows, per="none") == {}
     with pytest.raises(ValueError, match="calibration must be one of"):
         fit_shifts(COMP, solution, rows, per="organ")
+
+
+def test_a_metric_where_higher_is_better_is_maximised(tmp_path):
+    from volslice.competitions.base import ScoreResult
+
+    class Negated(type(COMP)):
+        """RSNA 2023's metric with its sign turned: higher is better."""
+        higher_is_better = True
+
+        def score(self, solution, submission):
+            result = super().score(solution, submission)
+            return ScoreResult(-result.score, result.group_losses)
+
+        def scorer(self, solution):
+            loss = super().scorer(solution)
+            return lambda submission: -loss(submission)
+
+    solution = labels(200, 10)
+    rows = informative(solution, 10, shrink=4.0)
+    assert fit_shifts(Negated(), solution, rows) == pytest.approx(fit_shifts(COMP, solution, rows), abs=1e-6)
+    (tmp_path / "other.json").write_text('{"model": 1}')
+    with pytest.raises(ValueError, match="is not an ensemble file"):
+        EnsembleFit.load(tmp_path / "other.json")

@@ -72,6 +72,9 @@ def bundled_ensemble(ensemble: Path, models_dir: Path) -> list[Path]:
     fit = EnsembleFit.load(ensemble)
     runs = fit.run_folders(ensemble)
     fit.runs = [run.name for run in runs]
+    if len(set(fit.runs)) < len(fit.runs):
+        raise ValueError(f"{ensemble} names runs of the same folder name ({', '.join(fit.runs)}): the bundle keeps "
+                         "runs by folder name, so rename one")
     fit.save(Path(models_dir) / ENSEMBLE_FILE)
     return runs
 

@@ -114,8 +114,12 @@ class EnsembleFit:
 
     @classmethod
     def load(cls, path) -> "EnsembleFit":
-        """Read a saved fit."""
-        return cls(**json.loads(Path(path).read_text()))
+        """Read a saved fit; a file that is not one is refused by name."""
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as err:
+            raise ValueError(f"{path} is not an ensemble file (volslice score --oof RUN ... --fit FILE writes "
+                             f"one): {err}") from None
 
     def run_folders(self, path) -> list[Path]:
         """The runs' folders, resolved against the folder of the file at ``path``."""
@@ -144,7 +148,7 @@ def fit_shifts(comp, solution: pd.DataFrame, rows: pd.DataFrame, per: str = "col
 
     result = minimize(objective, np.zeros(len(parameters)), method="L-BFGS-B",
                       bounds=[(-MAX_SHIFT, MAX_SHIFT)] * len(parameters), options={"eps": 1e-4})
-    if sign * result.fun > sign * objective(np.zeros(len(parameters))):
+    if result.fun > objective(np.zeros(len(parameters))):  # both signed: lower is better here
         return shifts_of(np.zeros(len(parameters)))
     return shifts_of(result.x)
 
@@ -153,6 +157,8 @@ def fit_weights(comp, solution: pd.DataFrame, frames: list[pd.DataFrame], predic
                 start: list[float]) -> list[float]:
     """Run weights (positive, summing to one) that minimise the metric of the blend; ``start`` as
     it is where no column has two runs to weigh."""
+    if any(not w > 0 for w in start):
+        raise ValueError(f"run weights must be positive, got {list(start)}")
     if len(frames) < 2 or not any(sum(col in cols for cols in predicted) > 1 for col in comp.prediction_columns):
         return list(start)
     sign = _objective_sign(comp)

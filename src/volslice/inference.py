@@ -118,6 +118,8 @@ def predict(data, model_folders=None, *, weights=None, ensemble=None, device: st
     comp = predictors[0].comp
     if any(p.comp is not comp for p in predictors):
         raise ValueError(f"the model folders serve different competitions: {[p.cfg.competition for p in predictors]}")
+    if fit is not None and fit.competition and fit.competition != comp.name:
+        raise ValueError(f"{ensemble} was fitted for {fit.competition}, its runs predict {comp.name}")
     cache_cfgs = []
     for p in predictors:
         if p.cfg.cache not in cache_cfgs:
@@ -154,13 +156,13 @@ def predict(data, model_folders=None, *, weights=None, ensemble=None, device: st
     id_column, columns = comp.id_column, [comp.id_column, *comp.prediction_columns]
     readable = pd.DataFrame(ensemble_rows(predictors, [p.patient_rows(pd.DataFrame(r)) for p, r in zip(predictors, rows)])
                             if rows[0] else None, columns=columns)
-    if fit is not None and len(readable):
-        readable = fit.apply(comp, readable)
     expected = expected_ids(data, split, comp, tasks)
     unreadable = sorted(set(readable[id_column] if expected is None else expected) - set(readable[id_column]))
     problems += _unpredicted(comp, unreadable)
     fill = pd.DataFrame({id_column: unreadable, **ensemble_prior(predictors)}, columns=columns)
     wide = pd.concat([readable, fill], ignore_index=True).sort_values(id_column, kind="stable").reset_index(drop=True)
+    if fit is not None and len(wide):  # the fill too: the calibration moves the runs' prior as it moves their rows
+        wide = fit.apply(comp, wide)
     if comp.label_level == "patient":
         wide = wide.astype({id_column: int})
     submission = comp.as_submission(wide)

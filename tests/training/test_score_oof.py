@@ -37,7 +37,7 @@ def test_the_oof_is_scored_beside_the_in_sample_best_constant(tiny_data, tmp_pat
 def test_score_prints_the_best_constant_and_the_ratio(tiny_data, tmp_path, monkeypatch, capsys):
     oof = made_up_oof(pd.read_csv(tiny_data / "train.csv"))
     monkeypatch.setattr(cross_validation, "ensemble_oof",
-                        lambda runs, data, weights, report: cross_validation.score_oof(comp.COMPETITION, data, oof))
+                        lambda runs, data, *rest: cross_validation.score_oof(comp.COMPETITION, data, oof))
     assert cli(["score", "--data", str(tiny_data), "--oof", str(tmp_path / "run")]) == 0
     summary = cross_validation.score_oof(comp.COMPETITION, tiny_data, oof)
     out = capsys.readouterr().out

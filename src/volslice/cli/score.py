@@ -47,6 +47,8 @@ def run(args) -> int:
 
     if args.oof:
         return _score_oof(args)
+    if args.fit:
+        args.parser.error("--fit needs --oof (and --data): it fits on the runs' OOF rows")
     if not (args.solution and args.submission):
         args.parser.error("give --solution and --submission, or --data and --oof")
     comp = competitions.get(args.competition)
@@ -74,7 +76,7 @@ def _score_oof(args) -> int:
         args.parser.error(f"{len(args.weights)} weights for {len(args.oof)} runs")
     try:
         summary = ensemble_oof(args.oof, args.data, args.weights, args.report, args.fit, args.calibration)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:

@@ -40,7 +40,8 @@ def augment(x: torch.Tensor, cfg: TrainConfig, masks: torch.Tensor | None = None
     """Random flips, small rotations and contrast/brightness, per sample, in one batched op on x's device.
     The same transform applies to every slice of a sample (of an organ's crops: each organ has its own).
     With ``masks`` (``x``'s shape but other channels, floats), returns (x, masks): the masks moved by
-    the same flips and rotation (zero outside the image), without the contrast change."""
+    the same flips and rotation (zero outside the image), without the contrast change. A mirrored
+    kidney keeps its label: the kidney beside the liver is the right one in either image."""
     if x.ndim == 6:
         moved = augment(x.flatten(0, 1), cfg, None if masks is None else masks.flatten(0, 1))
         if masks is None:
