@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import markdown, volslice
+from common import held_out_dice, markdown, volslice
 from volslice.segmentation.model import ORGAN_CLASSES
 
 NETWORK = ["segmentation.encoder=tu-resnet10t", "segmentation.decoder_channels=[64,32,16,16,8]",
@@ -30,12 +30,6 @@ NETWORK = ["segmentation.encoder=tu-resnet10t", "segmentation.decoder_channels=[
            "segmentation.fusion.train.batch_size=8", "segmentation.fusion.train.workers=0",
            "segmentation.fusion.train.progress=false", "segmentation.fusion.train.lr=0.002",
            "segmentation.fusion.block_min=6", "segmentation.fusion.block_max=24"]
-
-
-def best_dice(summary: Path) -> dict:
-    table = pd.read_csv(summary)
-    best = table.loc[table.val_score.idxmin()]
-    return {c: float(best[f"val_dice_{c}"]) for c in ORGAN_CLASSES[1:]}
 
 
 def main() -> int:
@@ -76,7 +70,7 @@ def main() -> int:
                 volslice("segment", "--cache", work / "cache", "--folds", folds_file, "--fold", 0, "--resume",
                          *NETWORK, *weights, f"segmentation.train.epochs={args.epochs}",
                          f"segmentation.train.seed={seed}", f"segmentation.train.out_dir={out}")
-                dice = best_dice(out / "fold0" / "summary.csv")
+                dice = held_out_dice(out / "fold0" / "summary.csv")
                 rows.append({"masks": masks, "start": start, "seed": seed, **dice, "mean": float(np.mean(list(dice.values())))})
     table = pd.DataFrame(rows)
     held_out = folds[folds.fold == 0].series_id.nunique()

@@ -13,6 +13,15 @@ def volslice(*args) -> None:
     subprocess.run([sys.executable, "-m", "volslice", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
 
 
+def held_out_dice(summary) -> dict:
+    """The best epoch's held-out Dice per organ of a segmentation fold's summary.csv."""
+    from volslice.segmentation.model import ORGAN_CLASSES
+
+    table = pd.read_csv(summary)
+    best = table.loc[table.val_score.idxmin()]
+    return {organ: float(best[f"val_dice_{organ}"]) for organ in ORGAN_CLASSES[1:]}
+
+
 def markdown(frame: pd.DataFrame) -> str:
     """A markdown table of ``frame``, floats to 3 decimals."""
     cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]

@@ -20,16 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import markdown, volslice
+from common import held_out_dice, markdown, volslice
 from fresh_sets import prepare_set, shape_of
-from volslice.segmentation.model import ORGAN_CLASSES
-
-
-def held_out_dice(summary: Path) -> dict:
-    """The best epoch's held-out Dice per organ of a segmentation fold's summary.csv."""
-    table = pd.read_csv(summary)
-    best = table.loc[table.val_score.idxmin()]
-    return {organ: float(best[f"val_dice_{organ}"]) for organ in ORGAN_CLASSES[1:]}
 
 
 def main() -> int:
