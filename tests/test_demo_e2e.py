@@ -35,7 +35,8 @@ def test_make_demo_generates_then_reuses_data(tmp_path):
     config.write_text(SMALL)
     work, subs = tmp_path / "work", tmp_path / "subs"
     # resnet10t has no local ImageNet weights: the organ-crop run starts from scratch too
-    out = make("demo", f"WORK={work}", f"CONFIG={config}", f"SUBMISSIONS={subs}", "ORGAN_START=model.init=scratch")
+    out = make("demo", f"WORK={work}", f"CONFIG={config}", f"SUBMISSIONS={subs}",
+               "ORGAN_START=model.init=scratch train.min_steps=0")
     report = json.loads((work / "report.json").read_text())
     solution = pd.read_csv(work / "data" / "test_solution.csv")
     assert report["prior_baseline"] == pytest.approx(comp.score(solution, pd.read_csv(subs / "prior_baseline.csv")).score)
@@ -65,6 +66,6 @@ def test_make_demo_generates_then_reuses_data(tmp_path):
     # the same pipeline on an existing data root: nothing is generated, outputs go to the new WORK
     other = tmp_path / "other"
     out = make("demo", f"DATA={work / 'data'}", f"WORK={other}", f"CONFIG={config}", f"SUBMISSIONS={subs}",
-               "ORGAN_START=model.init=scratch")
+               "ORGAN_START=model.init=scratch train.min_steps=0")
     assert "00_make_synthetic" not in out and not (other / "data").exists()
     assert json.loads((other / "report.json").read_text())["prior_baseline"] == pytest.approx(report["prior_baseline"])
