@@ -154,8 +154,9 @@ def predict(data, model_folders=None, *, weights=None, ensemble=None, device: st
             rows[k] += predictor.series_rows(result["images"][j], task.patient_id, task.series_id, record,
                                              image_ids=result["image_ids"][j])
     id_column, columns = comp.id_column, [comp.id_column, *comp.prediction_columns]
-    readable = pd.DataFrame(ensemble_rows(predictors, [p.patient_rows(pd.DataFrame(r)) for p, r in zip(predictors, rows)])
-                            if rows[0] else None, columns=columns)
+    blended = ensemble_rows(predictors, [p.patient_rows(pd.DataFrame(r)) for p, r in zip(predictors, rows)]) \
+        if rows[0] else None
+    readable = pd.DataFrame(blended, columns=columns)
     expected = expected_ids(data, split, comp, tasks)
     unreadable = sorted(set(readable[id_column] if expected is None else expected) - set(readable[id_column]))
     problems += _unpredicted(comp, unreadable)
