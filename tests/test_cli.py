@@ -2,6 +2,8 @@ import ast
 import subprocess
 import sys
 
+import pytest
+
 from volslice.cli import COMMANDS
 from volslice.config import PROJECT_ROOT
 
@@ -46,3 +48,18 @@ def test_overrides_given_after_fold_are_overrides_for_train_and_segment():
         assert folds_and_overrides(parser.parse_args(base + ["--fold", "all"])) == (None, [])
         assert folds_and_overrides(parser.parse_args(base)) == (None, [])
         assert folds_and_overrides(parser.parse_args(base + ["--fold", "-1", "x=1"])) == ([-1], ["x=1"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["infer", "--data", ".", "--ensemble", "no_such.json"], "--ensemble: no_such.json is not an ensemble file"),
+    (["bundle", "--ensemble", "no_such.json", "--out", "bundle"], "--ensemble: no_such.json is not an ensemble file"),
+    (["score", "--solution", "a.csv", "--submission", "b.csv", "--fit", "e.json"], "--fit needs --oof"),
+])
+def test_ensemble_file_mistakes_get_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
+    from volslice.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -29,7 +29,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
     from volslice.bundle import build
+    from volslice.cli.infer import check_ensemble_file
 
+    if args.ensemble:
+        check_ensemble_file(args.ensemble, args.parser)
     out = build(args.models, args.out, python_version=args.python_version, platform=args.platform,
                 with_torch=args.with_torch, ensemble=args.ensemble)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20

@@ -30,6 +30,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--report", type=Path)
 
 
+def check_ensemble_file(path, parser) -> None:
+    """A one-line error where ``path`` is not an ensemble file (before any model is loaded)."""
+    from volslice.calibration import EnsembleFit
+
+    try:
+        EnsembleFit.load(path)
+    except ValueError as err:
+        parser.error(f"--ensemble: {err}")
+
+
 def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
     import json
@@ -38,6 +48,8 @@ def run(args) -> int:
 
     if args.weights and args.ensemble:
         args.parser.error("--ensemble holds the runs' weights: give no --weights")
+    if args.ensemble:
+        check_ensemble_file(args.ensemble, args.parser)
     if args.weights and len(args.weights) != len(args.models):
         args.parser.error(f"--weights needs one value per model folder ({len(args.models)})")
     result = predict_to_file(args.data, args.models, out=args.out, report=args.report, weights=args.weights,
