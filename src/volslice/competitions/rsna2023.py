@@ -215,10 +215,6 @@ def scorer(solution: pd.DataFrame):
     any_truth = any_injury(solution)
     any_weights = weights["any_injury_weight"].to_numpy()
 
-    def loss(true_probability: np.ndarray, row_weights: np.ndarray) -> float:
-        clipped = np.clip(true_probability, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
-        return float(-(row_weights * np.log(clipped)).sum() / row_weights.sum())
-
     def score_of(submission: pd.DataFrame) -> float:
         rows = submission.set_index(ID_COLUMN).loc[ids]
         losses, healthy = [], []
@@ -226,9 +222,10 @@ def scorer(solution: pd.DataFrame):
             p = rows[cols].to_numpy(dtype=float)
             p = p / p.sum(axis=1, keepdims=True)
             healthy.append(p[:, 0])
-            losses.append(loss(p[np.arange(len(p)), classes[group]], weights[f"{group}_weight"].to_numpy()))
+            true_class = p[np.arange(len(p)), classes[group]]
+            losses.append(_weighted_log_loss(weights[f"{group}_weight"].to_numpy(), true_class))
         any_pred = (1 - np.stack(healthy, axis=1)).max(axis=1)
-        losses.append(loss(np.where(any_truth == 1, any_pred, 1 - any_pred), any_weights))
+        losses.append(_weighted_log_loss(any_weights, np.where(any_truth == 1, any_pred, 1 - any_pred)))
         return float(np.mean(losses))
 
     return score_of
