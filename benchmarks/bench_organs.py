@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from common import markdown, volslice
-from volslice.training.cross_validation import ensemble_oof
+from volslice.classifier.run import ensemble_oof
 
 
 def main() -> int:

@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 from volslice import competitions
 from volslice.config import load_config
 from volslice.models.build import build_classifier
-from volslice.training.cross_validation import fold_datasets
-from volslice.training.engine import to_channels_last
+from volslice.classifier.run import fold_datasets
+from volslice.engine import to_channels_last
 
 
 def step_rate(model, task, batch, batches: int, lr: float) -> float:

@@ -26,7 +26,7 @@ import torch
 from volslice.config import load_config
 from volslice.pretraining.model import build_voco
 from volslice.pretraining.task import VoCoTask
-from volslice.training.engine import DistContext, amp_dtype, resolve_device, to_channels_last
+from volslice.engine import DistContext, amp_dtype, resolve_device, to_channels_last
 
 PAPER = ["model.backbone=efficientnet_b0", "pretrain.volume_depth=64", "pretrain.volume_size=192", "pretrain.grid=3",
          "pretrain.random_crops=2", "pretrain.projection_dim=2048", "pretrain.train.channels_last=true"]

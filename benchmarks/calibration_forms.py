@@ -21,7 +21,7 @@ from common import markdown
 from volslice import competitions
 from volslice.calibration import CALIBRATIONS, EnsembleFit
 from volslice.inference import predict
-from volslice.training.cross_validation import ensemble_oof
+from volslice.classifier.run import ensemble_oof
 
 
 def main() -> int:

@@ -31,7 +31,7 @@ from volslice.data.dataset import SeriesDataset
 from volslice.data.inputs import InputSpec
 from volslice.models.build import build_classifier
 from volslice.segmentation.organs import load_organ_records
-from volslice.training.classification import augment, to_float
+from volslice.data.tensors import augment, to_float
 
 
 def datasets(work: Path, organ: str, cfg):

@@ -39,3 +39,29 @@ def brain_atlas(tmp_path_factory):
     from volslice.synthetic.real_head import fetch_brain_atlas
 
     return fetch_brain_atlas(tmp_path_factory.mktemp("brain_atlas"))
+
+
+@pytest.fixture(scope="session")
+def organ_findings():
+    """The competition defined only in the tests (tests/competitions/organ_findings.py), registered
+    for this session's commands."""
+    import importlib.util
+    from pathlib import Path
+
+    from volslice import competitions
+
+    spec = importlib.util.spec_from_file_location("organ_findings", Path(__file__).parent / "competitions" /
+                                                  "organ_findings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    competitions.register(module.COMPETITION)
+    yield module.COMPETITION
+    competitions.unregister(module.COMPETITION.name)
+
+
+@pytest.fixture(scope="session")
+def organ_findings_data(organ_findings, tmp_path_factory):
+    """A small synthetic set of the test-only competition, made by its own generator."""
+    root = tmp_path_factory.mktemp("organ_findings_data")
+    organ_findings.generate(tiny_config(train_patients=8, test_patients=4), root)
+    return root

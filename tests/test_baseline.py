@@ -24,19 +24,19 @@ def test_prior_baseline_writes_scores_and_reports(tiny_data, tmp_path, capsys):
     assert sub.loc[0, "spleen_high"] > 0 and sub[comp.GROUPS["liver"]].sum(axis=1).iloc[0] == pytest.approx(1)
     got = json.loads(report.read_text())
     solution = pd.read_csv(tiny_data / "test_solution.csv")
-    expected = comp.score(solution, sub).score
+    expected = comp.COMPETITION.score(solution, sub).score
     assert got["prior_baseline"] == pytest.approx(expected)
     out = capsys.readouterr().out
     assert f"prior baseline score {expected:.4f}" in out
     # the best constant beside it (default name), fitted on the training labels
     best = pd.read_csv(tmp_path / "best_constant.csv")
     assert got["best_constant_submission"] == str(tmp_path / "best_constant.csv")
-    assert best.iloc[0, 1:].to_dict() == pytest.approx(comp.best_constant(train))
-    best_result = comp.score(solution, best)
+    assert best.iloc[0, 1:].to_dict() == pytest.approx(comp.COMPETITION.best_constant(train))
+    best_result = comp.COMPETITION.score(solution, best)
     assert got["best_constant"] == pytest.approx(best_result.score)
     assert got["best_constant_groups"] == pytest.approx(best_result.group_losses)
-    per_group = comp.constant_submission(sub.patient_id, comp.best_constant_per_group(train))
-    assert got["best_constant_per_group"] == pytest.approx(comp.score(solution, per_group).score)
+    per_group = comp.COMPETITION.constant_submission(sub.patient_id, comp.COMPETITION.best_constant_per_group(train))
+    assert got["best_constant_per_group"] == pytest.approx(comp.COMPETITION.score(solution, per_group).score)
     for name, value in (("prior", expected), ("per-group", got["best_constant_per_group"]),
                         ("best constant", best_result.score)):
         assert f"  {name:<15}{value:.4f}" in out

@@ -39,8 +39,8 @@ def test_make_demo_generates_then_reuses_data(tmp_path):
                "ORGAN_START=model.init=scratch train.min_steps=0")
     report = json.loads((work / "report.json").read_text())
     solution = pd.read_csv(work / "data" / "test_solution.csv")
-    assert report["prior_baseline"] == pytest.approx(comp.score(solution, pd.read_csv(subs / "prior_baseline.csv")).score)
-    assert report["test"] == pytest.approx(comp.score(solution, pd.read_csv(subs / "demo_ensemble.csv")).score)
+    assert report["prior_baseline"] == pytest.approx(comp.COMPETITION.score(solution, pd.read_csv(subs / "prior_baseline.csv")).score)
+    assert report["test"] == pytest.approx(comp.COMPETITION.score(solution, pd.read_csv(subs / "demo_ensemble.csv")).score)
     assert f"prior baseline score {report['prior_baseline']:.4f}" in out
     manifest = pd.read_csv(work / "cache" / "manifest.csv")
     assert len(manifest) == len(pd.read_csv(work / "data" / "train_series_meta.csv")) + len(
@@ -60,7 +60,7 @@ def test_make_demo_generates_then_reuses_data(tmp_path):
     assert set(report["segmentation_dice"]) == {"liver", "spleen", "left_kidney", "right_kidney", "bowel"}
     assert len(list((work / "cache" / "organs").glob("*.json"))) == len(manifest)
     assert (work / "runs" / "organs" / "segmenter" / "fold0" / "model.safetensors").exists()
-    assert report["test_groups"] == pytest.approx(comp.score(solution, pd.read_csv(subs / "demo_ensemble.csv")).group_losses)
+    assert report["test_groups"] == pytest.approx(comp.COMPETITION.score(solution, pd.read_csv(subs / "demo_ensemble.csv")).group_losses)
     assert "OOF score of 2 runs blended" in out
 
     # the same pipeline on an existing data root: nothing is generated, outputs go to the new WORK

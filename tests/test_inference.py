@@ -15,12 +15,12 @@ from volslice.data.dataset import SeriesDataset
 from volslice.data.folds import make_folds
 from volslice.dicom import read_series
 from volslice.inference import predict
-from volslice.predictor import Predictor
+from volslice.classifier.predictor import Predictor
 
 SMALL = ["model.backbone=resnet10t", "model.init=scratch", "model.hidden=8", "train.n_slices=4", "train.crop=24",
          "train.batch_size=2", "train.epochs=1", "train.workers=0", "train.progress=false", "model.context=1"]
 # not the defaults, so that the agreement below covers them
-AGREEMENT = ["train.series_aggregation=max", "train.tta=true"]
+AGREEMENT = ["train.series_aggregation=max", "train.tta=true", "train.amp=bf16"]
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +34,26 @@ def trained(tiny_data, tmp_path_factory):
     return root / "run"
 
 
+def test_the_best_validation_score_is_the_folds_oof_score(tiny_data, trained):
+    """Trained under bf16 autocast, validated and OOF-predicted in full precision alike: the best
+    epoch's validation score in summary.csv is its oof.csv's score."""
+    labels = pd.read_csv(tiny_data / "train.csv")
+    for fold in ("fold0", "fold1"):
+        oof = pd.read_csv(trained / fold / "oof.csv")
+        solution = labels[labels.patient_id.isin(oof.patient_id)]
+        best = pd.read_csv(trained / fold / "summary.csv").val_score.min()
+        assert comp.COMPETITION.score(solution, oof).score == pytest.approx(best, rel=1e-6)
+
+
 def test_infer_writes_a_validated_scored_submission(tiny_data, trained, tmp_path, capsys):
     out, report = tmp_path / "sub.csv", tmp_path / "report.json"
     assert cli(["infer", "--data", str(tiny_data), "--models", str(trained), "--out", str(out),
                 "--report", str(report), "--device", "cpu"]) == 0
     sub = pd.read_csv(out)
     test_ids = pd.read_csv(tiny_data / "test_series_meta.csv").patient_id.unique()
-    comp.validate_submission(sub, test_ids)
+    comp.COMPETITION.validate_submission(sub, test_ids)
     result = json.loads(report.read_text())
-    scored = comp.score(pd.read_csv(tiny_data / "test_solution.csv"), sub)
+    scored = comp.COMPETITION.score(pd.read_csv(tiny_data / "test_solution.csv"), sub)
     assert result["test"] == pytest.approx(scored.score) and result["submission"] == str(out)
     assert result["test_groups"] == pytest.approx(scored.group_losses)
     assert 0 < result["inference_share_reading"] < 1
@@ -63,9 +74,12 @@ def test_inference_command_reproduces_the_oof_rows(tiny_data, trained, tmp_path)
     other = Predictor.load(trained / "fold1", torch.device("cpu"))
     assert other.cfg.train.series_aggregation == "max" and other.cfg.train.tta
     run_oof = pd.read_csv(trained / "oof.csv").set_index("patient_id")
-    comp.validate_submission(run_oof.reset_index(), pd.read_csv(tiny_data / "train.csv").patient_id)
-    assert not np.allclose(run_oof.loc[oof.index].to_numpy(), pd.read_csv(trained / "fold1" / "oof.csv")
-                           .set_index("patient_id").reindex(oof.index).fillna(0).to_numpy())
+    comp.COMPETITION.validate_submission(run_oof.reset_index(), pd.read_csv(tiny_data / "train.csv").patient_id)
+    other_rows = tmp_path / "other_fold.csv"
+    assert cli(["infer", "--data", str(tiny_data), "--models", str(trained / "fold1"), "--split", "train",
+                "--out", str(other_rows), "--device", "cpu"]) == 0
+    other_rows = pd.read_csv(other_rows).set_index("patient_id").loc[oof.index]
+    assert not np.allclose(other_rows.to_numpy(), oof.to_numpy(), atol=1e-4)
 
 
 def test_inference_input_equals_the_training_validation_input(tiny_data, trained):
@@ -108,10 +122,11 @@ def test_inference_applies_the_calibration_fitted_on_every_oof_row(tiny_data, tr
     pd.testing.assert_frame_equal(calibrated, apply_shifts(comp.COMPETITION, raw, fit.shifts), atol=1e-9)
     assert not np.allclose(calibrated[comp.PREDICTION_COLUMNS], raw[comp.PREDICTION_COLUMNS])
     # the bundle carries the file with its runs named as the bundle's model folders
-    from volslice.bundle import bundled_ensemble, export_models
+    from volslice.bundle import bundled_ensemble
+    from volslice.predictors import export_run
 
     for run in bundled_ensemble(fit_file, tmp_path / "bundle" / "models"):
-        export_models(run, tmp_path / "bundle" / "models")
+        export_run(run, tmp_path / "bundle" / "models")
     bundled = predict(tiny_data, ensemble=tmp_path / "bundle" / "models" / "ensemble.json", device="cpu",
                       progress=False).submission
     pd.testing.assert_frame_equal(bundled, calibrated, atol=1e-6)
@@ -128,9 +143,14 @@ def test_weights_unreadable_patients_and_stray_entries(tiny_data, trained, tmp_p
     (data / "test_images" / "__MACOSX").mkdir()
     (data / "test_images" / ".DS_Store").write_bytes(b"\0")
     once = predict(data, [trained], device="cpu", progress=False)
-    twice = predict(data, [trained, trained], weights=[1.0, 3.0], device="cpu", progress=False)
-    pd.testing.assert_frame_equal(twice.submission, once.submission, atol=1e-6, rtol=0)
-    comp.validate_submission(once.submission, meta.patient_id.unique())
+    # two different runs (each fold alone), weighted 1 : 3: every value is their weighted mean
+    first, second = (predict(data, [trained / f"fold{k}"], device="cpu", progress=False).submission for k in (0, 1))
+    weighted = predict(data, [trained / "fold0", trained / "fold1"], weights=[1.0, 3.0], device="cpu",
+                       progress=False).submission
+    columns = comp.PREDICTION_COLUMNS
+    np.testing.assert_allclose(weighted[columns], (first[columns] + 3 * second[columns]) / 4, atol=1e-6)
+    assert not np.allclose(weighted[columns], (first[columns] + second[columns]) / 2, atol=1e-4)
+    comp.COMPETITION.validate_submission(once.submission, meta.patient_id.unique())
     reasons = [p["reason"] for p in once.problems]
     assert any(p["patient_id"] == victim and "no readable series" in p["reason"] for p in once.problems)
     assert any("__MACOSX" in r for r in reasons) and any(".DS_Store" in r for r in reasons)
@@ -141,7 +161,7 @@ def test_weights_unreadable_patients_and_stray_entries(tiny_data, trained, tmp_p
 
 
 def test_missing_models_are_named(tiny_data, tmp_path):
-    with pytest.raises(FileNotFoundError, match="best.pt"):
+    with pytest.raises(FileNotFoundError, match="not a trained run: no config.yaml"):
         predict(tiny_data, [tmp_path], device="cpu", progress=False)
 
 
@@ -177,7 +197,7 @@ def test_slice_importance_figure(tiny_data, trained, tmp_path):
     assert set(importance) == set(comp.GROUP_NAMES)
     for values in importance.values():
         assert values.shape == (4,) and np.isclose(values.max(), 1.0) and values.min() >= 0
-    with pytest.raises(FileNotFoundError, match="no folder for patient"):
+    with pytest.raises(ValueError, match="no train series of patient 1 "):
         explain(tiny_data, trained, 1, out=tmp_path / "x.png")
 
 
@@ -243,7 +263,7 @@ def test_a_series_that_kills_the_reader_gets_the_prior_and_is_listed(tiny_data, 
     monkeypatch.setattr(volslice.inference, "read_for_prediction",
                         lambda task, **kw: die_on(task, victim=victims[0], **kw))
     result = predict(tiny_data, [trained], device="cpu", progress=False)
-    comp.validate_submission(result.submission, meta.patient_id.unique())
+    comp.COMPETITION.validate_submission(result.submission, meta.patient_id.unique())
     crashed = [p for p in result.problems if "reader crashed" in p["reason"]]
     assert [p["series_id"] for p in crashed] == victims
     assert any(p["patient_id"] == patient and "no readable series" in p["reason"] for p in result.problems)

@@ -25,12 +25,10 @@ from pathlib import Path
 
 from volslice.calibration import ENSEMBLE_FILE, EnsembleFit
 from volslice.config import PROJECT_ROOT
-from volslice.descriptors.predictor import STAGES, descriptor_folds, is_descriptor_run
 from volslice.io import atomic_write_text
-from volslice.predictor import PRIOR_FILE, SEGMENTER_FOLDER
-from volslice.runs import export_fold, fold_folders
+from volslice.predictors import export_run
 
-DEV_ONLY = {"pytest", "nbclient", "nbformat", "ipykernel", "papermill", "setuptools"}
+DEV_ONLY = {"pytest", "nbclient", "nbformat", "ipykernel", "papermill", "setuptools", "import-linter", "grimp"}
 KAGGLE_PROVIDED = {"torch", "torchvision", "timm", "segmentation-models-pytorch"}  # in Kaggle's images; they need torch
 
 
@@ -46,24 +44,6 @@ def runtime_requirements(with_torch: bool) -> list[str]:
             continue
         lines.append(line)
     return lines
-
-
-def export_models(run_dir: Path, out: Path) -> list[Path]:
-    """Each fold of a run -> model.safetensors (EMA weights where trained with EMA), config.yaml,
-    prior.json; and the run's segmenter, where it has one, the same way. A descriptor run: each
-    fold's two stages."""
-    if is_descriptor_run(run_dir):
-        written = []
-        for fold in descriptor_folds(run_dir):
-            target = out / run_dir.name / fold.name
-            written += [export_fold(fold / stage, target / stage) for stage in STAGES]
-            shutil.copy(fold / PRIOR_FILE, target / PRIOR_FILE)
-        return written
-    written = [export_fold(fold, out / run_dir.name / fold.name, (PRIOR_FILE,)) for fold in fold_folders(run_dir)]
-    if (run_dir / SEGMENTER_FOLDER).is_dir():
-        for fold in fold_folders(run_dir / SEGMENTER_FOLDER):
-            export_fold(fold, out / run_dir.name / SEGMENTER_FOLDER / fold.name)
-    return written
 
 
 def bundled_ensemble(ensemble: Path, models_dir: Path) -> list[Path]:
@@ -101,6 +81,6 @@ def build(models: list | None, out: Path, *, python_version: str | None = None, 
     subprocess.run([*pip, "download", "-q", "-d", str(wheels), "--only-binary=:all:", *target, *requirements],
                    check=True)
     for run_dir in models:
-        export_models(Path(run_dir), out / "models")
+        export_run(Path(run_dir), out / "models")
     shutil.copy(PROJECT_ROOT / "notebooks" / "inference.ipynb", out / "inference.ipynb")
     return out

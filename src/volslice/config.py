@@ -78,7 +78,7 @@ class ModelConfig:
     hidden: int = 128
     layers: int = 1
     pooling: str = "max"  # max | mean | attention
-    heads: list[str] = field(default_factory=lambda: ["bowel", "extravasation", "kidney", "liver", "spleen"])
+    heads: list[str] = field(default_factory=list)  # the competition's heads to predict (none: every head)
     dropout: float = 0.2
     drop_path: float = 0.0
     slice_loss_weight: float = 0.0  # auxiliary image-level loss (bowel, extravasation)
@@ -232,6 +232,7 @@ class DescriptorConfig:
 class Config:
     """Every stage's settings; what each run saves as config.yaml."""
     competition: str = "rsna2023"
+    method: str = "classifier"  # the model kind a trained run holds (classifier | descriptors); set by its command
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)

@@ -1,6 +1,6 @@
 """Offline inference: raw DICOM series -> fold ensemble -> validated submission.
 
-Each run folder becomes a ``Predictor`` (a descriptor run a ``DescriptorPredictor``; its saved config decides the cache settings, the input,
+Each run folder becomes the predictor its saved config's ``method`` names (``predictors``), which decides the cache settings, the input,
 TTA, the series aggregation and the fill for absent heads, exactly as in its OOF predictions); an
 ensemble file adds the run weights and the calibration fitted on their OOF rows.
 Series are read and windowed in a reader process (``parallel.imap_surviving_crashes``), once for
@@ -24,12 +24,11 @@ from tqdm import tqdm
 from volslice import competitions
 from volslice.calibration import EnsembleFit
 from volslice.data.cache import read_for_prediction
-from volslice.descriptors.predictor import DescriptorPredictor, is_descriptor_run
 from volslice.evaluation import score_if_labelled
 from volslice.io import atomic_write_csv, update_json
 from volslice.parallel import WorkerCrash, imap_surviving_crashes
-from volslice.predictor import Predictor, ensemble as ensemble_rows, ensemble_prior
-from volslice.training.engine import DistContext, resolve_device
+from volslice.predictors import ensemble as ensemble_rows, ensemble_prior, load_predictor
+from volslice.engine import DistContext, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +88,6 @@ def expected_ids(data: Path, split: str, comp, tasks: list) -> list | None:
         except FileNotFoundError:
             pass
     return sorted({t.patient_id for t in tasks}) if comp.label_level == "patient" else None
-
-
-def load_predictor(folder, device, weight: float = 1.0):
-    """The predictor of a run folder: a descriptor run's (``DescriptorPredictor``), else a classifier's."""
-    return (DescriptorPredictor if is_descriptor_run(folder) else Predictor).load(folder, device, weight)
 
 
 def predict(data, model_folders=None, *, weights=None, ensemble=None, device: str = "auto", split: str = "test",

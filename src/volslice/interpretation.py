@@ -11,20 +11,17 @@ maximum), so a reader sees where in the organ the model looked.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from volslice.data.cache import cache_series
+from volslice.classifier.predictor import Predictor
+from volslice.classifier.task import ClassificationTask
+from volslice.data.cache import read_for_prediction
 from volslice.data.inputs import organ_views
-from volslice.data.layout import series_folder
-from volslice.dicom import read_series
 from volslice.io import atomic_path
-from volslice.predictor import Predictor
 from volslice.runs import fold_folders
-from volslice.training.classification import ClassificationTask
 
 
 def saliency(model, x: torch.Tensor, task: ClassificationTask) -> tuple[dict, dict]:
@@ -32,7 +29,8 @@ def saliency(model, x: torch.Tensor, task: ClassificationTask) -> tuple[dict, di
     x of shape (1, S, C, H, W) (per head, saliency (S, H, W)) or of organ crops
     (1, views, S, C, H, W) (per organ crop sequence, e.g. left_kidney, its head's saliency over it)."""
     maps, injury = {}, {}
-    views = organ_views(task.heads) if x.ndim == 6 else [(head, head) for head in task.heads]
+    views = (organ_views([(h, task.specs[h].organs) for h in task.heads]) if x.ndim == 6 else
+             [(head, head) for head in task.heads])
     for head in task.heads:
         x = x.detach().clone().requires_grad_(True)
         probs = task.probabilities(model(x), keep_graph=True)[head]
@@ -114,6 +112,19 @@ def plot_slice_importance(images: np.ndarray, importance: dict, injury: dict, pa
     plt.close(fig)
 
 
+def chosen_series(tasks: list, patient_id: int, series_id: int | None, split: str):
+    """The series ``series_id`` of ``patient_id`` among ``tasks`` (its first where None), or a
+    one-line error naming what the split holds."""
+    mine = sorted((t for t in tasks if t.patient_id == patient_id), key=lambda t: t.series_id)
+    if series_id is not None:
+        mine = [t for t in mine if t.series_id == series_id]
+    if not mine:
+        raise ValueError(f"no {split} series of patient {patient_id}" +
+                         (f" with id {series_id}" if series_id is not None else "") +
+                         f" in the data ({len(tasks)} {split} series found)")
+    return mine[0]
+
+
 def explain(data, model_dir, patient_id: int, series_id: int | None = None, split: str = "train",
             out="slice_importance.png") -> dict:
     """Figure for one series of a patient with the first fold model of ``model_dir`` (a fold folder
@@ -121,11 +132,14 @@ def explain(data, model_dir, patient_id: int, series_id: int | None = None, spli
     run's segmenter). Returns per head the slice importance (S,), or for organ crops the
     saliency over its crops (S, H, W)."""
     predictor = Predictor.load(fold_folders(model_dir)[0], torch.device("cpu"))
-    model, cfg = predictor.models[0], predictor.cfg
-    folder = series_folder(Path(data), split, patient_id, series_id)
-    x, images = predictor.model_input(cache_series(read_series(folder), replace(cfg.cache, masks=False))[0])
+    model, cfg, comp = predictor.models[0], predictor.cfg, predictor.comp
+    task = chosen_series(comp.find_series(Path(data), splits=(split,)), patient_id, series_id, split)
+    read = read_for_prediction(task, [cfg.cache], pixel_fix=comp.pixel_fix)  # as inference reads it
+    if read["error"]:
+        raise ValueError(f"patient {patient_id} series {task.series_id}: {read['error']}")
+    x, images = predictor.model_input(read["images"][0])
     centre = cfg.model.context * len(cfg.cache.windows)  # the picked slice's first window, not a neighbour
-    title = f"patient {patient_id}, series {folder.name} ({Path(predictor.folder).name})"
+    title = f"patient {patient_id}, series {task.series_id} ({Path(predictor.folder).name})"
     if x.ndim == 6:
         maps, injury = saliency(model, x, predictor.task)
         plot_crop_saliency(images[:, :, centre], maps, injury, out, title)

@@ -4,16 +4,50 @@ the Kaggle bundle read runs through here."""
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
-from safetensors.torch import save_file
+import torch
+import yaml
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
 
-from volslice.io import atomic_path, atomic_write_text
-from volslice.training.engine import load_checkpoint, load_weights, model_weights
+from volslice.config import CacheConfig, Config, changed_keys, load_config, save_config
+from volslice.data.cache import cache_config_fingerprint
+from volslice.io import atomic_path, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("best.pt", "model.safetensors")
 EXPORTED_WEIGHTS = "model.safetensors"
+PRIOR_FILE = "prior.json"
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Checkpoints hold tensors and plain values only: loaded with weights_only=True."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def model_weights(path) -> dict:
+    """The weights to predict with: a ``.safetensors`` file as it is, or a checkpoint's EMA weights
+    where it was trained with EMA, else its model weights."""
+    if Path(path).suffix == ".safetensors":
+        return load_file(str(path))
+    checkpoint = load_checkpoint(path)
+    return checkpoint["ema"] or checkpoint["model"]
+
+
+def load_weights(model: torch.nn.Module, weights: dict, source, remedy: str) -> None:
+    """``weights`` into ``model``, strictly. Weights of another network (a run of an older version of
+    the model: the same config, other layers) are refused by name, with ``remedy``."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(f"{source} does not fit this network ({str(err).splitlines()[-1].strip()}): "
+                         f"{remedy}") from None
 
 
 def weight_file(fold: Path) -> Path | None:
@@ -55,3 +89,58 @@ def export_fold(fold: Path, target: Path, extra_files: tuple[str, ...] = ()) -> 
         if (fold / name).exists():
             shutil.copy(fold / name, target / name)
     return target
+
+
+def adopt_cache_settings(cfg: Config, cache: Path) -> Config:
+    """``cfg`` with the cache settings the cache folder was made with (its config.yaml), so that
+    the run's saved config makes inference window and resize raw series as training saw them."""
+    record = cache / "config.yaml"
+    if not record.exists():
+        return cfg
+    made_with = OmegaConf.merge(OmegaConf.structured(CacheConfig), yaml.safe_load(record.read_text()))
+    cached = replace(OmegaConf.to_object(made_with), workers=cfg.cache.workers)
+    differ = changed_keys(cache_config_fingerprint(cfg.cache), cache_config_fingerprint(cached))
+    if differ:
+        log.warning("%s was made with other cache settings than the config's (%s): the run records the "
+                    "cache's, which inference will use", cache, ", ".join(differ))
+    return replace(cfg, cache=cached)
+
+
+def save_prior(folder, prior: dict) -> None:
+    """A fold's training label frequencies (``prior.json``): the fill for the columns its model
+    does not predict, and the row of an id none of whose series can be read."""
+    atomic_write_json(Path(folder) / PRIOR_FILE, prior)
+
+
+def read_prior(fold, columns) -> dict:
+    """A fold's ``prior.json`` (``columns`` of it); a fold without one is refused by name (every
+    method writes it before training, so only a folder copied by hand lacks it)."""
+    path = Path(fold) / PRIOR_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{fold} has no {PRIOR_FILE} (the training labels' frequencies, written before "
+                                "training): copy it with the weights, or train the fold again with --resume")
+    prior = json.loads(path.read_text())
+    return {c: float(prior[c]) for c in columns}
+
+
+def mean_prior(folds, columns) -> dict:
+    """The mean of the folds' priors."""
+    priors = [read_prior(fold, columns) for fold in folds]
+    return {c: sum(p[c] for p in priors) / len(priors) for c in columns}
+
+
+def save_run_config(run_dir, cfg: Config) -> None:
+    """The run's resolved config at its root (``RUN/config.yaml``), whose ``method`` says which
+    predictor reads the run: inference and the bundle dispatch on it."""
+    save_config(cfg, Path(run_dir) / "config.yaml")
+
+
+def run_config(folder) -> Config:
+    """The config a run (or one of its fold folders, or a bundle's copy) was trained with: its own
+    ``config.yaml``, else its first fold's."""
+    folder = Path(folder)
+    candidates = [folder / "config.yaml", *sorted(folder.glob("fold*/config.yaml"))]
+    found = next((path for path in candidates if path.exists()), None)
+    if found is None:
+        raise FileNotFoundError(f"{folder} is not a trained run: no config.yaml in it or in a fold*/ folder")
+    return load_config(found)

@@ -1,4 +1,5 @@
-"""Every registered competition through the same checks: the stages rely on nothing else."""
+"""Every competition through the same checks, the test-only one (``organ_findings``) with them:
+the stages rely on nothing else."""
 
 import numpy as np
 import pandas as pd
@@ -6,26 +7,70 @@ import pytest
 
 from volslice import competitions
 from volslice.competitions import Competition, SubmissionError
+from volslice.data.cache import SeriesTask
+from volslice.dicom import read_series
 from volslice.evaluation import best_constant_baseline, prior_baseline, score_if_labelled
 
+DATA = {"rsna2023": "tiny_data", "rsna2019": "tiny_head_data", "organ_findings": "organ_findings_data"}
 
-@pytest.fixture(params=competitions.names())
+
+@pytest.fixture(params=list(DATA))
 def case(request):
-    """(competition, its tiny synthetic data folder)."""
-    comp = competitions.get(request.param)
-    data = {"rsna2023": "tiny_data", "rsna2019": "tiny_head_data"}[request.param]
-    return comp, request.getfixturevalue(data)
+    """(competition, its tiny synthetic data folder, made by its own generator)."""
+    data = request.getfixturevalue(DATA[request.param])  # registers the test-only competition first
+    return competitions.get(request.param), data
 
 
-def test_registry_holds_competitions():
-    assert set(competitions.names()) >= {"rsna2023", "rsna2019"}
+def test_registry_holds_competitions(organ_findings):
+    assert set(competitions.names()) >= set(DATA)
     for name in competitions.names():
         comp = competitions.get(name)
         assert isinstance(comp, Competition) and comp.name == name
         assert comp.label_level in ("patient", "slice")
         assert comp.windows and all(width > 0 for _, width in comp.windows.values())
+        assert [c for head in comp.heads for c in head.columns] == list(comp.prediction_columns)
+        assert set(comp.auxiliary_labels.values()) <= set(comp.prediction_columns)
     with pytest.raises(KeyError, match="unknown competition"):
         competitions.get("nope")
+    with pytest.raises(ValueError, match="built-in"):
+        competitions.register(competitions.get("rsna2023"))
+
+
+def test_the_test_competition_is_held_to_the_declared_interface(organ_findings):
+    with pytest.raises(AttributeError, match="not part of the Competition interface"):
+        organ_findings.GROUPS  # noqa: B018
+    assert organ_findings.heads[0].columns == ("liver_finding",)
+
+
+def test_series_are_found_for_every_id_and_read_with_the_pixel_fix(case):
+    comp, data = case
+    skipped = []
+    series = comp.find_series(data, skipped)
+    assert series and not skipped and all(isinstance(s, SeriesTask) for s in series)
+    assert {s.split for s in series} == {"train", "test"}
+    if comp.label_level == "patient":
+        assert {s.patient_id for s in series if s.split == "train"} == set(comp.read_labels(data)[comp.id_column])
+        assert {s.patient_id for s in series if s.split == "test"} == set(comp.test_ids(data))
+        listed = comp.series_table(data, "train")
+        if listed is not None:
+            assert set(listed.series_id) == {s.series_id for s in series if s.split == "train"}
+    first = series[0]
+    hu = read_series(first.series_dir, pixel_fix=comp.pixel_fix, files=first.files).hu
+    assert hu.ndim == 3 and -1100 < hu.min() < hu.max() < 4000  # Hounsfield units, fixed where the data need it
+
+
+def test_the_submission_round_trip(case):
+    """Wide labels -> the submission's shape -> validated and scored as the metric's best; a
+    constant scores worse in the metric's direction."""
+    comp, data = case
+    labels = comp.read_labels(data)
+    solution = comp.as_submission(labels)
+    perfect = comp.perfect_submission(solution)
+    comp.validate_submission(perfect, labels[comp.id_column])
+    best = comp.score(solution, perfect).score
+    constant = comp.score(solution, comp.constant_submission(labels[comp.id_column], comp.best_constant(labels))).score
+    assert comp.is_better(best, constant)
+    assert best == pytest.approx(1.0 if comp.higher_is_better else 0.0, abs=1e-9)
 
 
 def test_generated_labels_are_binary_and_complete(case):
@@ -60,19 +105,22 @@ def test_best_constant_is_a_submission_that_beats_the_prior(case):
     for name, probabilities in constants.items():
         assert set(probabilities) == set(comp.prediction_columns), name
         assert all(0 < p < 1 for p in probabilities.values()), name
-        for cols in getattr(comp, "GROUPS", {}).values():
-            assert sum(probabilities[c] for c in cols) == pytest.approx(1), name
+        for head in comp.heads:
+            if len(head.columns) > 1:
+                assert sum(probabilities[c] for c in head.columns) == pytest.approx(1), name
         in_sample[name] = comp.score(solution, comp.constant_submission(ids, probabilities)).score
-    assert in_sample["best"] <= in_sample["per group"] + 1e-12 and in_sample["best"] <= in_sample["prior"]
+    for other in ("per group", "prior"):  # nothing constant beats the best constant
+        assert not comp.is_better(in_sample[other], in_sample["best"] + (1e-12 if comp.higher_is_better else -1e-12))
     best = best_constant_baseline(data, comp)
     comp.validate_submission(best, comp.test_ids(data))
     assert np.isfinite(score_if_labelled(data, best, comp).score)
 
 
-def test_perfect_submission_scores_zero(case):
+def test_perfect_submission_scores_the_metric_best(case):
     comp, data = case
     solution = comp.read_solution(data)
-    assert comp.score(solution, comp.perfect_submission(solution)).score < 1e-9
+    assert comp.score(solution, comp.perfect_submission(solution)).score == pytest.approx(
+        1.0 if comp.higher_is_better else 0.0, abs=1e-9)
 
 
 def malformed(submission: pd.DataFrame):

@@ -57,7 +57,7 @@ def test_columns_in_competition_order():
 
 
 def test_perfect_submission_scores_near_zero():
-    result = comp.score(SOLUTION, perfect_submission(SOLUTION))
+    result = comp.COMPETITION.score(SOLUTION, perfect_submission(SOLUTION))
     assert result.score < 1e-12
     assert set(result.group_losses) == {*comp.GROUP_NAMES, "any_injury"}
 
@@ -83,8 +83,8 @@ def hand_weighted_logloss(p_true, weights):
 
 
 def test_constant_prior_matches_hand_computation():
-    sub = comp.sample_submission(SOLUTION.patient_id)  # 0.5 / 1/3 everywhere
-    result = comp.score(SOLUTION, sub)
+    sub = comp.COMPETITION.sample_submission(SOLUTION.patient_id)  # 0.5 / 1/3 everywhere
+    result = comp.COMPETITION.score(SOLUTION, sub)
     w = comp.sample_weights(SOLUTION)
     for group in comp.BINARY_GROUPS:
         assert result.group_losses[group] == pytest.approx(math.log(2))
@@ -104,7 +104,7 @@ def test_one_confident_wrong_answer():
     # patient 102 has extravasation injury (weight 6); predict healthy with certainty
     row = sub.patient_id == 102
     sub.loc[row, ["extravasation_healthy", "extravasation_injury"]] = [1.0, 0.0]
-    result = comp.score(SOLUTION, sub)
+    result = comp.COMPETITION.score(SOLUTION, sub)
     w = comp.sample_weights(SOLUTION)["extravasation_weight"]
     expected = hand_weighted_logloss([1, 1, 0, 1], w)  # the wrong row gets p=eps
     assert result.group_losses["extravasation"] == pytest.approx(expected, rel=1e-9)
@@ -120,19 +120,19 @@ def test_groups_are_normalised_before_scoring():
     scaled[comp.PREDICTION_COLUMNS] *= 7.5
     noisy = sub.copy()
     noisy[comp.PREDICTION_COLUMNS] = noisy[comp.PREDICTION_COLUMNS] * 0.8 + 0.1
-    assert comp.score(SOLUTION, scaled).score == pytest.approx(comp.score(SOLUTION, sub).score, abs=1e-12)
+    assert comp.COMPETITION.score(SOLUTION, scaled).score == pytest.approx(comp.COMPETITION.score(SOLUTION, sub).score, abs=1e-12)
     normalised = comp.normalise_groups(noisy.set_index("patient_id"))
     for cols in comp.GROUPS.values():
         np.testing.assert_allclose(normalised[cols].sum(axis=1), 1.0)
-    assert comp.score(SOLUTION, noisy).score == pytest.approx(
-        comp.score(SOLUTION, normalised.reset_index()).score)
+    assert comp.COMPETITION.score(SOLUTION, noisy).score == pytest.approx(
+        comp.COMPETITION.score(SOLUTION, normalised.reset_index()).score)
 
 
 def test_row_order_does_not_matter():
-    sub = comp.sample_submission(SOLUTION.patient_id)
+    sub = comp.COMPETITION.sample_submission(SOLUTION.patient_id)
     sub.loc[sub.patient_id == 101, "bowel_injury"] = 0.9
     shuffled = sub.sample(frac=1.0, random_state=0)
-    assert comp.score(SOLUTION, shuffled).score == comp.score(SOLUTION, sub).score
+    assert comp.COMPETITION.score(SOLUTION, shuffled).score == comp.COMPETITION.score(SOLUTION, sub).score
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -147,39 +147,39 @@ def test_row_order_does_not_matter():
     (lambda s: s.assign(bowel_healthy=0.0, bowel_injury=[0.0, 0.5, 0.5, 0.5]), "sums to 0"),
 ])
 def test_validator_names_the_problem(mutate, message):
-    sub = mutate(comp.sample_submission(SOLUTION.patient_id))
+    sub = mutate(comp.COMPETITION.sample_submission(SOLUTION.patient_id))
     with pytest.raises(competitions.SubmissionError, match=message) as err:
-        comp.score(SOLUTION, sub)
+        comp.COMPETITION.score(SOLUTION, sub)
     assert err.value.problems
 
 
 def test_validator_reports_where():
-    sub = comp.sample_submission(SOLUTION.patient_id)
+    sub = comp.COMPETITION.sample_submission(SOLUTION.patient_id)
     sub.loc[sub.patient_id == 102, "liver_high"] = np.nan
     with pytest.raises(competitions.SubmissionError) as err:
-        comp.validate_submission(sub, SOLUTION.patient_id)
+        comp.COMPETITION.validate_submission(sub, SOLUTION.patient_id)
     assert "liver_high" in str(err.value) and "102" in str(err.value)
 
 
 def test_extra_metrics():
     sol = labels_frame([{}, {"bowel": 1}, {"liver": 1}, {}])
     sub = perfect_submission(sol)
-    m = comp.extra_metrics(sol, sub)
+    m = comp.COMPETITION.extra_metrics(sol, sub)
     assert m["average_precision"]["bowel_injury"] == 1.0
     assert m["precision"] == 1.0 and m["recall"] == 1.0
     assert np.isnan(m["average_precision"]["kidney_high"])  # no positives
     sub.loc[sub.patient_id == 101, ["bowel_healthy", "bowel_injury"]] = [0.9, 0.1]
-    m = comp.extra_metrics(sol, sub)
+    m = comp.COMPETITION.extra_metrics(sol, sub)
     assert m["recall"] == 0.5 and m["precision"] == 1.0
 
 
 def test_score_cli(tmp_path, capsys):
     SOLUTION.to_csv(tmp_path / "sol.csv", index=False)
-    comp.sample_submission(SOLUTION.patient_id).to_csv(tmp_path / "sub.csv", index=False)
+    comp.COMPETITION.sample_submission(SOLUTION.patient_id).to_csv(tmp_path / "sub.csv", index=False)
     assert score_main(["--solution", str(tmp_path / "sol.csv"), "--submission", str(tmp_path / "sub.csv"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["group_losses"]["bowel"] == pytest.approx(math.log(2))
-    bad = comp.sample_submission(SOLUTION.patient_id).drop(columns="bowel_injury")
+    bad = comp.COMPETITION.sample_submission(SOLUTION.patient_id).drop(columns="bowel_injury")
     bad.to_csv(tmp_path / "bad.csv", index=False)
     assert score_main(["--solution", str(tmp_path / "sol.csv"), "--submission", str(tmp_path / "bad.csv")]) == 2
     assert "missing columns" in capsys.readouterr().err
@@ -227,7 +227,7 @@ def random_labels(n, seed):
 
 
 def constant_frame_score(labels, probabilities):
-    return comp.score(labels, comp.constant_submission(labels.patient_id, probabilities)).score
+    return comp.COMPETITION.score(labels, comp.COMPETITION.constant_submission(labels.patient_id, probabilities)).score
 
 
 def closed_form_best(labels):
@@ -257,7 +257,7 @@ def test_constant_score_is_the_metric(seed):
                          for c, p in zip(cols, rng.dirichlet(np.ones(len(cols))) * rng.uniform(0.5, 3))}
         assert comp.constant_score(counts, probabilities) == pytest.approx(
             constant_frame_score(labels, probabilities), abs=1e-9)
-    extreme = {**comp.best_constant_per_group(labels), "liver_high": 1e-20, "bowel_injury": 0.0}
+    extreme = {**comp.COMPETITION.best_constant_per_group(labels), "liver_high": 1e-20, "bowel_injury": 0.0}
     assert comp.constant_score(counts, extreme) == pytest.approx(constant_frame_score(labels, extreme), abs=1e-9)
 
 
@@ -272,7 +272,7 @@ def simplex_grid(size, step):
 def test_best_constant_beats_a_brute_force_grid(seed):
     labels = random_labels(30, seed)
     counts = comp.label_counts(labels)
-    best = comp.best_constant(labels)
+    best = comp.COMPETITION.best_constant(labels)
     best_score = constant_frame_score(labels, best)
     # the groups the any_injury term couples most: the two with the smallest healthy probability
     coupled = sorted(comp.GROUPS, key=lambda g: best[comp.GROUPS[g][0]])[:2]
@@ -290,7 +290,7 @@ def test_best_constant_beats_a_brute_force_grid(seed):
 @pytest.mark.parametrize("labels", [random_labels(200, 5), random_labels(60, 6), real_like_labels()],
                          ids=["random200", "random60", "real_like"])
 def test_best_constant_is_the_closed_form_minimiser(labels):
-    best, exact = comp.best_constant(labels), closed_form_best(labels)
+    best, exact = comp.COMPETITION.best_constant(labels), closed_form_best(labels)
     assert constant_frame_score(labels, best) == pytest.approx(constant_frame_score(labels, exact), abs=1e-9)
     assert best == pytest.approx(exact, abs=1e-4)
 
@@ -298,9 +298,9 @@ def test_best_constant_is_the_closed_form_minimiser(labels):
 @pytest.mark.parametrize("labels", [random_labels(30, 7), random_labels(300, 8), real_like_labels()],
                          ids=["random30", "random300", "real_like"])
 def test_best_constant_beats_the_per_group_form_and_the_prior(labels):
-    best = constant_frame_score(labels, comp.best_constant(labels))
-    per_group = constant_frame_score(labels, comp.best_constant_per_group(labels))
-    prior = constant_frame_score(labels, comp.prior_probabilities(labels))
+    best = constant_frame_score(labels, comp.COMPETITION.best_constant(labels))
+    per_group = constant_frame_score(labels, comp.COMPETITION.best_constant_per_group(labels))
+    prior = constant_frame_score(labels, comp.COMPETITION.prior_probabilities(labels))
     assert best <= per_group < prior
 
 
@@ -312,10 +312,10 @@ def test_best_constants_on_the_real_competitions_label_counts():
     assert labels[injuries].sum().tolist() == [64, 200, 115, 67, 259, 62, 199, 155]
     assert labels.any_injury.sum() == 855 and len(labels) == 3147
     started = time.perf_counter()
-    best = comp.best_constant(labels)
+    best = comp.COMPETITION.best_constant(labels)
     seconds = time.perf_counter() - started
-    scores = {"prior": constant_frame_score(labels, comp.prior_probabilities(labels)),
-              "per-group": constant_frame_score(labels, comp.best_constant_per_group(labels)),
+    scores = {"prior": constant_frame_score(labels, comp.COMPETITION.prior_probabilities(labels)),
+              "per-group": constant_frame_score(labels, comp.COMPETITION.best_constant_per_group(labels)),
               "best constant": constant_frame_score(labels, best)}
     print(" ".join(f"{name} {value:.4f}" for name, value in scores.items()), f"({seconds:.3f} s)")
     assert scores["prior"] == pytest.approx(0.786, abs=0.02)
@@ -326,15 +326,15 @@ def test_best_constants_on_the_real_competitions_label_counts():
 
 def test_best_constants_are_probabilities_never_zero():
     healthy = labels_from_classes({g: np.zeros(20, int) for g in comp.GROUPS})  # no class but healthy
-    for probabilities in (comp.best_constant(healthy), comp.best_constant_per_group(healthy),
-                          comp.best_constant(random_labels(30, 9))):
+    for probabilities in (comp.COMPETITION.best_constant(healthy), comp.COMPETITION.best_constant_per_group(healthy),
+                          comp.COMPETITION.best_constant(random_labels(30, 9))):
         values = np.array([probabilities[c] for c in comp.PREDICTION_COLUMNS])
         assert (values >= comp.MIN_PROBABILITY * (1 - 1e-9)).all() and (values < 1).all()
         for cols in comp.GROUPS.values():
             assert sum(probabilities[c] for c in cols) == pytest.approx(1)
-    assert comp.COMPETITION.best_constant(healthy) == comp.best_constant(healthy)
+    assert comp.COMPETITION.best_constant(healthy) == comp.COMPETITION.best_constant(healthy)
     with pytest.raises(ValueError, match="no labels"):
-        comp.best_constant(healthy.iloc[:0])
+        comp.COMPETITION.best_constant(healthy.iloc[:0])
 
 
 def test_the_vectorised_scorer_equals_the_metric():
@@ -350,4 +350,4 @@ def test_the_vectorised_scorer_equals_the_metric():
     for col in comp.PREDICTION_COLUMNS:
         submission[col] = rng.uniform(0, 1, n) ** 3  # some near 0, groups not normalised
     metric = comp.COMPETITION.scorer(labels)
-    assert metric(submission) == pytest.approx(comp.score(labels, submission).score, abs=1e-9)
+    assert metric(submission) == pytest.approx(comp.COMPETITION.score(labels, submission).score, abs=1e-9)

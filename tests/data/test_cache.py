@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from volslice import competitions
 from volslice.config import CacheConfig, WindowConfig
 from volslice.data.cache import (
     body_crop,
@@ -180,14 +181,14 @@ def test_bad_series_are_reported_and_the_run_goes_on(tiny_data, tmp_path):
     pd.concat([meta, ghost]).to_csv(data / "test_series_meta.csv", index=False)
 
     summary = run_cache(data, tmp_path / "cache", CacheConfig(size=16, z_mode="count", n_slices=8, workers=2),
-                        progress=False)
+                        progress=False, comp=competitions.get("rsna2023"))
     assert summary.failed == 1 and summary.done == len(series_dirs) + len(list((data / "test_images").glob("*/*"))) - 1
     problems = pd.read_csv(tmp_path / "cache" / "problems.csv")
     failed = problems[problems.series_id == int(broken.name)]
     assert (failed.action == "series skipped").all() and len(failed) == len(list(broken.glob("*.dcm")))
     dropped = problems[problems.series_id == int(partial.name)]
     assert dropped.file.tolist() == [str(first)] and dropped.action.tolist() == ["slice dropped"]
-    assert "folder is missing" in problems[problems.series_id == 424242].reason.iloc[0]
+    assert "listed in the test series table but not found" in problems[problems.series_id == 424242].reason.iloc[0]
     manifest = load_manifest(tmp_path / "cache")
     assert int(broken.name) not in set(manifest.series_id)
     assert manifest.set_index("series_id").loc[int(partial.name), "dropped_slices"] == 1

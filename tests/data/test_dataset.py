@@ -31,9 +31,9 @@ def test_items_carry_slices_targets_and_slice_labels(tiny_data, keep_cache):
     manifest = load_manifest(keep_cache)
     train = manifest[manifest.split == "train"]
     labels = pd.read_csv(tiny_data / "train.csv")
-    image_labels = pd.read_csv(tiny_data / "image_level_labels.csv")
+    image_labels = comp.COMPETITION.read_auxiliary_labels(tiny_data)
     heads = {g: comp.GROUPS[g] for g in comp.GROUP_NAMES}
-    ds = SeriesDataset(keep_cache, train, heads, labels=labels, image_labels=image_labels,
+    ds = SeriesDataset(keep_cache, train, heads, labels=labels.set_index("patient_id"), auxiliary_labels=image_labels,
                        slice_heads=comp.IMAGE_LEVEL_COLUMNS, spec=InputSpec(n_slices=8, crop=40, context=1))
     assert len(ds) == len(train)
     unknown_free = 0  # slice labels of patients without that injury: known negatives
@@ -50,12 +50,12 @@ def test_items_carry_slices_targets_and_slice_labels(tiny_data, keep_cache):
                 unknown_free += 1
     assert unknown_free > 0
     # a series with listed extravasation slices: the targets are exactly the listed instances
-    listed = image_labels[image_labels.injury_name == "Active_Extravasation"]
+    listed = image_labels[image_labels.label == "Active_Extravasation"]
     assert len(listed) > 0
     series_id = listed.series_id.iloc[0]
     row = train[train.series_id == series_id].iloc[0]
-    ds_all = SeriesDataset(keep_cache, train[train.series_id == series_id], heads, labels=labels,
-                           image_labels=image_labels, slice_heads=comp.IMAGE_LEVEL_COLUMNS,
+    ds_all = SeriesDataset(keep_cache, train[train.series_id == series_id], heads, labels=labels.set_index("patient_id"),
+                           auxiliary_labels=image_labels, slice_heads=comp.IMAGE_LEVEL_COLUMNS,
                            spec=InputSpec(n_slices=row.slices, crop=48))
     target = ds_all[0]["slice_target"][:, 0].numpy().astype(bool)
     expected = np.isin(row.instance_numbers, listed[listed.series_id == series_id].instance_number)

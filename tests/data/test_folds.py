@@ -3,7 +3,9 @@ import pytest
 
 from conftest import tiny_config
 from volslice.cli import main as cli
-from volslice.competitions.rsna2023 import stratum
+from volslice.competitions.rsna2023 import COMPETITION
+
+stratum = COMPETITION.fold_strata
 from volslice.data.folds import make_folds
 from volslice.synthetic.generate import label_row, plan_patients
 
@@ -48,7 +50,7 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="cannot make"):
         make_folds(labels, series, 20, 0)
     extra = pd.concat([series, pd.DataFrame([{"patient_id": 7, "series_id": 1}])])
-    with pytest.raises(ValueError, match="missing from train.csv"):
+    with pytest.raises(ValueError, match="patients that have no labels"):
         make_folds(labels, extra, 3, 0)
 
 

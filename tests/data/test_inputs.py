@@ -5,8 +5,14 @@ import torch
 from volslice.config import load_config
 from volslice.data.inputs import (InputSpec, crop_views, cut_and_resize, organ_crops, organs_z_range,
                                   sample_input)
+from volslice.competitions.rsna2023 import COMPETITION, HEAD_ORGANS
 from volslice.models.sequence import HeadSpec, SliceSequenceModel
 from volslice.segmentation.organs import organ_record
+
+
+def organ_heads(*names) -> tuple:
+    """(head, organs) pairs of RSNA 2023's heads, as ``InputSpec.heads`` holds them."""
+    return tuple((name, HEAD_ORGANS.get(name, ())) for name in names)
 
 
 def labelled_volume():
@@ -55,7 +61,7 @@ def organ_volume():
 
 def test_organ_crops_cut_each_organ_and_each_kidney_on_its_own():
     images, record = organ_volume()
-    spec = InputSpec(n_slices=5, crop=32, input="organs", organ_margin=0.2, heads=("kidney", "liver"))
+    spec = InputSpec(n_slices=5, crop=32, input="organs", organ_margin=0.2, heads=organ_heads("kidney", "liver"))
     crops, picks = sample_input(images, spec, train=False, record=record)
     assert crops.shape == (3, 5, 1, 32, 32) and crops.dtype == np.uint8 and picks is None
     left, right, liver = crops
@@ -77,7 +83,7 @@ def test_organ_crops_cut_each_organ_and_each_kidney_on_its_own():
 
 def test_an_organ_not_found_gets_the_whole_slices():
     images, record = organ_volume()
-    spec = InputSpec(n_slices=4, crop=16, input="organs", heads=("spleen",))
+    spec = InputSpec(n_slices=4, crop=16, input="organs", heads=organ_heads("spleen"))
     crops, _ = sample_input(images, spec, train=False, record=record)
     expected = cut_and_resize(images[np.rint(np.linspace(0, 19, 4)).astype(int)], (0, 64, 0, 64), 16, 16)
     np.testing.assert_array_equal(crops[0], expected)
@@ -96,20 +102,20 @@ def test_slice_range_organs_picks_slices_where_the_organs_are():
 
 def test_input_settings_are_checked():
     with pytest.raises(ValueError, match="bowel"):
-        InputSpec.from_config(load_config(overrides=["model.input=organs"]))
+        InputSpec.from_config(load_config(overrides=["model.input=organs"]), COMPETITION)
     with pytest.raises(ValueError, match="slice_loss_weight"):
         InputSpec.from_config(load_config(overrides=["model.input=organs", "model.heads=[liver]",
-                                                     "model.slice_loss_weight=0.5"]))
+                                                     "model.slice_loss_weight=0.5"]), COMPETITION)
     with pytest.raises(ValueError, match="model.slice_range"):
-        InputSpec.from_config(load_config(overrides=["model.slice_range=some"]))
-    spec = InputSpec.from_config(load_config(overrides=["model.input=organs", "model.heads=[kidney,spleen]"]))
-    assert spec.needs_organs and spec.heads == ("kidney", "spleen")
+        InputSpec.from_config(load_config(overrides=["model.slice_range=some"]), COMPETITION)
+    spec = InputSpec.from_config(load_config(overrides=["model.input=organs", "model.heads=[kidney,spleen]"]), COMPETITION)
+    assert spec.needs_organs and spec.heads == organ_heads("kidney", "spleen")
 
 
 def test_the_kidney_head_reads_both_kidneys():
     torch.manual_seed(0)
     heads = (HeadSpec("kidney", 3), HeadSpec("spleen", 3))
-    model = SliceSequenceModel("resnet10t", in_chans=1, hidden=8, heads=heads, views=crop_views(["kidney", "spleen"]))
+    model = SliceSequenceModel("resnet10t", in_chans=1, hidden=8, heads=heads, views=crop_views(organ_heads("kidney", "spleen")))
     model.eval()
     x = torch.randn(2, 3, 4, 1, 32, 32)  # (batch, left kidney | right kidney | spleen, slices, C, H, W)
     out = model(x)
@@ -145,7 +151,7 @@ def test_masks_ride_along_with_the_image(context, organ_input):
     volume = (masks[:, None] * 40 + 10).astype(np.uint8)  # every organ its own grey level
     heads = ["liver", "kidney"] if organ_input else ["bowel"]
     spec = InputSpec(n_slices=6, crop=32, context=context, input="organs" if organ_input else "slices",
-                     heads=tuple(heads))
+                     heads=organ_heads(*heads))
     record = organ_record(masks) if organ_input else None
     torch.manual_seed(3)
     plain, _ = sample_input(volume, spec, True, record)

@@ -21,7 +21,7 @@ from volslice.descriptors.models import NeighbourClassifier
 from volslice.descriptors.predictor import STACKED_FOLDER, DescriptorPredictor, stacked_logits
 from volslice.descriptors.run import mean_over_folds, run_descriptors
 from volslice.inference import predict
-from volslice.training.engine import model_weights
+from volslice.runs import model_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 
@@ -117,7 +117,7 @@ def _run_test_rows(run) -> pd.DataFrame:
 
 
 def test_inference_on_the_raw_test_folder_gives_the_runs_test_rows(tiny_head_data, descriptor_run, tmp_path):
-    from volslice.bundle import export_models
+    from volslice.predictors import export_run
 
     run, summary = descriptor_run
     result = predict(tiny_head_data, [run], device="cpu", progress=False)
@@ -125,7 +125,7 @@ def test_inference_on_the_raw_test_folder_gives_the_runs_test_rows(tiny_head_dat
     expected = _run_test_rows(run)
     got = result.submission.set_index("ID").Label
     pd.testing.assert_series_equal(got.loc[expected.index], expected, atol=2e-5, rtol=0)
-    bundled = export_models(run, tmp_path / "models")
+    bundled = export_run(run, tmp_path / "models")
     assert all((f / "model.safetensors").exists() for f in bundled)
     from_bundle = predict(tiny_head_data, [tmp_path / "models" / run.name], device="cpu", progress=False)
     pd.testing.assert_frame_equal(from_bundle.submission, result.submission, atol=1e-6, rtol=0)

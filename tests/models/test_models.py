@@ -5,7 +5,7 @@ import torch
 from matplotlib import cbook
 from PIL import Image
 
-from volslice.models.sequence import RSNA2023_HEADS, HeadSpec, SliceSequenceModel
+from volslice.models.sequence import HeadSpec, SliceSequenceModel
 from volslice.models.weights import (
     efficientnet_lite0_package_file,
     efficientnet_pytorch_to_timm,
@@ -67,7 +67,7 @@ def test_checkpoint_prefix_and_safetensors(tmp_path):
                                                ("none", "max")])
 def test_shapes(sequence, pooling):
     model = SliceSequenceModel(backbone="resnet10t", in_chans=3, sequence=sequence, pooling=pooling,
-                               hidden=16, slice_labels=2)
+                               hidden=16, slice_labels=2, heads=(HeadSpec("bowel", 1), HeadSpec("liver", 3)))
     out = model(torch.randn(2, 5, 3, 32, 32))
     assert {k: tuple(v.shape) for k, v in out.items() if k in ("bowel", "liver", "slices")} == {
         "bowel": (2, 1), "liver": (2, 3), "slices": (2, 5, 2)}
@@ -80,11 +80,14 @@ def test_single_organ_mode_has_one_head():
     assert set(model(torch.randn(1, 3, 1, 32, 32))) == {"liver"}
 
 
-def test_default_heads_are_the_competition_groups():
+def test_built_heads_are_the_competition_heads():
     from volslice.competitions import rsna2023 as comp
+    from volslice.config import ModelConfig
+    from volslice.models.build import build_classifier
 
-    out = SliceSequenceModel(backbone="resnet10t")(torch.randn(1, 2, 1, 32, 32))
-    assert {h.name for h in RSNA2023_HEADS} == set(out) == set(comp.GROUPS)
+    model, _ = build_classifier(ModelConfig(backbone="resnet10t", init="scratch"), 1, comp.COMPETITION)
+    out = model(torch.randn(1, 2, 1, 32, 32))
+    assert set(out) == set(comp.GROUPS)
     for name, columns in comp.GROUPS.items():  # a binary group has one logit, the others one per class
         assert out[name].shape == (1, 1 if len(columns) == 2 else len(columns))
 
@@ -98,9 +101,10 @@ def test_bad_options_are_named():
 
 def test_mask_head_predicts_organ_maps_and_leaves_the_heads_as_they_were():
     torch.manual_seed(0)
-    plain = SliceSequenceModel(backbone="resnet10t", in_chans=1, hidden=8).eval()
+    heads = tuple(HeadSpec(name, 1) for name in ("bowel", "extravasation", "kidney", "liver", "spleen"))
+    plain = SliceSequenceModel(backbone="resnet10t", in_chans=1, hidden=8, heads=heads).eval()
     torch.manual_seed(0)
-    masked = SliceSequenceModel(backbone="resnet10t", in_chans=1, hidden=8, mask_channels=5).eval()
+    masked = SliceSequenceModel(backbone="resnet10t", in_chans=1, hidden=8, mask_channels=5, heads=heads).eval()
     x = torch.randn(2, 3, 1, 64, 64)
     with torch.no_grad():
         out, reference = masked(x), plain(x)

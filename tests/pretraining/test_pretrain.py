@@ -13,7 +13,7 @@ from volslice.models.build import build_classifier
 from volslice.pretraining.run import BACKBONE_FILE, export_backbone
 from volslice.pretraining.model import build_voco
 from volslice.pretraining.task import VoCoTask
-from volslice.training.engine import load_checkpoint
+from volslice.runs import load_checkpoint
 from volslice.cli import main as cli
 
 

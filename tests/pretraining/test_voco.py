@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from volslice.pretraining.data import corner_labels, crop_corners
-from volslice.training.engine import ema_update
+from volslice.engine import ema_update
 from volslice.pretraining.voco import (
     base_crop_boxes,
     overlap_labels,

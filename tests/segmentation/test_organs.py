@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from volslice.bundle import export_models
+from volslice.predictors import export_run
 from volslice.cli import main as cli
 from volslice.competitions import rsna2023 as comp
 from volslice.config import CacheConfig
@@ -17,7 +17,7 @@ from volslice.data.cache_runner import run_cache
 from volslice.data.dataset import SeriesDataset
 from volslice.data.folds import make_folds
 from volslice.dicom import read_series
-from volslice.predictor import Predictor
+from volslice.classifier.predictor import Predictor
 from volslice.segmentation.organs import load_organ_records, organ_record, predict_organs
 
 SEGMENTER = ["segmentation.encoder=tu-resnet10t", "segmentation.decoder_channels=[32,16,16,8,8]",
@@ -110,7 +110,7 @@ def test_inference_reproduces_the_oof_rows_of_an_organ_crop_run(tiny_data, organ
 
 
 def test_the_bundle_carries_the_segmenter(tiny_data, organ_run, tmp_path):
-    export_models(organ_run / "crops", tmp_path / "models")
+    export_run(organ_run / "crops", tmp_path / "models")
     exported = tmp_path / "models" / "crops"
     assert (exported / "segmenter" / "fold0" / "model.safetensors").exists()
     assert not list(exported.rglob("*.pt"))
@@ -131,7 +131,7 @@ def test_the_oof_of_blended_runs_takes_each_column_from_the_run_that_predicts_it
     blended[["bowel_healthy", "bowel_injury", "extravasation_healthy", "extravasation_injury"]] = \
         whole[["bowel_healthy", "bowel_injury", "extravasation_healthy", "extravasation_injury"]]
     labels = pd.read_csv(tiny_data / "train.csv")
-    expected = comp.score(labels[labels.patient_id.isin(blended.index)], blended.reset_index())
+    expected = comp.COMPETITION.score(labels[labels.patient_id.isin(blended.index)], blended.reset_index())
     assert recorded["oof"] == pytest.approx(expected.score)
     assert not np.allclose(crops.bowel_injury, whole.bowel_injury)  # the two runs' fills differ from the predictions
 

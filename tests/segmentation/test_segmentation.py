@@ -12,7 +12,7 @@ from volslice.segmentation.data import MaskedSliceDataset, _block_edges, fuse, f
 from volslice.segmentation.model import ORGAN_CLASSES, build_segmenter, load_matching
 from volslice.segmentation.run import extra_fusion_sets
 from volslice.segmentation.task import SegmentationTask, batch_dice_loss
-from volslice.training.engine import load_checkpoint
+from volslice.runs import load_checkpoint
 
 SMALL = ["segmentation.encoder=tu-resnet10t", "segmentation.decoder_channels=[32,16,16,8,8]",
          "segmentation.crop=32", "segmentation.slices_per_series=2", "segmentation.train.epochs=1",

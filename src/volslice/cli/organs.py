@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
     from volslice.segmentation.organs import predict_organs
-    from volslice.training.engine import DistContext, resolve_device
+    from volslice.engine import DistContext, resolve_device
 
     try:
         summary = predict_organs(args.cache, args.segmenter, args.out, device=resolve_device(args.device, DistContext()),

@@ -68,7 +68,7 @@ def run(args) -> int:
 
 
 def _score_oof(args) -> int:
-    from volslice.training.cross_validation import ensemble_oof
+    from volslice.classifier.run import ensemble_oof
 
     if args.data is None:
         args.parser.error("--oof needs --data")

@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
     """The subcommand's arguments."""
     parser.add_argument("--out", required=True, help="dataset root to write")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
-    parser.add_argument("--competition", help="which competition's data (default: the config's, rsna2023)")
+    parser.add_argument("--competition", help="which competition's data (default: the config's)")
     parser.add_argument("--train-patients", type=int)
     parser.add_argument("--test-patients", type=int)
     parser.add_argument("--extra-unlabeled", type=int, help="unlabeled NIfTI volumes (the FLARE23 stand-in)")
@@ -44,8 +44,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
-    import importlib
-
     from volslice import competitions
     from volslice.config import flag_overrides, load_config
 
@@ -54,7 +52,7 @@ def run(args) -> int:
         overrides += [f"synthetic.slices_min={args.slices[0]}", f"synthetic.slices_max={args.slices[1]}"]
     full = load_config(*args.config, overrides=overrides + args.overrides)
     cfg = full.synthetic
-    generate = importlib.import_module(competitions.get(full.competition).generator).generate
+    generate = competitions.get(full.competition).generate
     if cfg.slices_min < 1 or cfg.slices_max < cfg.slices_min:
         args.parser.error(f"--slices needs 1 <= MIN <= MAX, got {cfg.slices_min} {cfg.slices_max}")
     start = time.perf_counter()

@@ -39,7 +39,7 @@ def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
     from volslice.cli import folds_and_overrides
     from volslice.config import load_config
-    from volslice.training.cross_validation import train_folds
+    from volslice.classifier.run import train_folds
 
     folds, overrides = folds_and_overrides(args)
     cfg = load_config(*args.config, overrides=overrides)

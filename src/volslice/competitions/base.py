@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -66,34 +67,86 @@ class ScoreResult:
         return {"score": self.score, "group_losses": dict(self.group_losses)}
 
 
+LabelLevel = Literal["patient", "slice"]
+
+
+@dataclass(frozen=True)
+class Head:
+    """One output of the classifier: submission columns predicted together.
+
+    ``columns``: one column, an independent binary label (the column holds its probability); two or
+    more, classes of which each row has exactly one (the columns hold their probabilities, which
+    sum to one; the first is the negative class: healthy, no finding). ``class_weights``: a row's
+    weight in the head's loss by its true class (negative first; default 1 each), e.g. the metric's
+    sample weights. ``weight``: the head's weight among the heads' losses. ``organs``: the organ
+    masks (labels of the cache's masks) an organ-crop input shows this head; () where it has none.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    class_weights: tuple[float, ...] = ()
+    weight: float = 1.0
+    organs: tuple[str, ...] = ()
+
+    @property
+    def classes(self) -> int:
+        """The number of classes (2 for a one-column binary label)."""
+        return max(2, len(self.columns))
+
+    @property
+    def logits(self) -> int:
+        """The model's outputs for this head: one logit for two classes, else one per class."""
+        return 1 if self.classes == 2 else self.classes
+
+    def loss_weights(self) -> tuple[float, ...]:
+        """A row's weight in the loss by its true class."""
+        return tuple(self.class_weights) or (1.0,) * self.classes
+
+    def targets(self, labels: pd.DataFrame) -> np.ndarray:
+        """Each row's true class index (0 negative) from its label columns."""
+        values = labels[list(self.columns)].to_numpy(dtype=float)
+        return values[:, 0].astype(int) if len(self.columns) == 1 else values.argmax(axis=1)
+
+    def column_probabilities(self, class_probabilities: np.ndarray) -> np.ndarray:
+        """(rows, len(columns)) submission values from (rows, classes) class probabilities."""
+        return class_probabilities[:, 1:] if len(self.columns) == 1 else class_probabilities
+
+
 class Competition(ABC):
-    """What the stages ask a competition, and all they may ask: a stage never names one.
+    """What the stages ask a competition, and all they may ask: a stage never names one, and reads
+    no label or metadata file but through these methods.
 
     Attributes every competition sets:
 
     - ``name``: its registry name; ``id_column``: the submission's row id (patient or image);
-    - ``label_level``: ``"patient"`` (one label row per patient, RSNA 2023) or ``"slice"`` (one per
-      image, RSNA 2019);
+    - ``label_level``: ``"patient"`` (one label row per patient, the series of a patient share it)
+      or ``"slice"`` (one per image);
     - ``prediction_columns``: the submission's probability columns (wide rows) or label names (for a
       long ``ID,Label`` submission, see ``as_submission``);
-    - ``windows``: default CT windows, name -> (level, width) in HU;
-    - ``default_heads``: the classifier heads a run predicts by default;
+    - ``heads``: the prediction columns as the classifier's heads (``Head``): class structure, loss
+      weights, organs;
+    - ``windows``: its default CT windows, name -> (level, width) in HU (``cache.windows`` when the
+      config names none);
+    - ``auxiliary_labels``: image-level labels that refine a patient label where given, name -> the
+      patient label's column (``read_auxiliary_labels``); {} where there are none;
     - ``pixel_fix``: a fix applied to each DICOM's stored values before rescaling, or None;
-    - ``generator``: the module that writes its synthetic dataset (``generate(cfg, out, force=)``);
-    - ``label_weights``: each prediction column's weight in a multi-label loss (default 1);
     - ``higher_is_better``: the metric's direction (False: a loss, lower is better).
     """
 
     name: str
     id_column: str
-    label_level: str
+    label_level: LabelLevel
     prediction_columns: list[str]
+    heads: tuple[Head, ...]
     windows: dict[str, tuple[float, float]]
-    default_heads: tuple[str, ...]
-    generator: str
+    auxiliary_labels: dict[str, str] = {}
     pixel_fix = None
-    label_weights: dict = {}
     higher_is_better: bool = False
+
+    @abstractmethod
+    def generate(self, cfg, out, force: bool = False) -> bool:
+        """Write a synthetic dataset in the competition's layout to ``out`` (``cfg``: a
+        ``SyntheticConfig``); False where ``out`` is already complete with these settings."""
 
     @abstractmethod
     def find_series(self, root, skipped: list | None = None, splits=("train", "test"), index=None) -> list:
@@ -103,10 +156,20 @@ class Competition(ABC):
         competition that finds series by reading file headers keeps what it read, so that a rerun
         reads only new or changed files; one whose folders name the series ignores it."""
 
+    def series_table(self, root, split: str) -> pd.DataFrame | None:
+        """The series the competition's metadata lists for ``split`` (columns patient_id,
+        series_id), or None where it lists none (the series are what ``find_series`` finds)."""
+        return None
+
     @abstractmethod
     def read_labels(self, root) -> pd.DataFrame:
         """The training labels of data folder ``root``: one row per id, ``id_column`` and one 0/1
         column per prediction column."""
+
+    def read_auxiliary_labels(self, root) -> pd.DataFrame | None:
+        """The image-level labels of ``auxiliary_labels`` (columns series_id, instance_number,
+        label: the positive images of each series that has them), or None."""
+        return None
 
     def read_solution(self, root) -> pd.DataFrame | None:
         """The hidden test labels (``test_solution.csv``, as the synthetic data writes them) in the
@@ -128,7 +191,11 @@ class Competition(ABC):
 
     @abstractmethod
     def score(self, solution: pd.DataFrame, submission: pd.DataFrame) -> ScoreResult:
-        """The competition metric (lower is better); validates the submission first."""
+        """The competition metric (its direction: ``higher_is_better``); validates the submission first."""
+
+    def extra_metrics(self, solution: pd.DataFrame, submission: pd.DataFrame) -> dict:
+        """Metrics reported beside the score (e.g. average precision per label); none by default."""
+        return {}
 
     def scorer(self, solution: pd.DataFrame):
         """A function of a submission (the solution's ids, in any order) to its ``score``, for
@@ -136,14 +203,19 @@ class Competition(ABC):
         Default: ``score`` itself; a competition may precompute what depends on the solution alone."""
         return lambda submission: self.score(solution, submission).score
 
+    def is_better(self, score: float, than: float) -> bool:
+        """Whether ``score`` beats ``than`` in the metric's direction."""
+        return score > than if self.higher_is_better else score < than
+
     @abstractmethod
     def prior_probabilities(self, train_labels: pd.DataFrame) -> dict[str, float]:
         """Prediction column -> the training labels' frequency (smoothed): the constant baseline."""
 
     @abstractmethod
     def best_constant(self, train_labels: pd.DataFrame) -> dict[str, float]:
-        """Prediction column -> probability: the constant submission that minimises this
-        competition's metric on ``train_labels`` (no probability exactly 0 or 1)."""
+        """Prediction column -> probability: the constant submission that scores best on
+        ``train_labels`` by this competition's metric (no probability exactly 0 or 1). Where every
+        constant scores the same (a ranking metric such as AUC), the label frequencies."""
 
     def best_constant_per_group(self, train_labels: pd.DataFrame) -> dict[str, float]:
         """The simpler closed form of the best constant where the competition has one (each group's
@@ -156,14 +228,28 @@ class Competition(ABC):
 
     @abstractmethod
     def perfect_submission(self, solution: pd.DataFrame) -> pd.DataFrame:
-        """The submission that predicts ``solution`` exactly (its score is ~0)."""
+        """The submission that predicts ``solution`` exactly (its score is the metric's best)."""
+
+    def head(self, name: str) -> Head:
+        """The head called ``name``."""
+        for head in self.heads:
+            if head.name == name:
+                return head
+        raise KeyError(f"{self.name} has no head {name!r}; its heads: {[h.name for h in self.heads]}")
+
+    def select_heads(self, names) -> list[Head]:
+        """The heads called ``names`` (none: every head), in that order; an unknown name is refused."""
+        known = [h.name for h in self.heads]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"model.heads must be a subset of {known} ({self.name}), got {list(names)}")
+        return [self.head(n) for n in names] if names else list(self.heads)
 
     def calibration_groups(self) -> list[list[str]]:
         """The prediction columns as calibration sees them: a list of columns that sum to one per
         row (its first is the reference, the others' odds against it are rescaled), or a single
-        column, an independent binary label (its own odds are rescaled). Default: every column
-        on its own."""
-        return [[c] for c in self.prediction_columns]
+        column, an independent binary label (its own odds are rescaled): one per head."""
+        return [list(h.columns) for h in self.heads]
 
     def as_submission(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A wide frame (``id_column`` and one column per prediction column, one row per id) in the
@@ -172,7 +258,7 @@ class Competition(ABC):
 
     def sample_submission(self, ids) -> pd.DataFrame:
         """The competition's sample submission: an uninformed probability for every id."""
-        return self.constant_submission(ids, {c: 0.5 for c in self.prediction_columns})
+        return self.constant_submission(ids, {c: 1.0 / h.classes for h in self.heads for c in h.columns})
 
     def __repr__(self) -> str:
         return f"<competition {self.name}>"

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from volslice.competitions.base import (MIN_PROBABILITY, Competition, ScoreResult, SubmissionError, check_patients,
-                                        check_values)
+from volslice.competitions.base import (MIN_PROBABILITY, Competition, Head, ScoreResult, SubmissionError,
+                                        check_patients, check_values)
 from volslice.data.layout import SkippedEntry, stray_reason
 from volslice.dicom import rsna2019_intercept_fix
 from volslice.io import atomic_write_csv
@@ -59,71 +59,6 @@ def to_wide(long: pd.DataFrame) -> pd.DataFrame:
     frame = frame[frame.subtype.isin(SUBTYPES)].drop_duplicates([ID_COLUMN, "subtype"])
     wide = frame.pivot(index=ID_COLUMN, columns="subtype", values="Label").reindex(columns=list(SUBTYPES))
     return wide.reset_index().rename_axis(columns=None)
-
-
-def validate_submission(submission: pd.DataFrame, image_ids=None) -> None:
-    """Raise SubmissionError listing every problem: columns, malformed or duplicate ids, missing or
-    unknown images and subtypes, values that are not probabilities."""
-    problems = []
-    missing = [c for c in ("ID", "Label") if c not in submission.columns]
-    if missing:
-        problems.append(f"missing columns: {missing}")
-    extra = [c for c in submission.columns if c not in ("ID", "Label")]
-    if extra:
-        problems.append(f"unexpected columns: {extra}")
-    if "ID" in submission.columns:
-        parts = split_ids(submission["ID"])
-        malformed = submission.loc[~parts.subtype.isin(SUBTYPES) | ~parts[ID_COLUMN].str.startswith("ID_"), "ID"]
-        if len(malformed):
-            problems.append(f"{len(malformed)} IDs are not ID_<image>_<subtype>, e.g. {malformed.tolist()[:5]}")
-        expected = None if image_ids is None else [f"{i}_{s}" for i in image_ids for s in SUBTYPES]
-        problems += check_patients(submission["ID"], expected, "ID")
-    if "Label" in submission.columns:
-        problems += check_values(submission, ["Label"], "ID")
-        above = pd.to_numeric(submission["Label"], errors="coerce").to_numpy(dtype=float) > 1
-        if above.any():
-            named = submission["ID"] if "ID" in submission.columns else pd.Series(range(len(submission)))
-            problems.append(f"column 'Label': {int(above.sum())} values outside [0, 1] (above 1), "
-                            f"e.g. ID {named[above].tolist()[:5]}")
-    if problems:
-        raise SubmissionError(problems)
-
-
-def score(solution: pd.DataFrame, submission: pd.DataFrame) -> ScoreResult:
-    """The weighted multi-label log loss of a long submission on a long solution (both ``ID,Label``).
-    ``group_losses``: each subtype's plain mean log loss."""
-    truth = to_wide(solution)
-    validate_submission(submission, truth[ID_COLUMN])
-    pred = to_wide(submission).set_index(ID_COLUMN).loc[truth[ID_COLUMN]]
-    y = truth[list(SUBTYPES)].to_numpy(dtype=float)
-    p = np.clip(pred[list(SUBTYPES)].to_numpy(dtype=float), CLIP, 1 - CLIP)
-    losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    weights = np.array([LABEL_WEIGHTS[s] for s in SUBTYPES])
-    total = float((losses * weights).sum() / (weights.sum() * len(losses)))
-    return ScoreResult(score=total, group_losses={s: float(losses[:, j].mean()) for j, s in enumerate(SUBTYPES)})
-
-
-def prior_probabilities(train_labels: pd.DataFrame, pseudo_count: float = 0.5) -> dict[str, float]:
-    """Each subtype's frequency over the training images, with ``pseudo_count`` added to both classes."""
-    n = len(train_labels)
-    return {s: float((train_labels[s].sum() + pseudo_count) / (n + 2 * pseudo_count)) for s in SUBTYPES}
-
-
-def best_constant(train_labels: pd.DataFrame, min_probability: float = MIN_PROBABILITY) -> dict[str, float]:
-    """Each subtype's frequency over the training images, clipped to [``min_probability``,
-    1 - ``min_probability``]: the constant that minimises the metric on them. The metric weighs a
-    label column (any 2, the others 1), not a row's true class, so it is a fixed weighted sum of
-    each column's plain log loss, and a column's plain log loss is smallest at its frequency.
-    The clip keeps a subtype that no (or every) training image has from a probability of 0 (1)."""
-    frequency = train_labels[list(SUBTYPES)].to_numpy(dtype=float).mean(axis=0)
-    return dict(zip(SUBTYPES, np.clip(frequency, min_probability, 1 - min_probability).tolist()))
-
-
-def constant_submission(image_ids, probabilities: dict[str, float]) -> pd.DataFrame:
-    """The same probability per subtype for every image of ``image_ids`` (sorted, once each)."""
-    images = sorted(set(str(i) for i in image_ids))
-    wide = pd.DataFrame({ID_COLUMN: images, **{s: float(probabilities[s]) for s in SUBTYPES}})
-    return to_long(wide)
 
 
 def numeric_id(text: str) -> int:
@@ -173,42 +108,6 @@ def read_header_index(folder: Path, index_file: Path | None) -> pd.DataFrame:
     return index
 
 
-def find_series(root, skipped: list | None = None, splits=tuple(FOLDERS), index=None) -> list:
-    """The series of the flat ``stage_2_train/`` and ``stage_2_test/`` folders (those of
-    ``splits``), grouped by their ``SeriesInstanceUID`` tag (patient from ``PatientID``); only the
-    headers are read, and with ``index`` (a folder, e.g. the cache's) only those of files not read
-    before (``read_header_index``). A file that is not a readable DICOM with those tags is appended
-    to ``skipped``."""
-    from volslice.data.cache import SeriesTask
-
-    tasks = []
-    for split in splits:
-        folder = Path(root) / FOLDERS[split]
-        if not folder.is_dir():
-            continue
-        headers = read_header_index(folder, Path(index) / f"{FOLDERS[split]}_headers.csv" if index else None)
-        groups: dict[str, dict] = {}
-        for row in headers.itertuples(index=False):
-            if row.problem:
-                if skipped is not None:
-                    skipped.append(SkippedEntry(folder / row.file, row.problem))
-                continue
-            groups.setdefault(row.series, {"patient": row.patient, "files": []})["files"].append(str(folder / row.file))
-        tasks += [SeriesTask(numeric_id(g["patient"]), numeric_id(series), split, str(folder), None, tuple(g["files"]))
-                  for series, g in sorted(groups.items())]
-    return tasks
-
-
-def stratum(labels: pd.DataFrame) -> pd.Series:
-    """Per image: its rarest positive subtype (by the labels' own frequency), else "none"."""
-    subtypes = list(SUBTYPES[:-1])
-    order = labels[subtypes].sum().sort_values(kind="stable").index
-    out = pd.Series("none", index=labels.index)
-    for subtype in reversed(order):  # the rarest written last wins
-        out[labels[subtype] == 1] = subtype
-    return out
-
-
 class Rsna2019(Competition):
     """RSNA 2019 Intracranial Hemorrhage Detection: one label per image and subtype."""
 
@@ -216,17 +115,18 @@ class Rsna2019(Competition):
     id_column = ID_COLUMN
     label_level = "slice"
     prediction_columns = list(SUBTYPES)
+    heads = tuple(Head(s, (s,), weight=LABEL_WEIGHTS[s]) for s in SUBTYPES)
     windows = WINDOWS
-    default_heads = SUBTYPES
-    generator = "volslice.synthetic.rsna2019"
     pixel_fix = staticmethod(rsna2019_intercept_fix)
-    label_weights = LABEL_WEIGHTS
+
+    def generate(self, cfg, out, force: bool = False) -> bool:
+        """The synthetic head CT set (``volslice.synthetic.rsna2019``)."""
+        from volslice.synthetic.rsna2019 import generate
+
+        return generate(cfg, out, force=force)
 
     def as_submission(self, frame: pd.DataFrame) -> pd.DataFrame:
         return to_long(frame)
-
-    def find_series(self, root, skipped: list | None = None, splits=tuple(FOLDERS), index=None) -> list:
-        return find_series(root, skipped, splits, index)
 
     def read_labels(self, root) -> pd.DataFrame:
         return to_wide(pd.read_csv(Path(root) / TRAIN_LABELS)).astype({s: int for s in SUBTYPES})
@@ -234,27 +134,102 @@ class Rsna2019(Competition):
     def test_ids(self, root) -> list:
         return sorted(split_ids(pd.read_csv(Path(root) / SAMPLE_SUBMISSION)["ID"])[ID_COLUMN].unique())
 
-    def fold_strata(self, labels: pd.DataFrame) -> pd.Series:
-        return stratum(labels)
-
-    def validate_submission(self, submission: pd.DataFrame, ids=None) -> None:
-        validate_submission(submission, ids)
-
-    def score(self, solution: pd.DataFrame, submission: pd.DataFrame) -> ScoreResult:
-        return score(solution, submission)
-
-    def prior_probabilities(self, train_labels: pd.DataFrame) -> dict[str, float]:
-        return prior_probabilities(train_labels)
-
-    def best_constant(self, train_labels: pd.DataFrame) -> dict[str, float]:
-        """Each subtype's frequency (``best_constant``); it is also the per-group form."""
-        return best_constant(train_labels)
-
-    def constant_submission(self, ids, probabilities: dict[str, float]) -> pd.DataFrame:
-        return constant_submission(ids, probabilities)
-
     def perfect_submission(self, solution: pd.DataFrame) -> pd.DataFrame:
         return solution[["ID", "Label"]].astype({"Label": float})
+
+    def validate_submission(self, submission: pd.DataFrame, ids=None) -> None:
+        """Raise SubmissionError listing every problem: columns, malformed or duplicate ids, missing or
+        unknown images and subtypes, values that are not probabilities."""
+        problems = []
+        missing = [c for c in ("ID", "Label") if c not in submission.columns]
+        if missing:
+            problems.append(f"missing columns: {missing}")
+        extra = [c for c in submission.columns if c not in ("ID", "Label")]
+        if extra:
+            problems.append(f"unexpected columns: {extra}")
+        if "ID" in submission.columns:
+            parts = split_ids(submission["ID"])
+            malformed = submission.loc[~parts.subtype.isin(SUBTYPES) | ~parts[ID_COLUMN].str.startswith("ID_"), "ID"]
+            if len(malformed):
+                problems.append(f"{len(malformed)} IDs are not ID_<image>_<subtype>, e.g. {malformed.tolist()[:5]}")
+            expected = None if ids is None else [f"{i}_{s}" for i in ids for s in SUBTYPES]
+            problems += check_patients(submission["ID"], expected, "ID")
+        if "Label" in submission.columns:
+            problems += check_values(submission, ["Label"], "ID")
+            above = pd.to_numeric(submission["Label"], errors="coerce").to_numpy(dtype=float) > 1
+            if above.any():
+                named = submission["ID"] if "ID" in submission.columns else pd.Series(range(len(submission)))
+                problems.append(f"column 'Label': {int(above.sum())} values outside [0, 1] (above 1), "
+                                f"e.g. ID {named[above].tolist()[:5]}")
+        if problems:
+            raise SubmissionError(problems)
+
+    def score(self, solution: pd.DataFrame, submission: pd.DataFrame) -> ScoreResult:
+        """The weighted multi-label log loss of a long submission on a long solution (both ``ID,Label``).
+        ``group_losses``: each subtype's plain mean log loss."""
+        truth = to_wide(solution)
+        self.validate_submission(submission, truth[ID_COLUMN])
+        pred = to_wide(submission).set_index(ID_COLUMN).loc[truth[ID_COLUMN]]
+        y = truth[list(SUBTYPES)].to_numpy(dtype=float)
+        p = np.clip(pred[list(SUBTYPES)].to_numpy(dtype=float), CLIP, 1 - CLIP)
+        losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+        weights = np.array([LABEL_WEIGHTS[s] for s in SUBTYPES])
+        total = float((losses * weights).sum() / (weights.sum() * len(losses)))
+        return ScoreResult(score=total, group_losses={s: float(losses[:, j].mean()) for j, s in enumerate(SUBTYPES)})
+
+    def prior_probabilities(self, train_labels: pd.DataFrame, pseudo_count: float = 0.5) -> dict[str, float]:
+        """Each subtype's frequency over the training images, with ``pseudo_count`` added to both classes."""
+        n = len(train_labels)
+        return {s: float((train_labels[s].sum() + pseudo_count) / (n + 2 * pseudo_count)) for s in SUBTYPES}
+
+    def best_constant(self, train_labels: pd.DataFrame, min_probability: float = MIN_PROBABILITY) -> dict[str, float]:
+        """Each subtype's frequency over the training images, clipped to [``min_probability``,
+        1 - ``min_probability``]: the constant that minimises the metric on them. The metric weighs a
+        label column (any 2, the others 1), not a row's true class, so it is a fixed weighted sum of
+        each column's plain log loss, and a column's plain log loss is smallest at its frequency.
+        The clip keeps a subtype that no (or every) training image has from a probability of 0 (1)."""
+        frequency = train_labels[list(SUBTYPES)].to_numpy(dtype=float).mean(axis=0)
+        return dict(zip(SUBTYPES, np.clip(frequency, min_probability, 1 - min_probability).tolist()))
+
+    def constant_submission(self, image_ids, probabilities: dict[str, float]) -> pd.DataFrame:
+        """The same probability per subtype for every image of ``image_ids`` (sorted, once each)."""
+        images = sorted(set(str(i) for i in image_ids))
+        wide = pd.DataFrame({ID_COLUMN: images, **{s: float(probabilities[s]) for s in SUBTYPES}})
+        return to_long(wide)
+
+    def find_series(self, root, skipped: list | None = None, splits=tuple(FOLDERS), index=None) -> list:
+        """The series of the flat ``stage_2_train/`` and ``stage_2_test/`` folders (those of
+        ``splits``), grouped by their ``SeriesInstanceUID`` tag (patient from ``PatientID``); only the
+        headers are read, and with ``index`` (a folder, e.g. the cache's) only those of files not read
+        before (``read_header_index``). A file that is not a readable DICOM with those tags is appended
+        to ``skipped``."""
+        from volslice.data.cache import SeriesTask
+
+        tasks = []
+        for split in splits:
+            folder = Path(root) / FOLDERS[split]
+            if not folder.is_dir():
+                continue
+            headers = read_header_index(folder, Path(index) / f"{FOLDERS[split]}_headers.csv" if index else None)
+            groups: dict[str, dict] = {}
+            for row in headers.itertuples(index=False):
+                if row.problem:
+                    if skipped is not None:
+                        skipped.append(SkippedEntry(folder / row.file, row.problem))
+                    continue
+                groups.setdefault(row.series, {"patient": row.patient, "files": []})["files"].append(str(folder / row.file))
+            tasks += [SeriesTask(numeric_id(g["patient"]), numeric_id(series), split, str(folder), None, tuple(g["files"]))
+                      for series, g in sorted(groups.items())]
+        return tasks
+
+    def fold_strata(self, labels: pd.DataFrame) -> pd.Series:
+        """Per image: its rarest positive subtype (by the labels' own frequency), else "none"."""
+        subtypes = list(SUBTYPES[:-1])
+        order = labels[subtypes].sum().sort_values(kind="stable").index
+        out = pd.Series("none", index=labels.index)
+        for subtype in reversed(order):  # the rarest written last wins
+            out[labels[subtype] == 1] = subtype
+        return out
 
 
 COMPETITION = Rsna2019()

@@ -6,14 +6,14 @@ import functools
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 from joblib import effective_n_jobs
 from tqdm import tqdm
 
-from volslice.config import CacheConfig, stamp_settings
+from volslice.config import CacheConfig, WindowConfig, stamp_settings
 from volslice.data.cache import (
     PROBLEM_COLUMNS,
     SeriesTask,
@@ -77,18 +77,17 @@ def check_config(out: Path, cfg: CacheConfig, force: bool) -> None:
             f"{out} was cached with a different config (keys {changed}); use --force to rebuild it or another --out")
 
 
-def missing_listed_series(data_root: Path, tasks: list[SeriesTask]) -> list[dict]:
-    """Series listed in the meta CSVs that have no folder."""
+def missing_listed_series(data_root: Path, tasks: list[SeriesTask], comp) -> list[dict]:
+    """Series that the competition's series table lists (``series_table``) but its folders lack."""
     found = {t.series_id for t in tasks}
     problems = []
     for split in ("train", "test"):
-        meta = data_root / f"{split}_series_meta.csv"
-        if meta.exists():
-            for row in pd.read_csv(meta).itertuples():
+        listed = comp.series_table(data_root, split) if comp is not None else None
+        if listed is not None:
+            for row in listed.itertuples():
                 if int(row.series_id) not in found:
-                    folder = data_root / f"{split}_images" / str(row.patient_id) / str(row.series_id)
-                    problems.append(problem_row(row.patient_id, row.series_id, folder,
-                                                f"listed in {meta.name} but the folder is missing", "series skipped"))
+                    problems.append(problem_row(row.patient_id, row.series_id, data_root,
+                                                f"listed in the {split} series table but not found", "series skipped"))
     return problems
 
 
@@ -97,8 +96,13 @@ def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, for
     """Step 01 over ``data_root``: every series not cached yet (or of this ``shard``), in worker
     processes that survive a native crash, into ``out``; writes manifest.csv and problems.csv.
     A folder made with other settings is refused unless ``force``. ``comp``: the competition, which
-    finds the series (``find_series``) and fixes the stored values (``pixel_fix``); None: the
-    ``{split}_images/<patient>/<series>/`` layout, no fix."""
+    finds the series (``find_series``), lists those that should be there (``series_table``), fixes
+    the stored values (``pixel_fix``) and gives the windows where ``cfg.windows`` names none; None:
+    the ``{split}_images/<patient>/<series>/`` layout, no fix, no list."""
+    if not cfg.windows:
+        if comp is None:
+            raise ValueError("cache.windows is empty and no competition gives default windows")
+        cfg = replace(cfg, windows=[WindowConfig(name, level, width) for name, (level, width) in comp.windows.items()])
     check_choices(cfg)
     data_root, out = Path(data_root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +119,7 @@ def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, for
     tasks.sort(key=lambda t: 0 if (out / "meta" / f"{t.series_id}.json").exists() else
                len(t.files) if t.files is not None else len(os.listdir(t.series_dir)), reverse=True)
     first_shard = index == 0  # listed by one shard only
-    summary = CacheSummary(problems=missing_listed_series(data_root, all_tasks) + [
+    summary = CacheSummary(problems=missing_listed_series(data_root, all_tasks, comp) + [
         problem_row(None, None, e.path, e.reason, "skipped") for e in stray] if first_shard else [])
     start = time.perf_counter()
     workers = effective_n_jobs(cfg.workers)

@@ -22,15 +22,18 @@ from volslice.data.inputs import InputSpec, VolumeWithMasks, sample_input, split
 class SeriesDataset(Dataset):
     """One item per cached series; targets from the patient's labels (both series share them).
 
-    ``heads`` maps a head name to its label columns (the competition's groups); a head with two
-    columns is binary (target = injured), one with three is a class index. ``organs`` maps a series
+    ``heads`` maps a head name to its label columns (``Head.columns``); a head of one column (an
+    independent label) or two (negative, positive) is binary (float target), one of three or more
+    a class index. ``labels``: one row per patient, indexed by the id the manifest calls
+    ``patient_id``. ``auxiliary_labels``: the positive images (series_id, instance_number, label)
+    of the image-level labels that ``slice_heads`` (label -> patient column) refine. ``organs`` maps a series
     id to its organ record, where ``spec`` needs one. With ``organ_masks`` (the auxiliary mask loss)
     an item also holds ``organ_masks``, the organs of every sampled slice or crop (uint8 0-255 per
     organ, cut and resized as the image) and ``has_masks`` (0 where the series has no cached mask).
     """
 
     def __init__(self, cache_dir, manifest: pd.DataFrame, heads: dict, *, spec: InputSpec,
-                 labels: pd.DataFrame | None = None, image_labels: pd.DataFrame | None = None,
+                 labels: pd.DataFrame | None = None, auxiliary_labels: pd.DataFrame | None = None,
                  slice_heads: dict | None = None, organs: dict | None = None, train: bool = False,
                  organ_masks: bool = False):
         self.cache_dir = Path(cache_dir)
@@ -42,11 +45,11 @@ class SeriesDataset(Dataset):
             if missing:
                 raise ValueError(f"{len(missing)} series have no organ record (step 03, volslice organs), "
                                  f"e.g. {missing[:5]}")
-        self.labels = labels.set_index("patient_id") if labels is not None else None
+        self.labels = labels
         self.slice_heads = slice_heads or {}
         self.positive_instances = {}
-        if image_labels is not None:
-            for (series_id, name), group in image_labels.groupby(["series_id", "injury_name"]):
+        if auxiliary_labels is not None:
+            for (series_id, name), group in auxiliary_labels.groupby(["series_id", "label"]):
                 self.positive_instances[(int(series_id), name)] = set(group.instance_number.astype(int))
 
     def __len__(self) -> int:
@@ -79,10 +82,10 @@ class SeriesDataset(Dataset):
         label = self.labels.loc[patient_id]
         out = {}
         for head, columns in self.heads.items():
-            values = label[columns].to_numpy(dtype=float)
-            cls = int(values.argmax())
-            out[f"target_{head}"] = torch.tensor(float(cls) if len(columns) == 2 else cls,
-                                                 dtype=torch.float32 if len(columns) == 2 else torch.long)
+            values = label[list(columns)].to_numpy(dtype=float)
+            cls = int(values[0]) if len(columns) == 1 else int(values.argmax())
+            out[f"target_{head}"] = torch.tensor(float(cls) if len(columns) <= 2 else cls,
+                                                 dtype=torch.float32 if len(columns) <= 2 else torch.long)
         return out
 
     def _slice_targets(self, row, picks: np.ndarray):

@@ -30,7 +30,7 @@ def make_folds(labels: pd.DataFrame, series: pd.DataFrame, n_folds: int, seed: i
         raise ValueError(f"{len(labels)} patients cannot make {n_folds} folds")
     unknown = sorted(set(series.patient_id) - set(labels.patient_id))
     if unknown:
-        raise ValueError(f"train_series_meta.csv has patients missing from train.csv: {unknown[:5]}")
+        raise ValueError(f"the training series include patients that have no labels: {unknown[:5]}")
     patients = labels[["patient_id"]].copy()
     strata = pd.Series("all", index=labels.index) if strata is None else strata
     patients["stratum"] = _merge_rare(strata, n_folds).to_numpy()
@@ -57,13 +57,18 @@ def slice_level_folds(comp, labels: pd.DataFrame, manifest: pd.DataFrame, n_fold
 def write_folds(data, out, cfg: FoldsConfig, comp, cache=None) -> pd.DataFrame | None:
     """Folds of ``data``'s training labels written to ``out``, stratified by the competition
     ``comp``'s ``fold_strata``, with the settings and the inputs' hashes recorded beside it
-    (``OUT.config.yaml``, ``stamp_settings``). Patient labels (RSNA 2023) take the series from
-    train_series_meta.csv; slice labels (RSNA 2019) need the ``cache``, whose manifest says which
-    patient and series each slice belongs to. None where ``out`` is already up to date."""
+    (``OUT.config.yaml``, ``stamp_settings``). Patient labels take the series from the
+    competition's series table (``series_table``), else from the series its folders hold; slice
+    labels need the ``cache``, whose manifest says which patient and series each slice belongs to.
+    None where ``out`` is already up to date."""
     data, out = Path(data), Path(out)
     labels = comp.read_labels(data)
     if comp.label_level == "patient":
-        series = pd.read_csv(data / "train_series_meta.csv")
+        labels = labels.rename(columns={comp.id_column: "patient_id"})
+        series = comp.series_table(data, "train")
+        if series is None:
+            series = pd.DataFrame([(t.patient_id, t.series_id) for t in comp.find_series(data, splits=("train",))],
+                                  columns=["patient_id", "series_id"])
     elif cache is None:
         raise ValueError(f"{comp.name} labels slices: its folds are made from the cache (--cache), whose manifest "
                          "says which patient and series each slice belongs to")

@@ -3,10 +3,10 @@ OOF and inference alike (``sample_input``):
 
 - whole slices (``model.input=slices``): N slices spread over the series, or over the z range where
   the organs are (``model.slice_range=organs``), with a square crop;
-- organ crops (``model.input=organs``): for each head (liver, spleen, kidney), N slices of the
-  z range that organ spans, each cut to the organ's box with a margin and resized to
-  ``train.crop``; each kidney is a crop sequence of its own (its own z range and box, at the full
-  crop size), and the kidney head reads both.
+- organ crops (``model.input=organs``): for each head, N slices of the z range that each of its
+  organs (``Head.organs``) spans, each cut to the organ's box with a margin and resized to
+  ``train.crop``; a head of two organs (the kidneys) reads two crop sequences, each at the full
+  crop size.
 
 The organ boxes come from an organ record (``volslice.segmentation.organs``): ground-truth masks or
 the segmenter's prediction. Randomness (slice jitter, crop position, box jitter) comes from torch's
@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 import torch
 
-ORGAN_LABELS = ("liver", "spleen", "left_kidney", "right_kidney", "bowel")  # mask values 1..5
-CROP_PARTS = {"liver": ("liver",), "spleen": ("spleen",), "kidney": ("left_kidney", "right_kidney")}
+# The cache's organ masks: value k is ORGAN_LABELS[k - 1] (0: background), as the competition's
+# segmentations label them and the synthetic generator writes them.
+ORGAN_LABELS = ("liver", "spleen", "left_kidney", "right_kidney", "bowel")
 INPUTS = ("slices", "organs")
 SLICE_RANGES = ("all", "organs")
 
@@ -37,13 +38,15 @@ class InputSpec:
     input: str = "slices"  # slices | organs
     slice_range: str = "all"  # all | organs
     organ_margin: float = 0.15
-    heads: tuple = ()
+    heads: tuple = ()  # (head name, its organs) of every head the run predicts, in order
 
     @classmethod
-    def from_config(cls, cfg) -> "InputSpec":
-        """The spec of a run's ``Config``; fails on an input the heads cannot take."""
+    def from_config(cls, cfg, comp) -> "InputSpec":
+        """The spec of a run's ``Config`` for competition ``comp`` (its heads' organs); fails on an
+        input the heads cannot take."""
+        heads = tuple((head.name, tuple(head.organs)) for head in comp.select_heads(cfg.model.heads))
         spec = cls(cfg.train.n_slices, cfg.train.crop, cfg.model.context, cfg.model.input, cfg.model.slice_range,
-                   cfg.model.organ_margin, tuple(cfg.model.heads))
+                   cfg.model.organ_margin, heads)
         if spec.input not in INPUTS:
             raise ValueError(f"model.input must be one of {', '.join(INPUTS)}, got {spec.input!r}")
         if spec.slice_range not in SLICE_RANGES:
@@ -156,19 +159,26 @@ def cut_and_resize(stack: np.ndarray, window, height: int, width: int) -> np.nda
     return np.stack(planes).reshape(s, c, height, width)
 
 
+def input_channels(windows: int, context: int) -> int:
+    """Channels of one model input slice: the cached windows times the 2.5D slices (the slice and
+    ``context`` neighbours on each side)."""
+    return windows * (2 * context + 1)
+
+
 def organ_views(heads) -> list[tuple[str, str]]:
-    """(head, organ label) of every crop sequence of organ-crop input, in input order."""
-    unknown = [head for head in heads if head not in CROP_PARTS]
+    """(head, organ label) of every crop sequence of organ-crop input, in input order; ``heads``:
+    (head name, its organs) pairs (``InputSpec.heads``)."""
+    unknown = [name for name, organs in heads if not organs]
     if unknown:
-        raise ValueError(f"model.input=organs crops {', '.join(CROP_PARTS)}; heads {unknown} need "
-                         "model.input=slices (train them in another run and ensemble the runs)")
-    return [(head, part) for head in heads for part in CROP_PARTS[head]]
+        croppable = [name for name, organs in heads if organs]
+        raise ValueError(f"model.input=organs crops heads with organs ({', '.join(croppable) or 'none here'}); "
+                         f"heads {unknown} need model.input=slices (train them in another run and ensemble the runs)")
+    return [(name, organ) for name, organs in heads for organ in organs]
 
 
 def crop_views(heads) -> tuple[int, ...]:
-    """The number of crop sequences of each organ head, in head order (2 for the kidneys)."""
-    views = [head for head, _ in organ_views(heads)]
-    return tuple(views.count(head) for head in heads)
+    """The number of crop sequences of each head, in head order (2 for a head of two organs)."""
+    return tuple(len(organs) for _, organs in heads)
 
 
 def organ_crops(volume: np.ndarray, record: dict, part: str, spec: InputSpec, train: bool) -> np.ndarray:

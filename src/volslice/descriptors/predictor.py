@@ -11,7 +11,6 @@ predicts a series' slices exactly as the run's test rows were made: the same sli
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +22,13 @@ from volslice import competitions
 from volslice.config import Config, DescriptorConfig, load_config
 from volslice.descriptors.data import slice_input
 from volslice.descriptors.models import NeighbourClassifier, SliceClassifier
-from volslice.predictor import PRIOR_FILE
-from volslice.runs import load_fold, weight_file
-from volslice.training.classification import to_float
-from volslice.training.engine import to_channels_last
+from volslice.runs import (export_fold, load_fold, mean_prior, read_prior, run_config, save_prior, save_run_config,
+                           weight_file)
+from volslice.data.inputs import input_channels
+from volslice.data.tensors import to_float
+from volslice.engine import to_channels_last
 
+METHOD = "descriptors"  # the ``method`` its runs record in their config
 STACKED_FOLDER = "stacked_oof_predictions"
 STAGES = ("stage1", "stage2")
 LOGIT_CLIP = 1e-6
@@ -60,11 +61,6 @@ def descriptor_folds(folder) -> list[Path]:
     return sorted(f for f in Path(folder).glob("fold*") if all(weight_file(f / s) for s in STAGES))
 
 
-def is_descriptor_run(folder) -> bool:
-    """Whether ``folder`` is a descriptor run with at least one finished fold."""
-    return bool(descriptor_folds(folder))
-
-
 @dataclass
 class DescriptorPredictor:
     """Both stages of every fold of one descriptor run, with its config and training prior."""
@@ -86,8 +82,8 @@ class DescriptorPredictor:
         cfg = load_config(folds[0] / "stage1" / "config.yaml")
         comp = competitions.get(cfg.competition)
         d, labels = cfg.descriptors, len(comp.prediction_columns)
-        in_chans = len(cfg.cache.windows) * (2 * d.context + 1)
-        slice_models, heads, priors = [], [], []
+        in_chans = input_channels(len(cfg.cache.windows), d.context)
+        slice_models, heads = [], []
         for fold in folds:
             model = SliceClassifier(cfg.model.backbone, in_chans, labels, d.dropout)
             load_fold(model, fold / "stage1", RETRAIN_STAGE)
@@ -97,12 +93,7 @@ class DescriptorPredictor:
             head = neighbour_classifier(d, dim, labels)
             load_fold(head, fold / "stage2", RETRAIN_STAGE)
             heads.append(head.to(device).eval())
-            if not (fold / PRIOR_FILE).exists():
-                raise FileNotFoundError(f"{fold} has no {PRIOR_FILE} (a run from before it was written): "
-                                        "run volslice descriptors again with --resume to add it")
-            priors.append(json.loads((fold / PRIOR_FILE).read_text()))
-        prior = {c: float(np.mean([p[c] for p in priors])) for c in comp.prediction_columns}
-        return cls(cfg, slice_models, heads, prior, weight, str(folder))
+        return cls(cfg, slice_models, heads, mean_prior(folds, comp.prediction_columns), weight, str(folder))
 
     @property
     def comp(self):
@@ -143,7 +134,23 @@ class DescriptorPredictor:
         return [{"image_id": i, "series_id": series_id, **dict(zip(self.predicted_columns, map(float, p)))}
                 for i, p in zip(image_ids, probs)]
 
+    def organ_record(self, images: np.ndarray) -> None:
+        """The method needs no organs."""
+        return None
+
     def patient_rows(self, series_rows: pd.DataFrame) -> pd.DataFrame:
         """Submission rows (wide, one per image id)."""
         columns = [self.comp.id_column, *self.predicted_columns]
         return series_rows.groupby("image_id", sort=True)[self.predicted_columns].mean().reset_index()[columns]
+
+    @staticmethod
+    def export(run_dir: Path, out: Path) -> list[Path]:
+        """Each fold's two stages as ``out/<run>/fold<k>/stage1/``, ``stage2/`` (model.safetensors,
+        config.yaml) with the fold's prior.json, and the run's config.yaml."""
+        target, written, cfg = Path(out) / Path(run_dir).name, [], run_config(run_dir)
+        columns = competitions.get(cfg.competition).prediction_columns
+        for fold in descriptor_folds(run_dir):
+            written += [export_fold(fold / stage, target / fold.name / stage) for stage in STAGES]
+            save_prior(target / fold.name, read_prior(fold, columns))
+        save_run_config(target, cfg)
+        return written

@@ -11,6 +11,7 @@ is the mean of the folds' stage 2 predictions, as ``DescriptorPredictor`` makes 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +22,17 @@ from volslice import competitions
 from volslice.config import Config, to_yaml
 from volslice.data.cache import load_manifest
 from volslice.data.folds import slice_level_folds
+from volslice.data.inputs import input_channels
 from volslice.descriptors.data import DescriptorDataset, SliceDataset, pad_series
 from volslice.descriptors.models import SliceClassifier
-from volslice.descriptors.predictor import STACKED_FOLDER, describe, neighbour_classifier, stacked_logits
+from volslice.descriptors.predictor import METHOD, STACKED_FOLDER, describe, neighbour_classifier, stacked_logits
 from volslice.descriptors.task import SliceLabelTask, score_rows
 from volslice.evaluation import best_constant_baseline, prior_baseline, score_if_labelled
 from volslice.io import atomic_save_npy, atomic_write_csv, update_json
 from volslice.models.build import initialise_backbone
-from volslice.predictor import save_prior
-from volslice.training.classification import to_float
-from volslice.training.engine import Trainer, model_weights
+from volslice.data.tensors import to_float
+from volslice.engine import Trainer
+from volslice.runs import model_weights, save_prior, save_run_config
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ def train_stage1(cfg: Config, comp, cache: Path, manifest: pd.DataFrame, folds: 
     columns = comp.prediction_columns
     train_labels = labels.loc[[i for ids in train_rows.image_ids for i in ids]]
     save_prior(out, comp.prior_probabilities(train_labels))
-    in_chans = int(manifest.channels.iloc[0]) * (2 * d.context + 1)
+    in_chans = input_channels(int(manifest.channels.iloc[0]), d.context)
     torch.manual_seed(d.stage1.seed + fold)
     slices = dict(context=d.context, crop_size=d.stage1.crop)
     model = _slice_model(cfg, in_chans, len(columns))
@@ -160,7 +162,9 @@ def run_descriptors(cfg: Config, data, cache, *, folds_file=None, chosen=None, r
     """Train both stages on every chosen fold (folds from ``folds_file``, or made and saved in the run
     folder); score OOF and test per stage; write the test submission (stage 2, mean over folds)."""
     comp = competitions.get(cfg.competition)
+    cfg = replace(cfg, method=METHOD)
     data, cache, out = Path(data), Path(cache), Path(cfg.descriptors.stage1.out_dir)
+    save_run_config(out, cfg)
     manifest = load_manifest(cache)
     if "image_ids" not in manifest:
         raise ValueError(f"{cache} was cached before image ids were recorded: run step 01 again (--force)")

@@ -1,5 +1,5 @@
-"""Multi-label slice classification as a Trainer task, for both stages: the competition's label
-weights in the loss, one prediction row per slice, the competition's metric as the score."""
+"""Multi-label slice classification as a Trainer task, for both stages: the competition's head
+weights (``Head.weight``) in the loss, one prediction row per slice, the competition's metric as the score."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from volslice.training.classification import augment, to_float
+from volslice.data.tensors import augment, to_float
 
 
 class SliceLabelTask:
@@ -19,7 +19,8 @@ class SliceLabelTask:
     def __init__(self, comp, cfg, labels: pd.DataFrame | None, stage: int):
         self.comp, self.cfg, self.labels, self.stage = comp, cfg, labels, stage
         self.columns = list(comp.prediction_columns)
-        self.weights = torch.tensor([comp.label_weights.get(c, 1.0) for c in self.columns])
+        weights = {c: head.weight for head in comp.heads for c in head.columns}
+        self.weights = torch.tensor([weights[c] for c in self.columns])
 
     def _logits(self, model, batch, device, train: bool):
         if self.stage == 1:

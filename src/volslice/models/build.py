@@ -42,13 +42,12 @@ def check_init(cfg: ModelConfig) -> None:
 
 
 def build_classifier(cfg: ModelConfig, in_chans: int, comp, *, initialise: bool = True):
-    """(model, load report or None). ``initialise=False`` skips weights (a checkpoint follows)."""
-    unknown = [h for h in cfg.heads if h not in comp.GROUPS]
-    if unknown or not cfg.heads:
-        raise ValueError(f"model.heads must be a non-empty subset of {list(comp.GROUPS)}, got {cfg.heads}")
-    heads = tuple(HeadSpec(h, 1 if len(comp.GROUPS[h]) == 2 else len(comp.GROUPS[h])) for h in cfg.heads)
-    slice_labels = len(comp.IMAGE_LEVEL_INJURIES) if cfg.slice_loss_weight > 0 else 0
-    views = crop_views(cfg.heads) if cfg.input == "organs" else None
+    """(model, load report or None): one head per head of ``comp`` that ``cfg.heads`` names (none:
+    all). ``initialise=False`` skips weights (a checkpoint follows)."""
+    selected = comp.select_heads(cfg.heads)
+    heads = tuple(HeadSpec(head.name, head.logits) for head in selected)
+    slice_labels = len(comp.auxiliary_labels) if cfg.slice_loss_weight > 0 else 0
+    views = crop_views([(head.name, head.organs) for head in selected]) if cfg.input == "organs" else None
     model = SliceSequenceModel(cfg.backbone, in_chans=in_chans, sequence=cfg.sequence, hidden=cfg.hidden,
                                layers=cfg.layers, pooling=cfg.pooling, heads=heads, slice_labels=slice_labels,
                                dropout=cfg.dropout, drop_path=cfg.drop_path, views=views,

@@ -27,11 +27,7 @@ from torch import nn
 class HeadSpec:
     """One output head: its name and number of logits (1 for a binary head)."""
     name: str
-    classes: int  # 1: binary (one logit), 3: healthy/low/high
-
-
-RSNA2023_HEADS = (HeadSpec("bowel", 1), HeadSpec("extravasation", 1), HeadSpec("kidney", 3), HeadSpec("liver", 3),
-                  HeadSpec("spleen", 3))
+    classes: int  # logits: 1 for a binary head, else one per class
 
 
 def create_backbone(name: str, in_chans: int, drop_path: float = 0.0) -> nn.Module:
@@ -58,7 +54,7 @@ class SliceSequenceModel(nn.Module):
     (and optionally per-slice logits for the image-level labels)."""
 
     def __init__(self, backbone: str = "efficientnet_lite0", in_chans: int = 1, sequence: str = "lstm",
-                 hidden: int = 128, layers: int = 1, pooling: str = "max", heads=RSNA2023_HEADS,
+                 hidden: int = 128, layers: int = 1, pooling: str = "max", heads=(),
                  slice_labels: int = 0, dropout: float = 0.2, drop_path: float = 0.0, views=None,
                  mask_channels: int = 0):
         super().__init__()

@@ -24,7 +24,8 @@ from volslice.pretraining.data import VoCoCropDataset
 from volslice.pretraining.model import BACKBONE_PREFIX, build_voco
 from volslice.pretraining.task import VoCoTask
 from volslice.pretraining.volumes import list_sources, prepare_volumes
-from volslice.training.engine import DistContext, Trainer, load_checkpoint
+from volslice.engine import DistContext, Trainer
+from volslice.runs import load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import torch
 
 from volslice.config import PretrainConfig
 from volslice.pretraining.voco import position_loss, regularisation_loss, voco_logits
-from volslice.training.classification import intensity_jitter, to_float
-from volslice.training.engine import ema_update, unwrap
+from volslice.data.tensors import intensity_jitter, to_float
+from volslice.engine import ema_update, unwrap
 
 
 def voco_losses(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, n_bases: int) -> dict:

@@ -29,12 +29,12 @@ from tqdm import tqdm
 
 from volslice.config import Config, load_config, stamp_settings
 from volslice.data.cache import load_images, load_manifest
-from volslice.data.inputs import ORGAN_LABELS, stack_slices
+from volslice.data.inputs import ORGAN_LABELS, input_channels, stack_slices
 from volslice.io import atomic_write_csv, atomic_write_json
 from volslice.runs import export_fold, fold_folders, load_fold, weight_file
 from volslice.segmentation.model import ORGAN_CLASSES, build_segmenter
 from volslice.segmentation.task import normalise
-from volslice.training.engine import to_channels_last
+from volslice.engine import to_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Segmenter:
         """Every fold of a segmentation run folder, or one fold folder, on ``device`` in eval mode."""
         folds = fold_folders(folder)
         cfg = load_config(folds[0] / "config.yaml")
-        channels = len(cfg.cache.windows) * (2 * cfg.segmentation.context + 1)
+        channels = input_channels(len(cfg.cache.windows), cfg.segmentation.context)
         models = []
         for fold in folds:
             model = build_segmenter(cfg.segmentation, channels, len(ORGAN_CLASSES))

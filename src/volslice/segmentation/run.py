@@ -23,12 +23,13 @@ from torch.utils.data import ConcatDataset
 from volslice.config import Config, to_yaml
 from volslice.data.cache import load_manifest
 from volslice.data.folds import chosen_folds
+from volslice.data.inputs import input_channels
 from volslice.io import atomic_path, update_json
 from volslice.segmentation.data import MaskedSliceDataset, VolumeFusionDataset
 from volslice.segmentation.model import ORGAN_CLASSES, build_segmenter, load_matching
 from volslice.segmentation.task import SegmentationTask
-from volslice.training.cross_validation import adopt_cache_settings
-from volslice.training.engine import DistContext, Trainer, load_checkpoint
+from volslice.engine import DistContext, Trainer
+from volslice.runs import adopt_cache_settings, load_checkpoint
 
 log = logging.getLogger(__name__)
 

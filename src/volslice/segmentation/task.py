@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from volslice.training.classification import MEAN, STD
+from volslice.data.tensors import MEAN, STD
 
 
 def normalise(images: torch.Tensor, device) -> torch.Tensor:

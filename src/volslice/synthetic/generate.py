@@ -198,7 +198,7 @@ def _write_tables(results: list[dict], out: Path) -> None:
     atomic_write_csv(out / "image_level_labels.csv", pd.DataFrame(
         [row for r in train for row in r["images"]], columns=[comp.ID_COLUMN, "series_id", "instance_number", "injury_name"]))
     test_ids = [r["plan"].patient_id for r in test]
-    atomic_write_csv(out / "sample_submission.csv", comp.sample_submission(test_ids))
+    atomic_write_csv(out / "sample_submission.csv", comp.COMPETITION.sample_submission(test_ids))
     solution = pd.DataFrame([label_row(r["plan"]) for r in test], columns=comp.LABEL_COLUMNS)
     solution = pd.concat([solution, comp.sample_weights(solution)], axis=1)
     atomic_write_csv(out / "test_solution.csv", solution)

@@ -74,7 +74,7 @@ def write_real_heads(out, atlas) -> dict[str, list[str]]:
     cq500 = hex_id("real-cq500", CQ500_SLICE)
     shutil.copy(get_testdata_file(CQ500_SLICE), folder / f"{cq500}.dcm")
     studies = {"CT brain atlas (totalsegmentator)": images, "CQ500 slice (pydicom-data 693_UNCR)": [cq500]}
-    atomic_write_csv(out / comp.SAMPLE_SUBMISSION, comp.constant_submission(images + [cq500],
+    atomic_write_csv(out / comp.SAMPLE_SUBMISSION, comp.COMPETITION.constant_submission(images + [cq500],
                                                                            dict.fromkeys(comp.SUBTYPES, 0.5)))
     return studies
 

@@ -101,7 +101,7 @@ def generate(cfg: SyntheticConfig, out, *, force: bool = False) -> bool:
     labels = pd.DataFrame(rows)
     train, test = labels[labels.split == "train"], labels[labels.split == "test"]
     atomic_write_csv(out / comp.TRAIN_LABELS, comp.to_long(train).astype({"Label": int}))
-    atomic_write_csv(out / comp.SAMPLE_SUBMISSION, comp.constant_submission(test[comp.ID_COLUMN],
+    atomic_write_csv(out / comp.SAMPLE_SUBMISSION, comp.COMPETITION.constant_submission(test[comp.ID_COLUMN],
                                                                            dict.fromkeys(comp.SUBTYPES, 0.5)))
     atomic_write_csv(out / comp.SOLUTION, comp.to_long(test).astype({"Label": int}))
     atomic_write_json(done, options)

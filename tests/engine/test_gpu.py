@@ -13,7 +13,8 @@ import torch
 
 from toy import ToyTask, toy_data, toy_model
 from volslice.config import TrainConfig
-from volslice.training.engine import Trainer, load_checkpoint
+from volslice.engine import Trainer
+from volslice.runs import load_checkpoint
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 HERE = Path(__file__).parent
@@ -57,7 +58,7 @@ def test_ddp_over_nccl_trains_the_same_model_as_one_gpu(tmp_path):
         f"sys.path.insert(0, {str(HERE)!r})\n"
         "from toy import ToyTask, toy_data, toy_model\n"
         "from volslice.config import TrainConfig\n"
-        "from volslice.training.engine import Trainer\n"
+        "from volslice.engine import Trainer\n"
         "out, batch = sys.argv[1], int(sys.argv[2])\n"
         "cfg = TrainConfig(out_dir=out, epochs=2, batch_size=batch, lr=1e-2, workers=0, progress=False, amp='off',"
         " seed=5, device='auto')\n"

@@ -19,46 +19,36 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
-from omegaconf import OmegaConf
 
 from volslice import competitions
-from volslice.calibration import fit_ensemble
-from volslice.config import CacheConfig, Config, changed_keys, load_config, to_yaml
-from volslice.data.cache import cache_config_fingerprint, load_manifest
+from volslice.calibration import blend, fit_ensemble
+from volslice.classifier.predictor import METHOD, SEGMENTER_FOLDER, Predictor
+from volslice.classifier.task import ClassificationTask, predicted_columns
+from volslice.config import Config, to_yaml
+from volslice.data.cache import load_manifest
 from volslice.data.dataset import SeriesDataset
 from volslice.data.folds import chosen_folds
-from volslice.data.inputs import InputSpec
+from volslice.data.inputs import InputSpec, input_channels
+from volslice.engine import DistContext, Trainer, resolve_device
 from volslice.io import atomic_write_csv, update_json
 from volslice.models.build import build_classifier
-from volslice.predictor import SEGMENTER_FOLDER, Predictor, blend, input_channels, save_prior
-from volslice.runs import fold_folders
+from volslice.runs import adopt_cache_settings, fold_folders, run_config, save_prior, save_run_config
 from volslice.segmentation.organs import copy_segmenter, load_organ_records
-from volslice.training.classification import ClassificationTask
-from volslice.training.engine import DistContext, Trainer, resolve_device
 
 log = logging.getLogger(__name__)
 
 
-def adopt_cache_settings(cfg: Config, cache: Path) -> Config:
-    """``cfg`` with the cache settings the cache folder was made with (its config.yaml), so that
-    the run's saved config makes inference window and resize raw series as training saw them."""
-    record = cache / "config.yaml"
-    if not record.exists():
-        return cfg
-    made_with = OmegaConf.merge(OmegaConf.structured(CacheConfig), yaml.safe_load(record.read_text()))
-    cached = replace(OmegaConf.to_object(made_with), workers=cfg.cache.workers)
-    differ = changed_keys(cache_config_fingerprint(cfg.cache), cache_config_fingerprint(cached))
-    if differ:
-        log.warning("%s was made with other cache settings than the config's (%s): the run records the "
-                    "cache's, which inference will use", cache, ", ".join(differ))
-    return replace(cfg, cache=cached)
+def resolved_config(cfg: Config) -> Config:
+    """``cfg`` as the run records it: the method named, ``model.heads`` spelt out (none: every head
+    of the competition)."""
+    heads = [head.name for head in competitions.get(cfg.competition).select_heads(cfg.model.heads)]
+    return replace(cfg, method=METHOD, model=replace(cfg.model, heads=heads))
 
 
 def organs_folder(cfg: Config, cache: Path, organs: Path | None) -> Path | None:
     """The organ records an organ-aware run reads (default ``CACHE/organs``); None where the input
     needs none."""
-    if not InputSpec.from_config(cfg).needs_organs:
+    if not InputSpec.from_config(cfg, competitions.get(cfg.competition)).needs_organs:
         return None
     folder = Path(organs) if organs else Path(cache) / "organs"
     if not folder.is_dir():
@@ -75,27 +65,26 @@ def fold_datasets(cfg: Config, comp, data: Path, cache: Path, folds: pd.DataFram
     manifest = manifest[manifest.split == "train"].merge(folds[["series_id", "fold"]], on="series_id", how="inner")
     if manifest.empty:
         raise ValueError(f"no cached train series of {cache} appear in the folds file")
-    labels = pd.read_csv(data / "train.csv")
-    image_labels = pd.read_csv(data / "image_level_labels.csv") if (data / "image_level_labels.csv").exists() else None
+    labels = comp.read_labels(data)
     train_rows = manifest if fold == -1 else manifest[manifest.fold != fold]
     val_rows = manifest[manifest.fold == fold]
-    prior = comp.prior_probabilities(labels[labels.patient_id.isin(train_rows.patient_id)])
-    task = ClassificationTask(comp, cfg.model.heads, cfg.train, prior, slice_heads=list(comp.IMAGE_LEVEL_INJURIES),
-                              slice_loss_weight=cfg.model.slice_loss_weight, mask_loss_weight=cfg.model.mask_loss_weight)
-    slice_heads = comp.IMAGE_LEVEL_COLUMNS if cfg.model.slice_loss_weight > 0 else None
-    common = dict(heads=task.head_columns(), labels=labels, image_labels=image_labels, slice_heads=slice_heads,
-                  spec=InputSpec.from_config(cfg))
+    prior = comp.prior_probabilities(labels[labels[comp.id_column].isin(train_rows.patient_id)])
+    task = ClassificationTask(comp, cfg.model.heads, cfg.train, prior, slice_loss_weight=cfg.model.slice_loss_weight,
+                              mask_loss_weight=cfg.model.mask_loss_weight)
+    slice_heads = comp.auxiliary_labels if cfg.model.slice_loss_weight > 0 else None
+    auxiliary = comp.read_auxiliary_labels(data) if slice_heads else None
+    common = dict(heads=task.head_columns(), labels=labels.set_index(comp.id_column), auxiliary_labels=auxiliary,
+                  slice_heads=slice_heads, spec=InputSpec.from_config(cfg, comp))
     truth = load_organ_records(organs, ground_truth=True) if organs else None
     predicted = load_organ_records(organs, ground_truth=False) if organs else None
     train_set = SeriesDataset(cache, train_rows, train=True, organs=truth, organ_masks=cfg.model.mask_loss_weight > 0,
                               **common)
     val_set = SeriesDataset(cache, val_rows, train=False, organs=predicted, **common) if len(val_rows) else None
     task.bind_solution(labels)  # the metric derives its weights from the true classes
-    channels = int(manifest.channels.iloc[0]) * (2 * cfg.model.context + 1)
-    if channels != input_channels(cfg):
+    if int(manifest.channels.iloc[0]) != len(cfg.cache.windows):
         raise ValueError(f"{cache} holds {int(manifest.channels.iloc[0])} windows per slice, the config "
                          f"{len(cfg.cache.windows)}")
-    return train_set, val_set, task, channels
+    return train_set, val_set, task, input_channels(len(cfg.cache.windows), cfg.model.context)
 
 
 def train_fold(cfg: Config, data: Path, cache: Path, folds: pd.DataFrame, fold: int, resume: bool,
@@ -149,11 +138,11 @@ def score_oof(comp, data: Path, oof: pd.DataFrame, report: Path | None = None) -
     best constant fitted on those patients' own labels: the strictest constant), their group
     losses, the OOF score over the best constant's (``oof_best_constant_ratio``) and the extra
     metrics (recorded in ``report``)."""
-    labels = pd.read_csv(Path(data) / "train.csv")
-    solution = labels[labels.patient_id.isin(oof.patient_id)]
+    labels = comp.read_labels(data)
+    solution = labels[labels[comp.id_column].isin(oof[comp.id_column])]
     result = comp.score(solution, oof)
-    prior = comp.score(solution, comp.constant_submission(oof.patient_id, comp.prior_probabilities(labels)))
-    best = comp.score(solution, comp.constant_submission(oof.patient_id, comp.best_constant(solution)))
+    prior = comp.score(solution, comp.constant_submission(oof[comp.id_column], comp.prior_probabilities(labels)))
+    best = comp.score(solution, comp.constant_submission(oof[comp.id_column], comp.best_constant(solution)))
     summary = dict(oof=result.score, oof_groups=result.group_losses, oof_prior=prior.score,
                    oof_prior_groups=prior.group_losses, oof_best_constant=best.score,
                    oof_best_constant_groups=best.group_losses, oof_best_constant_ratio=result.score / best.score,
@@ -181,26 +170,26 @@ def ensemble_oof(run_dirs: list, data: Path, weights: list[float] | None = None,
     summary then adds ``oof_calibrated``, each fold's rows calibrated by a fit without that fold,
     and its ratio to the best constant."""
     run_dirs = [Path(run) for run in run_dirs]
-    cfgs = [load_config(fold_folders(run)[0] / "config.yaml") for run in run_dirs]
+    cfgs = [run_config(run) for run in run_dirs]
     comp = competitions.get(cfgs[0].competition)
     missing = [str(run) for run in run_dirs if not (run / "oof.csv").exists()]
     if missing:
         raise FileNotFoundError(f"no oof.csv (every fold trained) in {', '.join(missing)}")
     frames = [pd.read_csv(run / "oof.csv") for run in run_dirs]
-    common = set.intersection(*(set(f[comp.ID_COLUMN]) for f in frames))
-    frames = [f[f[comp.ID_COLUMN].isin(common)].sort_values(comp.ID_COLUMN).reset_index(drop=True) for f in frames]
-    predicted = [[c for h in cfg.model.heads for c in comp.GROUPS[h]] for cfg in cfgs]
+    common = set.intersection(*(set(f[comp.id_column]) for f in frames))
+    frames = [f[f[comp.id_column].isin(common)].sort_values(comp.id_column).reset_index(drop=True) for f in frames]
+    predicted = [predicted_columns(comp, cfg.model.heads) for cfg in cfgs]
     weights = weights or [1.0] * len(frames)
     summary = score_oof(comp, data, blend(comp, frames, predicted, weights), report)
     if fit is None:
         return summary
-    labels = pd.read_csv(Path(data) / "train.csv")
+    labels = comp.read_labels(data)
     runs = [os.path.relpath(run.resolve(), Path(fit).resolve().parent) for run in run_dirs]
-    ensemble_fit, nested = fit_ensemble(comp, labels, frames, predicted, oof_folds(run_dirs[0], comp.ID_COLUMN),
+    ensemble_fit, nested = fit_ensemble(comp, labels, frames, predicted, oof_folds(run_dirs[0], comp.id_column),
                                         runs, weights, calibration)
     ensemble_fit.save(fit)
     calibrated = dict(oof_calibrated=ensemble_fit.oof_calibrated,
-                      oof_calibrated_groups=comp.score(labels[labels.patient_id.isin(nested.patient_id)],
+                      oof_calibrated_groups=comp.score(labels[labels[comp.id_column].isin(nested[comp.id_column])],
                                                        nested).group_losses,
                       oof_calibrated_ratio=ensemble_fit.oof_calibrated / summary["oof_best_constant"],
                       calibration=ensemble_fit.calibration,
@@ -214,10 +203,12 @@ def train_folds(cfg: Config, data: Path, cache: Path, folds_file: Path, chosen: 
                 resume: bool = False, report: Path | None = None, organs: Path | None = None) -> dict | None:
     """Train the ``chosen`` folds (default: all, in turn) and, once every fold has its OOF, score it.
     ``organs``: the organ records of an organ-aware run (default ``CACHE/organs``)."""
-    cfg = adopt_cache_settings(cfg, Path(cache))
+    cfg = resolved_config(adopt_cache_settings(cfg, Path(cache)))
     organs = organs_folder(cfg, Path(cache), organs)
-    if organs and DistContext.from_env().main:
-        copy_segmenter(organs, cfg.train.out_dir, SEGMENTER_FOLDER)
+    if DistContext.from_env().main:
+        save_run_config(cfg.train.out_dir, cfg)
+        if organs:
+            copy_segmenter(organs, cfg.train.out_dir, SEGMENTER_FOLDER)
     DistContext.from_env().barrier()
     folds = pd.read_csv(folds_file)
     for fold in chosen_folds(folds, chosen, folds_file):

@@ -8,7 +8,7 @@ import pytest
 
 from volslice.cli import main as cli
 from volslice.competitions import rsna2023 as comp
-from volslice.training import cross_validation
+from volslice.classifier import run as cross_validation
 
 
 def made_up_oof(labels: pd.DataFrame) -> pd.DataFrame:
@@ -24,7 +24,7 @@ def test_the_oof_is_scored_beside_the_in_sample_best_constant(tiny_data, tmp_pat
     report = tmp_path / "report.json"
     summary = cross_validation.score_oof(comp.COMPETITION, tiny_data, oof, report)
     solution = labels[labels.patient_id.isin(oof.patient_id)]
-    best = comp.score(solution, comp.constant_submission(oof.patient_id, comp.best_constant(solution)))
+    best = comp.COMPETITION.score(solution, comp.COMPETITION.constant_submission(oof.patient_id, comp.COMPETITION.best_constant(solution)))
     assert summary["oof_best_constant"] == pytest.approx(best.score)
     assert summary["oof_best_constant_groups"] == pytest.approx(best.group_losses)
     assert summary["oof_best_constant_ratio"] == pytest.approx(summary["oof"] / best.score)

@@ -1,13 +1,11 @@
 """The patient-level injury classification task: augmentation on the device, the metric-weighted
 loss, per-series predictions aggregated per patient, scored by the competition's metric.
 
-The competition module supplies the groups (heads), the class weights and the metric; nothing
-here names an organ.
+The competition supplies the heads (``Head``: columns, class weights), the labels and the
+metric; nothing here names a competition or an organ.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
@@ -16,53 +14,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from volslice.config import TrainConfig
-
-MEAN, STD = 0.45, 0.225  # grey-level normalisation (ImageNet-like scale for adapted 1-channel stems)
-
-
-def to_float(images: torch.Tensor, device) -> torch.Tensor:
-    """uint8 (B, [heads,] S, C, H, W) -> normalised float on the device (copy overlaps compute when pinned)."""
-    return (images.to(device, non_blocking=True).float() / 255.0 - MEAN) / STD
+from volslice.data.tensors import augment, to_float
 
 
-def intensity_jitter(x: torch.Tensor, amount: float) -> torch.Tensor:
-    """Random contrast and brightness per sample (the same for all its slices or crops): x * (1 + u) + v,
-    u and v uniform in [-amount, amount]."""
-    if amount <= 0:
-        return x
-    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    scale = 1 + (torch.rand(shape, device=x.device) * 2 - 1) * amount
-    shift = (torch.rand(shape, device=x.device) * 2 - 1) * amount
-    return x * scale + shift
-
-
-def augment(x: torch.Tensor, cfg: TrainConfig, masks: torch.Tensor | None = None):
-    """Random flips, small rotations and contrast/brightness, per sample, in one batched op on x's device.
-    The same transform applies to every slice of a sample (of an organ's crops: each organ has its own).
-    With ``masks`` (``x``'s shape but other channels, floats), returns (x, masks): the masks moved by
-    the same flips and rotation (zero outside the image), without the contrast change. A mirrored
-    kidney keeps its label: the kidney beside the liver is the right one in either image."""
-    if x.ndim == 6:
-        moved = augment(x.flatten(0, 1), cfg, None if masks is None else masks.flatten(0, 1))
-        if masks is None:
-            return moved.view(x.shape)
-        return moved[0].view(x.shape), moved[1].view(masks.shape)
-    b, s, c, h, w = x.shape
-    device = x.device
-    angle = (torch.rand(b, device=device) * 2 - 1) * math.radians(cfg.rotate_degrees)
-    flip_x = torch.where(torch.rand(b, device=device) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b, device=device)
-    flip_y = torch.where(torch.rand(b, device=device) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b, device=device)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([torch.stack([cos * flip_x, -sin, torch.zeros_like(cos)], -1),
-                         torch.stack([sin, cos * flip_y, torch.zeros_like(cos)], -1)], 1)
-    grid = F.affine_grid(theta, (b, s * c, h, w), align_corners=False)
-    fill = -MEAN / STD  # black outside the rotated image
-    x = F.grid_sample(x.reshape(b, s * c, h, w) - fill, grid, align_corners=False, padding_mode="zeros") + fill
-    x = intensity_jitter(x, cfg.intensity).reshape(b, s, c, h, w)
-    if masks is None:
-        return x
-    moved = F.grid_sample(masks.reshape(b, -1, h, w), grid, align_corners=False, padding_mode="zeros")
-    return x, moved.view(masks.shape)
+def predicted_columns(comp, heads) -> list[str]:
+    """The prediction columns a run of these ``heads`` (names; none: every head) predicts."""
+    return [c for head in comp.select_heads(heads) for c in head.columns]
 
 
 def mask_loss(logits: torch.Tensor, masks: torch.Tensor, has_masks: torch.Tensor) -> torch.Tensor:
@@ -83,29 +40,31 @@ class ClassificationTask:
     """
 
     def __init__(self, comp, heads: list[str], cfg: TrainConfig, prior: dict[str, float],
-                 slice_heads: list[str] = (), slice_loss_weight: float = 0.0, mask_loss_weight: float = 0.0):
-        self.comp, self.heads, self.cfg, self.prior = comp, list(heads), cfg, dict(prior)
-        self.slice_heads, self.slice_loss_weight = list(slice_heads), slice_loss_weight
-        self.mask_loss_weight = mask_loss_weight
+                 slice_loss_weight: float = 0.0, mask_loss_weight: float = 0.0):
+        self.comp, self.cfg, self.prior = comp, cfg, dict(prior)
+        self.specs = {head.name: head for head in comp.select_heads(heads)}
+        self.heads = list(self.specs)
+        self.slice_loss_weight, self.mask_loss_weight = slice_loss_weight, mask_loss_weight
+        self.higher_is_better = comp.higher_is_better
         if cfg.series_aggregation not in ("mean", "max"):
             raise ValueError(f"train.series_aggregation must be mean or max, got {cfg.series_aggregation!r}")
 
     def head_columns(self) -> dict:
         """Head -> its submission columns."""
-        return {h: self.comp.GROUPS[h] for h in self.heads}
+        return {name: list(head.columns) for name, head in self.specs.items()}
 
     @property
     def predicted_columns(self) -> list[str]:
         """The submission columns this model's heads predict."""
-        return [c for h in self.heads for c in self.comp.GROUPS[h]]
+        return predicted_columns(self.comp, self.heads)
 
     def losses(self, outputs: dict, batch: dict, device) -> dict:
-        """Per head: sample-weighted loss with the metric's weights of the true class."""
+        """Per head: sample-weighted loss with the head's weights of the true class (the metric's)."""
         out = {}
         for head in self.heads:
             logits = outputs[head].float()
             target = batch[f"target_{head}"].to(device)
-            class_weights = torch.tensor(self.comp.CLASS_WEIGHTS[head], device=device)
+            class_weights = torch.tensor(self.specs[head].loss_weights(), device=device)
             if logits.shape[1] == 1:
                 loss = F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none")
                 weight = class_weights[target.long()]
@@ -124,7 +83,8 @@ class ClassificationTask:
             x = augment(x, self.cfg)
         outputs = model(x)
         losses = self.losses(outputs, batch, device)
-        total = torch.stack(list(losses.values())).mean()
+        head_weights = torch.tensor([self.specs[h].weight for h in losses], device=device)
+        total = (torch.stack(list(losses.values())) * head_weights).sum() / head_weights.sum()
         logs = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
         if self.slice_loss_weight and "slices" in outputs:
             mask = batch["slice_mask"].to(device)
@@ -153,8 +113,8 @@ class ClassificationTask:
         rows = []
         for i, (patient_id, series_id) in enumerate(zip(patient_ids, series_ids)):
             row = {"patient_id": int(patient_id), "series_id": int(series_id)}
-            for head in self.heads:
-                row.update(zip(self.comp.GROUPS[head], probs[head][i].tolist()))
+            for name, head in self.specs.items():
+                row.update(zip(head.columns, head.column_probabilities(probs[name][i : i + 1].numpy())[0].tolist()))
             rows.append(row)
         return rows
 
@@ -182,23 +142,28 @@ class ClassificationTask:
         return out
 
     def aggregate(self, series_predictions: pd.DataFrame) -> pd.DataFrame:
-        """Per patient (``train.series_aggregation`` over its series), in submission format; the
-        columns of heads not predicted get the training prior."""
+        """Per patient (``train.series_aggregation`` over its series), as wide rows (the
+        competition's id column and every prediction column); the columns of heads not predicted
+        get the training prior."""
         frame = series_predictions.drop_duplicates("series_id")
         columns = self.predicted_columns
         patients = frame.groupby("patient_id")[columns].agg(self.cfg.series_aggregation).reset_index()
-        for col in self.comp.PREDICTION_COLUMNS:
+        patients = patients.rename(columns={"patient_id": self.comp.id_column})
+        for col in self.comp.prediction_columns:
             if col not in columns:
                 patients[col] = self.prior[col]
-        return patients[self.comp.SUBMISSION_COLUMNS]
+        return patients[[self.comp.id_column, *self.comp.prediction_columns]]
 
     def score_frame(self, submission: pd.DataFrame, solution: pd.DataFrame) -> dict:
-        """Metric of a submission frame on the solution's patients (its own groups only in single-organ mode)."""
-        solution = solution[solution.patient_id.isin(submission.patient_id)]
-        result = self.comp.score(solution, submission)
+        """Metric of a submission frame on the solution's ids; a run of some heads only is scored
+        by the mean of its own heads' parts of the metric, where the metric reports them by head."""
+        id_column = self.comp.id_column
+        solution = solution[solution[id_column].isin(submission[id_column])]
+        result = self.comp.score(solution, self.comp.as_submission(submission))
         metrics = {"score": result.score, **{f"loss_{k}": v for k, v in result.group_losses.items()}}
-        if set(self.heads) != set(self.comp.GROUP_NAMES):  # single-organ mode: its own groups only
-            metrics["score"] = float(np.mean([result.group_losses[h] for h in self.heads]))
+        own = [result.group_losses[h] for h in self.heads if h in result.group_losses]
+        if len(self.heads) < len(self.comp.heads) and len(own) == len(self.heads):
+            metrics["score"] = float(np.mean(own))
         return metrics
 
     def bind_solution(self, solution: pd.DataFrame) -> "ClassificationTask":

@@ -10,8 +10,9 @@ from volslice.config import CacheConfig, ModelConfig, TrainConfig
 from volslice.data.cache_runner import run_cache
 from volslice.data.folds import make_folds
 from volslice.models.build import build_classifier
-from volslice.training.classification import ClassificationTask, augment
-from volslice.training.engine import load_checkpoint
+from volslice.classifier.task import ClassificationTask
+from volslice.data.tensors import augment
+from volslice.runs import load_checkpoint
 from volslice.cli import main as cli
 
 PRIOR = {col: 0.5 for col in comp.PREDICTION_COLUMNS}
@@ -22,7 +23,7 @@ def train_main(argv):
 
 
 def test_losses_use_the_metric_weights():
-    task = ClassificationTask(comp, ["extravasation", "liver"], TrainConfig(), PRIOR)
+    task = ClassificationTask(comp.COMPETITION, ["extravasation", "liver"], TrainConfig(), PRIOR)
     outputs = {"extravasation": torch.zeros(2, 1), "liver": torch.zeros(2, 3)}
     batch = {"target_extravasation": torch.tensor([0.0, 1.0]), "target_liver": torch.tensor([0, 2])}
     losses = task.losses(outputs, batch, "cpu")
@@ -35,7 +36,7 @@ def test_losses_use_the_metric_weights():
 
 def test_aggregate_series_per_patient():
     prior = {**PRIOR, "liver_low": 0.125}
-    task = ClassificationTask(comp, ["bowel"], TrainConfig(series_aggregation="max"), prior)
+    task = ClassificationTask(comp.COMPETITION, ["bowel"], TrainConfig(series_aggregation="max"), prior)
     series = pd.DataFrame({"patient_id": [1, 1, 2], "series_id": [10, 11, 20], "bowel_healthy": [0.9, 0.6, 0.5],
                            "bowel_injury": [0.1, 0.4, 0.5]})
     sub = task.aggregate(series)
@@ -48,7 +49,7 @@ def test_aggregate_series_per_patient():
 
 def test_series_aggregation_is_checked():
     with pytest.raises(ValueError, match="series_aggregation"):
-        ClassificationTask(comp, ["bowel"], TrainConfig(series_aggregation="median"), PRIOR)
+        ClassificationTask(comp.COMPETITION, ["bowel"], TrainConfig(series_aggregation="median"), PRIOR)
 
 
 def test_tta_averages_the_image_and_its_flip():
@@ -58,8 +59,8 @@ def test_tta_averages_the_image_and_its_flip():
 
     x = torch.zeros(1, 2, 1, 4, 4)
     x[..., :2] = 3.0
-    with_tta = ClassificationTask(comp, ["bowel"], TrainConfig(tta=True), PRIOR).ensemble_probabilities([Lopsided()], x)
-    plain = ClassificationTask(comp, ["bowel"], TrainConfig(tta=False), PRIOR).ensemble_probabilities([Lopsided()], x)
+    with_tta = ClassificationTask(comp.COMPETITION, ["bowel"], TrainConfig(tta=True), PRIOR).ensemble_probabilities([Lopsided()], x)
+    plain = ClassificationTask(comp.COMPETITION, ["bowel"], TrainConfig(tta=False), PRIOR).ensemble_probabilities([Lopsided()], x)
     assert float(plain["bowel"][0, 1]) == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item())
     assert float(with_tta["bowel"][0, 1]) == pytest.approx((torch.sigmoid(torch.tensor(3.0)).item() + 0.5) / 2)
 
@@ -73,11 +74,11 @@ def test_augment_keeps_shape_and_identity_without_randomness():
 
 def test_init_choices_are_checked():
     with pytest.raises(ValueError, match="no local ImageNet weights"):
-        build_classifier(ModelConfig(backbone="resnet10t", init="imagenet"), 1, comp)
+        build_classifier(ModelConfig(backbone="resnet10t", init="imagenet"), 1, comp.COMPETITION)
     with pytest.raises(ValueError, match="model.weights"):
-        build_classifier(ModelConfig(backbone="resnet10t", init="file"), 1, comp)
+        build_classifier(ModelConfig(backbone="resnet10t", init="file"), 1, comp.COMPETITION)
     with pytest.raises(ValueError, match="model.heads"):
-        build_classifier(ModelConfig(backbone="resnet10t", init="scratch", heads=["lungs"]), 1, comp)
+        build_classifier(ModelConfig(backbone="resnet10t", init="scratch", heads=["lungs"]), 1, comp.COMPETITION)
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +102,12 @@ def test_train_all_folds_writes_oof_and_report(tiny_data, prepared, tmp_path, ca
     assert train_main(args) == 0
     oof = pd.read_csv(out / "oof.csv")
     assert sorted(oof.patient_id) == sorted(pd.read_csv(tiny_data / "train.csv").patient_id)
-    comp.validate_submission(oof, oof.patient_id)
+    comp.COMPETITION.validate_submission(oof, oof.patient_id)
     result = json.loads(report.read_text())
     labels = pd.read_csv(tiny_data / "train.csv")
-    assert result["oof"] == pytest.approx(comp.score(labels, oof).score)
-    prior = comp.constant_submission(oof.patient_id, comp.prior_probabilities(labels))
-    assert result["oof_prior"] == pytest.approx(comp.score(labels, prior).score)
+    assert result["oof"] == pytest.approx(comp.COMPETITION.score(labels, oof).score)
+    prior = comp.COMPETITION.constant_submission(oof.patient_id, comp.COMPETITION.prior_probabilities(labels))
+    assert result["oof_prior"] == pytest.approx(comp.COMPETITION.score(labels, prior).score)
     assert set(result["oof_extra"]["average_precision"]) <= set(comp.PREDICTION_COLUMNS) and "mAP" in result["oof_extra"]
     assert "OOF score" in capsys.readouterr().out
     for fold in (0, 1):
@@ -126,14 +127,14 @@ def test_fold_minus_one_and_pretrained_file(tiny_data, prepared, tmp_path):
     # a checkpoint's backbone initialises the next model (as a pretraining checkpoint would)
     model, report = build_classifier(ModelConfig(backbone="resnet10t", init="file", hidden=8,
                                                  weights=str(out / "fold-1" / "best.pt"), weights_prefix="backbone."),
-                                     1, comp)
+                                     1, comp.COMPETITION)
     assert report.missing == [] and report.loaded > 10
     state = load_checkpoint(out / "fold-1" / "best.pt")["model"]
     torch.testing.assert_close(model.backbone.conv1[0].weight, state["backbone.conv1.0.weight"])
 
 
 def test_augment_moves_masks_with_the_image_but_keeps_their_values():
-    from volslice.training.classification import mask_loss
+    from volslice.classifier.task import mask_loss
 
     x = torch.zeros(2, 3, 1, 16, 16)
     x[..., 2:6, 3:9] = 1.0

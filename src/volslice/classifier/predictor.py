@@ -15,7 +15,6 @@ organs, exactly as step 03 did for the OOF rows.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,30 +24,20 @@ import pandas as pd
 import torch
 
 from volslice import competitions
-from volslice.calibration import blend
+from volslice.classifier.task import ClassificationTask
 from volslice.config import Config, load_config
-from volslice.data.inputs import InputSpec, sample_input
-from volslice.io import atomic_write_json
+from volslice.data.inputs import InputSpec, input_channels, sample_input
+from volslice.data.tensors import to_float
+from volslice.engine import to_channels_last
 from volslice.models.build import build_classifier
-from volslice.runs import fold_folders, load_fold
+from volslice.runs import (PRIOR_FILE, export_fold, fold_folders, load_fold, mean_prior, run_config,
+                           save_run_config)
 from volslice.segmentation.organs import Segmenter
-from volslice.training.classification import ClassificationTask, to_float
-from volslice.training.engine import to_channels_last
 
 log = logging.getLogger(__name__)
 
-PRIOR_FILE = "prior.json"
+METHOD = "classifier"  # the ``method`` its runs record in their config
 SEGMENTER_FOLDER = "segmenter"
-
-
-def input_channels(cfg: Config) -> int:
-    """Channels of one model input slice: the cached windows times the 2.5D context slices."""
-    return len(cfg.cache.windows) * (2 * cfg.model.context + 1)
-
-
-def save_prior(folder, prior: dict) -> None:
-    """The training labels' frequencies, the fill for heads a model does not predict."""
-    atomic_write_json(Path(folder) / PRIOR_FILE, prior)
 
 
 @dataclass
@@ -71,22 +60,21 @@ class Predictor:
         comp = competitions.get(cfg.competition)
         models = []
         for fold in folds:
-            model, _ = build_classifier(cfg.model, input_channels(cfg), comp, initialise=False)
+            model, _ = build_classifier(cfg.model, input_channels(len(cfg.cache.windows), cfg.model.context), comp,
+                                        initialise=False)
             load_fold(model, fold)
             model = model.to(device).eval()
             models.append(to_channels_last(model) if cfg.train.channels_last else model)
-        priors = [_read_prior(f, comp) for f in folds]
-        prior = {col: float(np.mean([p[col] for p in priors])) for col in comp.PREDICTION_COLUMNS}
-        task = ClassificationTask(comp, cfg.model.heads, cfg.train, prior)
+        task = ClassificationTask(comp, cfg.model.heads, cfg.train, mean_prior(folds, comp.prediction_columns))
         segmenter = None
-        if InputSpec.from_config(cfg).needs_organs:
+        if InputSpec.from_config(cfg, comp).needs_organs:
             segmenter = Segmenter.load(_segmenter_folder(folds[0]), device)
         return cls(cfg, models, task, weight, str(folder), segmenter)
 
     @property
     def spec(self) -> InputSpec:
         """The run's input settings."""
-        return InputSpec.from_config(self.cfg)
+        return InputSpec.from_config(self.cfg, self.comp)
 
     @property
     def comp(self):
@@ -134,8 +122,20 @@ class Predictor:
         return self.task.predict(None, loader, self.device, progress, models=self.models)
 
     def patient_rows(self, series_rows: pd.DataFrame) -> pd.DataFrame:
-        """Submission rows, one per patient of ``series_rows``."""
+        """Wide submission rows, one per patient of ``series_rows``."""
         return self.task.aggregate(series_rows)
+
+    @staticmethod
+    def export(run_dir: Path, out: Path) -> list[Path]:
+        """The run's folds as ``out/<run>/fold<k>/`` (model.safetensors, config.yaml, prior.json),
+        its segmenter's the same way under ``segmenter/``, and its config.yaml."""
+        target = Path(out) / Path(run_dir).name
+        written = [export_fold(fold, target / fold.name, (PRIOR_FILE,)) for fold in fold_folders(run_dir)]
+        if (Path(run_dir) / SEGMENTER_FOLDER).is_dir():
+            for fold in fold_folders(Path(run_dir) / SEGMENTER_FOLDER):
+                export_fold(fold, target / SEGMENTER_FOLDER / fold.name)
+        save_run_config(target, run_config(run_dir))
+        return written
 
 
 def _segmenter_folder(fold: Path) -> Path:
@@ -144,24 +144,3 @@ def _segmenter_folder(fold: Path) -> Path:
         if folder.is_dir():
             return folder
     raise FileNotFoundError(f"{fold.parent} needs its organs predicted, but has no {SEGMENTER_FOLDER}/ folder")
-
-
-def _read_prior(fold: Path, comp) -> dict:
-    path = fold / PRIOR_FILE
-    if path.exists():
-        return json.loads(path.read_text())
-    log.warning("%s has no %s: heads it does not predict get the sample submission's values", fold, PRIOR_FILE)
-    return comp.sample_submission([0]).iloc[0][comp.PREDICTION_COLUMNS].astype(float).to_dict()
-
-
-def ensemble(predictors: list[Predictor], submissions: list[pd.DataFrame]) -> pd.DataFrame:
-    """``blend`` of the runs' submissions with their predicted columns and weights."""
-    return blend(predictors[0].comp, submissions, [p.predicted_columns for p in predictors],
-                 [p.weight for p in predictors])
-
-
-def ensemble_prior(predictors: list[Predictor]) -> dict:
-    """The weighted mean of the runs' priors: the row of a patient none of whose series is readable."""
-    total = sum(p.weight for p in predictors)
-    return {c: sum(p.weight * p.prior[c] for p in predictors) / total
-            for c in predictors[0].comp.prediction_columns}

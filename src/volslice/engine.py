@@ -25,18 +25,19 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from volslice.config import TrainConfig, changed_keys
 from volslice.io import atomic_path, atomic_write_csv, atomic_write_text
+from volslice.runs import load_checkpoint, load_weights
 
 log = logging.getLogger(__name__)
 
 
 class Task(Protocol):
     """What a model kind brings to the Trainer: its loss, its predictions on a loader and their score.
-    ClassificationTask (fine-tuning) and VoCoTask (pretraining) implement it."""
+    Every model kind's task implements it (``classifier.task.ClassificationTask``, ``segmentation.task``, ...)."""
 
     def train_loss(self, model, batch, device) -> tuple[torch.Tensor, dict]:
         """(loss to back-propagate, dict of floats to log) for one training batch."""
@@ -45,9 +46,10 @@ class Task(Protocol):
         """This process's predictions on ``loader`` (gathered from every process before ``score``)."""
 
     def score(self, predictions: list) -> dict:
-        """Metrics of the gathered predictions; ``score`` decides the best epoch (lower is better)."""
+        """Metrics of the gathered predictions; ``score`` decides the best epoch."""
 
-    # optional: ``after_step(model)`` runs after every optimizer step (e.g. a momentum teacher)
+    # optional: ``higher_is_better`` (default False: ``score`` is a loss) and ``after_step(model)``,
+    # run after every optimizer step (e.g. a momentum teacher)
 
 
 @dataclass
@@ -144,11 +146,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Checkpoints hold tensors and plain values only: loaded with weights_only=True."""
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
 @torch.no_grad()
 def ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float, buffers: str = "copy") -> None:
     """average <- decay * average + (1 - decay) * model, tensor by tensor: the Trainer's weight EMA
@@ -166,27 +163,6 @@ def ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float, b
         a.lerp_(m.detach(), 1 - decay)
     for a, m in zip(average.buffers(), model.buffers()):
         a.copy_(m)
-
-
-def model_weights(path) -> dict:
-    """The weights to predict with: a ``.safetensors`` file as it is, or a checkpoint's EMA weights
-    where it was trained with EMA, else its model weights."""
-    if Path(path).suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    checkpoint = load_checkpoint(path)
-    return checkpoint["ema"] or checkpoint["model"]
-
-
-def load_weights(model: torch.nn.Module, weights: dict, source, remedy: str) -> None:
-    """``weights`` into ``model``, strictly. Weights of another network (a run of an older version of
-    the model: the same config, other layers) are refused by name, with ``remedy``."""
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ValueError(f"{source} does not fit this network ({str(err).splitlines()[-1].strip()}): "
-                         f"{remedy}") from None
 
 
 class Trainer:
@@ -223,7 +199,8 @@ class Trainer:
                                            else None) if self.ctx.enabled else model
         if cfg.compile:
             self.net = torch.compile(self.net)
-        self.epoch, self.step, self.best = 0, 0, float("inf")
+        self.higher_is_better = bool(getattr(task, "higher_is_better", False))
+        self.epoch, self.step, self.best = 0, 0, -float("inf") if self.higher_is_better else float("inf")
         self.history: list[dict] = []
 
     def train_loader(self, epoch: int) -> DataLoader:
@@ -240,13 +217,12 @@ class Trainer:
                           worker_init_fn=_seed_worker)
 
     def val_loader(self) -> DataLoader:
-        """The validation loader: every sample once, split over the processes."""
+        """The validation loader: every sample exactly once over the processes (rank r takes every
+        world_size-th from r; no padding, which DistributedSampler adds and which would count the
+        first samples twice where the size does not divide)."""
         if self.val_set is None:
             return None
-        if self.ctx.enabled:
-            sampler = DistributedSampler(self.val_set, self.ctx.world_size, self.ctx.rank, shuffle=False)
-        else:
-            sampler = SequentialSampler(self.val_set)
+        sampler = range(self.ctx.rank, len(self.val_set), self.ctx.world_size)
         return DataLoader(self.val_set, batch_size=self.cfg.batch_size, sampler=sampler,
                           num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda",
                           collate_fn=self.collate_fn)
@@ -316,12 +292,12 @@ class Trainer:
             start = time.perf_counter()
             train_logs = self.train_epoch(self.epoch)
             # without a validation set (fold -1: train on everything) the last epoch is kept as best
-            metrics = self.evaluate() if self.val_set is not None else {"score": -float(self.epoch)}
+            metrics = self.evaluate() if self.val_set is not None else {"score": self._last_epoch_score()}
             self.epoch += 1
             row = {"epoch": self.epoch, **train_logs, **{f"val_{k}": v for k, v in metrics.items()},
                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start}
             self.history.append(row)
-            improved = metrics["score"] < self.best
+            improved = metrics["score"] > self.best if self.higher_is_better else metrics["score"] < self.best
             if improved:
                 self.best = metrics["score"]
             self.save("last.pt")
@@ -373,17 +349,21 @@ class Trainer:
             bar.set_postfix(loss=f"{totals['train_loss'] / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
         return {k: v / max(count, 1) for k, v in totals.items()}
 
+    def _last_epoch_score(self) -> float:
+        """The score of an epoch without validation (fold -1): each epoch better than the last."""
+        return float(self.epoch) if self.higher_is_better else -float(self.epoch)
+
     def evaluation_model(self) -> torch.nn.Module:
         """The weights validation uses: the EMA model where ``train.ema`` is on."""
         return self.ema if self.ema else unwrap(self.model)
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Predict the validation set on every process, gather, and score."""
+        """Predict the validation set on every process, gather, and score. In full precision, as
+        OOF and inference predict, so that the validation score of the best epoch is its OOF score."""
         model = self.evaluation_model()
         model.eval()
-        with self.autocast():
-            predictions = self.task.predict(model, self.val_loader(), self.device, self.ctx.main and self.cfg.progress)
+        predictions = self.task.predict(model, self.val_loader(), self.device, self.ctx.main and self.cfg.progress)
         gathered = self.ctx.gather(predictions)
         return self.task.score(gathered)
 

@@ -1,0 +1,1 @@
+"""The slice-sequence classifier: its task (loss, predictions, score), its k-fold run and its predictor."""
