@@ -62,7 +62,7 @@ def finetune(work: Path, config: Path, seed: int, name: str, overrides: list[str
 
 
 def evaluate(comp, labels: pd.DataFrame, oof: pd.DataFrame) -> dict:
-    solution = labels[labels[comp.ID_COLUMN].isin(oof[comp.ID_COLUMN])]
+    solution = labels[labels[comp.id_column].isin(oof[comp.id_column])]
     extra = comp.extra_metrics(solution, oof)
     return {"score": comp.score(solution, oof).score, "mAP": extra["mAP"], "precision": extra["precision"],
             "recall": extra["recall"], **{f"AP {label}": ap for label, ap in extra["average_precision"].items()}}
@@ -70,10 +70,10 @@ def evaluate(comp, labels: pd.DataFrame, oof: pd.DataFrame) -> dict:
 
 def single_organ_oof(comp, parts: dict[str, Path]) -> pd.DataFrame:
     """One submission from one model per organ: each organ's columns from its own model."""
-    frames = {organ: pd.read_csv(path).set_index(comp.ID_COLUMN) for organ, path in parts.items()}
+    frames = {organ: pd.read_csv(path).set_index(comp.id_column) for organ, path in parts.items()}
     joined = next(iter(frames.values())).copy()
     for organ, frame in frames.items():
-        joined[comp.GROUPS[organ]] = frame.loc[joined.index, comp.GROUPS[organ]]
+        joined[list(comp.head(organ).columns)] = frame.loc[joined.index, list(comp.head(organ).columns)]
     return joined.reset_index()
 
 
@@ -95,9 +95,9 @@ def run_seed(work: Path, config: Path, seed: int, comp, labels: pd.DataFrame) ->
     record("ImageNet", pd.read_csv(finetune(work, config, seed, "imagenet", ["model.init=imagenet"])))
     parts = {organ: finetune(work, config, seed, f"voco_series_extra_{organ}",
                              ["model.init=file", f"model.weights={weights['series_extra']}", f"model.heads=[{organ}]"])
-             for organ in comp.GROUPS}
+             for organ in (head.name for head in comp.heads)}
     record("2D-VoCo (+ extra), single-organ models", single_organ_oof(comp, parts))
-    record("constant prior (reference, no model)", comp.constant_submission(labels[comp.ID_COLUMN],
+    record("constant prior (reference, no model)", comp.constant_submission(labels[comp.id_column],
                                                                            comp.prior_probabilities(labels)))
     return rows
 
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     work, config = args.work.resolve(), args.config.resolve()
     comp = competitions.get(load_config(config).competition)
     prepare_data(work, config)
-    labels = pd.read_csv(work / "data" / "train.csv")
+    labels = comp.read_labels(work / "data")
     rows = pd.DataFrame([row for seed in args.seeds for row in run_seed(work, config, seed, comp, labels)])
     rows.to_csv(work / "ablation_runs.csv", index=False)
     table = summarise(rows)

@@ -44,7 +44,8 @@ import pydicom
 from joblib import Parallel, delayed
 
 from volslice.config import PROJECT_ROOT, CacheConfig, WindowConfig, load_config
-from volslice.data.cache import SeriesTask, find_series, process_series
+from volslice.data.cache import process_series
+from volslice.data.layout import SeriesTask, find_series
 from volslice.data.cache_runner import run_cache
 from volslice.dicom import RleFile, decode_rle, list_dicom_files, open_dicom, read_series
 
@@ -146,7 +147,8 @@ def resize_accuracy(series_dir: Path) -> list[str]:
     plane (one thread, median of 200)."""
     from pydicom.data import get_testdata_file
 
-    from volslice.data.cache import RESIZE_METHODS, resize
+    from volslice.data.planes import resize
+    from volslice.data.settings import RESIZE_METHODS
 
     cv2.setNumThreads(1)
     real = pydicom.dcmread(get_testdata_file("693_UNCR.dcm"))

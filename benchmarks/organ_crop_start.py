@@ -26,7 +26,7 @@ from sklearn.metrics import average_precision_score
 from common import markdown
 from volslice import competitions
 from volslice.config import load_config
-from volslice.data.cache import load_manifest
+from volslice.data.manifest import load_manifest
 from volslice.data.dataset import SeriesDataset
 from volslice.data.inputs import InputSpec
 from volslice.models.build import build_classifier
@@ -39,10 +39,10 @@ def datasets(work: Path, organ: str, cfg):
     manifest = load_manifest(work / "cache")
     manifest = manifest[manifest.split == "train"]
     folds = pd.read_csv(work / "folds.csv")
-    labels = pd.read_csv(work / "data" / "train.csv")
     comp = competitions.get(cfg.competition)
-    spec = InputSpec.from_config(cfg)
-    common = dict(heads={organ: comp.GROUPS[organ]}, spec=spec, labels=labels)
+    labels = comp.read_labels(work / "data").set_index(comp.id_column)
+    spec = InputSpec.from_config(cfg, comp)
+    common = dict(heads={organ: list(comp.head(organ).columns)}, spec=spec, labels=labels)
     held_out = manifest.patient_id.isin(folds[folds.fold == 0].patient_id)
     organs = work / "cache" / "organs"
     train = SeriesDataset(work / "cache", manifest[~held_out], organs=load_organ_records(organs, True), train=True,

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from volslice.config import load_config
-from volslice.data.cache import load_images, load_manifest
+from volslice.data.manifest import load_images, load_manifest
 from volslice.segmentation.model import ORGAN_CLASSES
 from volslice.segmentation.organs import Segmenter
 from volslice.synthetic.real_ct import remap_labels, write_nifti_as_series

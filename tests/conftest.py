@@ -24,6 +24,34 @@ def tiny_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_cache(tiny_data, tmp_path_factory):
+    """``tiny_cache(size, n_slices)``: a folder with the tiny set cached at ``size`` px and
+    ``n_slices`` slices per series (``cache/``) and two folds (``folds.csv``), made once per
+    setting in the session and shared by the tests that read it."""
+    import pandas as pd
+
+    from volslice import competitions
+    from volslice.config import CacheConfig, FoldsConfig
+    from volslice.data.cache_runner import run_cache
+    from volslice.data.folds import write_folds
+
+    made = {}
+
+    def make(size: int, n_slices: int):
+        if (size, n_slices) not in made:
+            root = tmp_path_factory.mktemp(f"cache_{size}px_{n_slices}")
+            comp = competitions.get("rsna2023")
+            run_cache(tiny_data, root / "cache", CacheConfig(size=size, z_mode="count", n_slices=n_slices, workers=1),
+                      progress=False, comp=comp)
+            write_folds(tiny_data, root / "folds.csv", FoldsConfig(n_folds=2, seed=0), comp)
+            assert pd.read_csv(root / "folds.csv").fold.nunique() == 2
+            made[size, n_slices] = root
+        return made[size, n_slices]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def tiny_head_data(tmp_path_factory):
     """A small synthetic RSNA 2019 head CT set (flat layout), shared by the tests that only read it."""
     from volslice.synthetic.rsna2019 import generate as generate_heads

@@ -8,11 +8,10 @@ import torch
 
 from volslice.cli import main as cli
 from volslice.competitions import rsna2023 as comp
-from volslice.config import CacheConfig, PROJECT_ROOT
-from volslice.data.cache import cache_series, load_manifest
-from volslice.data.cache_runner import run_cache
+from volslice.config import PROJECT_ROOT
+from volslice.data.cache import cache_series
+from volslice.data.manifest import load_manifest
 from volslice.data.dataset import SeriesDataset
-from volslice.data.folds import make_folds
 from volslice.dicom import read_series
 from volslice.inference import predict
 from volslice.classifier.predictor import Predictor
@@ -24,14 +23,11 @@ AGREEMENT = ["train.series_aggregation=max", "train.tta=true", "train.amp=bf16"]
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("infer")
-    run_cache(tiny_data, root / "cache", CacheConfig(size=32, z_mode="count", n_slices=8, workers=1), progress=False)
-    make_folds(pd.read_csv(tiny_data / "train.csv"), pd.read_csv(tiny_data / "train_series_meta.csv"), 2, 0).to_csv(
-        root / "folds.csv", index=False)
-    assert cli(["train", "--data", str(tiny_data), "--cache", str(root / "cache"), "--folds", str(root / "folds.csv"),
-                *SMALL, *AGREEMENT, f"train.out_dir={root / 'run'}"]) == 0
-    return root / "run"
+def trained(tiny_data, tiny_cache, tmp_path_factory):
+    prepared, run = tiny_cache(32, 8), tmp_path_factory.mktemp("infer") / "run"
+    assert cli(["train", "--data", str(tiny_data), "--cache", str(prepared / "cache"), "--folds",
+                str(prepared / "folds.csv"), *SMALL, *AGREEMENT, f"train.out_dir={run}"]) == 0
+    return run
 
 
 def test_the_best_validation_score_is_the_folds_oof_score(tiny_data, trained):
@@ -82,11 +78,11 @@ def test_inference_command_reproduces_the_oof_rows(tiny_data, trained, tmp_path)
     assert not np.allclose(other_rows.to_numpy(), oof.to_numpy(), atol=1e-4)
 
 
-def test_inference_input_equals_the_training_validation_input(tiny_data, trained):
+def test_inference_input_equals_the_training_validation_input(tiny_data, tiny_cache, trained):
     """Raw DICOM read and windowed with the run's saved cache settings, then sampled by the
     Predictor, is the validation item training saw from the cache (windows, crop, context slices)."""
     predictor = Predictor.load(trained / "fold0", torch.device("cpu"))
-    cache = trained.parent / "cache"
+    cache = tiny_cache(32, 8) / "cache"  # the cache the run trained on
     assert predictor.cfg.cache.size == 32 and predictor.cfg.cache.n_slices == 8  # adopted from the cache folder
     rows = load_manifest(cache)
     rows = rows[rows.split == "train"]

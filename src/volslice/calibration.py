@@ -127,7 +127,7 @@ class EnsembleFit:
 
 
 def _objective_sign(comp) -> float:
-    return -1.0 if getattr(comp, "higher_is_better", False) else 1.0
+    return -1.0 if comp.higher_is_better else 1.0
 
 
 def fit_shifts(comp, solution: pd.DataFrame, rows: pd.DataFrame, per: str = "column") -> dict[str, float]:

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from volslice.config import CacheConfig, Config, changed_keys, load_config, save_config
-from volslice.data.cache import cache_config_fingerprint
+from volslice.data.settings import cache_config_fingerprint
 from volslice.io import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)

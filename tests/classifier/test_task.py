@@ -6,9 +6,7 @@ import pytest
 import torch
 
 from volslice.competitions import rsna2023 as comp
-from volslice.config import CacheConfig, ModelConfig, TrainConfig
-from volslice.data.cache_runner import run_cache
-from volslice.data.folds import make_folds
+from volslice.config import ModelConfig, TrainConfig
 from volslice.models.build import build_classifier
 from volslice.classifier.task import ClassificationTask
 from volslice.data.tensors import augment
@@ -82,12 +80,8 @@ def test_init_choices_are_checked():
 
 
 @pytest.fixture(scope="module")
-def prepared(tiny_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    run_cache(tiny_data, root / "cache", CacheConfig(size=32, z_mode="count", n_slices=8, workers=1), progress=False)
-    folds = make_folds(pd.read_csv(tiny_data / "train.csv"), pd.read_csv(tiny_data / "train_series_meta.csv"), 2, 0)
-    folds.to_csv(root / "folds.csv", index=False)
-    return root
+def prepared(tiny_cache):
+    return tiny_cache(32, 8)
 
 
 SMALL = ["model.backbone=resnet10t", "model.init=scratch", "model.hidden=8", "model.slice_loss_weight=0.5",

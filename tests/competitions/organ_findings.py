@@ -72,7 +72,7 @@ class OrganFindings(DeclaredOnly, Competition):
                              **{f"{o}_finding": 1 - labels[f"{o}_healthy"] for o in ORGANS}})
 
     def find_series(self, root, skipped=None, splits=("train", "test"), index=None) -> list:
-        from volslice.data.cache import find_series
+        from volslice.data.layout import find_series
 
         return find_series(root, skipped, splits)
 

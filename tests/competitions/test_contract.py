@@ -7,7 +7,7 @@ import pytest
 
 from volslice import competitions
 from volslice.competitions import Competition, SubmissionError
-from volslice.data.cache import SeriesTask
+from volslice.data.layout import SeriesTask
 from volslice.dicom import read_series
 from volslice.evaluation import best_constant_baseline, prior_baseline, score_if_labelled
 

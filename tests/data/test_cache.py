@@ -7,15 +7,11 @@ import pytest
 
 from volslice import competitions
 from volslice.config import CacheConfig, WindowConfig
-from volslice.data.cache import (
-    body_crop,
-    crop_square,
-    find_series,
-    load_images,
-    load_manifest,
-    target_positions,
-    window_lut,
-)
+from volslice.data.cache import target_positions
+from volslice.data.layout import find_series
+from volslice.data.manifest import load_images, load_manifest
+from volslice.data.planes import body_crop, crop_square
+from volslice.data.windows import window_lut
 from volslice.data.cache_runner import CacheConfigMismatch, parse_shard, run_cache
 from volslice.dicom import read_series
 
@@ -219,7 +215,7 @@ def test_body_crop_takes_the_largest_4_connected_component():
     """Against scipy's labelling (4-connected by default) on noisy masks with many components."""
     from scipy import ndimage
 
-    from volslice.data.cache import body_crop_of_sample
+    from volslice.data.planes import body_crop_of_sample
 
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -232,7 +228,7 @@ def test_body_crop_takes_the_largest_4_connected_component():
 
 
 def test_padding_canvas_is_reused_across_slices():
-    from volslice.data.cache import AIR_HU, padding_canvas
+    from volslice.data.planes import AIR_HU, padding_canvas
 
     rng = np.random.default_rng(0)
     crop = (-5, 3, 30)  # reaches above and below the 20 x 40 image
@@ -251,7 +247,7 @@ def test_area_resize_is_close_to_the_exact_area_average_on_a_real_ct_slice():
     import pydicom
     from pydicom.data import get_testdata_file
 
-    from volslice.data.cache import resize
+    from volslice.data.planes import resize
 
     ds = pydicom.dcmread(get_testdata_file("693_UNCR.dcm"))
     hu = (ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)).astype(np.int16)[20:470, 30:480]
@@ -343,7 +339,7 @@ def test_z_resampling_interpolates_between_slices():
 
 @pytest.mark.parametrize("level, width", [(50, 400), (37.5, 425), (40, 80), (400, 1800), (600, 2800)])
 def test_apply_window_equals_the_table_for_every_int16(level, width):
-    from volslice.data.cache import _scaling_matches_table, apply_window, window_lut
+    from volslice.data.windows import _scaling_matches_table, apply_window, window_lut
 
     every = np.arange(-32768, 32768, dtype=np.int16).reshape(4, 128, 128)
     table = window_lut([WindowConfig("w", level, width)])[0]

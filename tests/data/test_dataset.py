@@ -5,7 +5,7 @@ import torch
 
 from volslice.competitions import rsna2023 as comp
 from volslice.config import CacheConfig
-from volslice.data.cache import load_manifest
+from volslice.data.manifest import load_manifest
 from volslice.data.cache_runner import run_cache
 from volslice.data.dataset import SeriesDataset
 from volslice.data.inputs import InputSpec, select_slices

@@ -10,7 +10,7 @@ from pydicom.data import get_testdata_file
 
 from volslice import competitions
 from volslice.config import load_config
-from volslice.data.cache import load_images, load_manifest
+from volslice.data.manifest import load_images, load_manifest
 from volslice.data.cache_runner import run_cache
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")

@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from volslice.cli import main as cli
 from volslice import competitions
 from volslice.config import load_config
-from volslice.data.cache import load_manifest
-from volslice.data.cache_runner import run_cache
+from volslice.data.manifest import load_manifest
 from volslice.descriptors.data import DescriptorDataset, pad_series
 from volslice.descriptors.models import NeighbourClassifier
 from volslice.descriptors.predictor import STACKED_FOLDER, DescriptorPredictor, stacked_logits
@@ -68,15 +68,18 @@ def test_a_study_predicts_the_same_alone_or_padded_in_a_batch(kind):
 
 
 def _run(data, out, cache, *overrides):
-    cfg = load_config("configs/rsna2019.yaml", overrides=[
-        "cache.size=48", "cache.workers=1", "model.backbone=resnet10t", "model.init=scratch",
-        f"descriptors.stage1.out_dir={out}", "descriptors.stage1.crop=40", "descriptors.stage1.epochs=1",
-        "descriptors.stage1.workers=0", "descriptors.stage1.channels_last=false", "descriptors.stage2.epochs=2",
-        "descriptors.stage2.batch_size=2", *overrides])
+    """Step 01 and the descriptor run through their commands (``volslice cache``, ``volslice
+    descriptors``); (the run's config, its report)."""
+    settings = ["cache.size=48", "cache.workers=1", "model.backbone=resnet10t", "model.init=scratch",
+                f"descriptors.stage1.out_dir={out}", "descriptors.stage1.crop=40", "descriptors.stage1.epochs=1",
+                "descriptors.stage1.workers=0", "descriptors.stage1.channels_last=false", "descriptors.stage2.epochs=2",
+                "descriptors.stage2.batch_size=2", *overrides]
+    config = ["--config", "configs/rsna2019.yaml"]
     if not cache.exists():
-        run_cache(data, cache, cfg.cache, comp=competitions.get("rsna2019"), progress=False)
-    summary = run_descriptors(cfg, data, cache, report=out / "report.json", submission=out / "submission.csv")
-    return cfg, summary
+        assert cli(["cache", "--data", str(data), "--out", str(cache), *config, *settings]) == 0
+    assert cli(["descriptors", "--data", str(data), "--cache", str(cache), *config, "--report", str(out / "report.json"),
+                "--submission", str(out / "submission.csv"), *settings]) == 0
+    return load_config("configs/rsna2019.yaml", overrides=settings), json.loads((out / "report.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +132,25 @@ def test_inference_on_the_raw_test_folder_gives_the_runs_test_rows(tiny_head_dat
     assert all((f / "model.safetensors").exists() for f in bundled)
     from_bundle = predict(tiny_head_data, [tmp_path / "models" / run.name], device="cpu", progress=False)
     pd.testing.assert_frame_equal(from_bundle.submission, result.submission, atol=1e-6, rtol=0)
+
+
+def test_the_notebook_predicts_the_raw_test_folder_as_the_command(tiny_head_data, descriptor_run, tmp_path):
+    import papermill
+
+    from volslice.config import PROJECT_ROOT
+
+    run, _ = descriptor_run
+    out = tmp_path / "notebook.csv"
+    papermill.execute_notebook(str(PROJECT_ROOT / "notebooks" / "inference.ipynb"), str(tmp_path / "run.ipynb"),
+                               parameters=dict(DATA_ROOT=str(tiny_head_data), MODEL_DIRS=[str(run)], OUTPUT=str(out),
+                                               DEVICE="cpu", REPORT=str(tmp_path / "report.json"), PROGRESS=False),
+                               progress_bar=False)
+    command = tmp_path / "command.csv"
+    assert cli(["infer", "--data", str(tiny_head_data), "--models", str(run), "--out", str(command),
+                "--device", "cpu"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(command), atol=1e-6, rtol=0)
+    comp = competitions.get("rsna2019")
+    comp.validate_submission(pd.read_csv(out), comp.test_ids(tiny_head_data))
 
 
 def test_a_stage_trained_for_another_network_is_refused_by_name(descriptor_run, tmp_path):

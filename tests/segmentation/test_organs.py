@@ -11,11 +11,9 @@ import torch
 from volslice.predictors import export_run
 from volslice.cli import main as cli
 from volslice.competitions import rsna2023 as comp
-from volslice.config import CacheConfig
-from volslice.data.cache import cache_series, load_images, load_manifest
-from volslice.data.cache_runner import run_cache
+from volslice.data.cache import cache_series
+from volslice.data.manifest import load_images, load_manifest
 from volslice.data.dataset import SeriesDataset
-from volslice.data.folds import make_folds
 from volslice.dicom import read_series
 from volslice.classifier.predictor import Predictor
 from volslice.segmentation.organs import load_organ_records, organ_record, predict_organs
@@ -30,11 +28,8 @@ CROPS = ["model.backbone=resnet10t", "model.init=scratch", "model.hidden=8", "tr
 
 
 @pytest.fixture(scope="module")
-def organ_run(tiny_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("organs")
-    run_cache(tiny_data, root / "cache", CacheConfig(size=64, z_mode="count", n_slices=16, workers=1), progress=False)
-    make_folds(pd.read_csv(tiny_data / "train.csv"), pd.read_csv(tiny_data / "train_series_meta.csv"), 2, 0).to_csv(
-        root / "folds.csv", index=False)
+def organ_run(tiny_data, tiny_cache):
+    root = tiny_cache(64, 16)  # its cache gains the organ records of step 03
     assert cli(["segment", "--cache", str(root / "cache"), "--folds", str(root / "folds.csv"), "--fold", "0",
                 *SEGMENTER, f"segmentation.train.out_dir={root / 'seg'}"]) == 0
     assert cli(["organs", "--cache", str(root / "cache"), "--segmenter", str(root / "seg"), "--device", "cpu",

@@ -5,7 +5,7 @@ import torch
 
 from volslice.cli import main as cli
 from volslice.config import CacheConfig, VolumeFusionConfig, load_config
-from volslice.data.cache import load_manifest
+from volslice.data.manifest import load_manifest
 from volslice.data.cache_runner import run_cache
 from volslice.data.folds import make_folds
 from volslice.segmentation.data import MaskedSliceDataset, _block_edges, fuse, fusion_class_map
@@ -81,12 +81,8 @@ def test_batch_dice_weighs_each_present_organ_alike_and_leaves_absent_ones_out()
 
 
 @pytest.fixture(scope="module")
-def prepared(tiny_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("seg")
-    run_cache(tiny_data, root / "cache", CacheConfig(size=48, z_mode="count", n_slices=8, workers=1), progress=False)
-    make_folds(pd.read_csv(tiny_data / "train.csv"), pd.read_csv(tiny_data / "train_series_meta.csv"), 2, 0).to_csv(
-        root / "folds.csv", index=False)
-    return root
+def prepared(tiny_cache):
+    return tiny_cache(48, 8)
 
 
 def test_masked_slices_carry_their_own_mask(prepared):

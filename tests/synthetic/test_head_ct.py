@@ -8,7 +8,7 @@ import pydicom
 from conftest import tiny_config
 from volslice.competitions import rsna2019 as comp
 from volslice.dicom import read_dicom, rsna2019_intercept_fix, to_hu
-from volslice.synthetic.head import HAEMORRHAGES, Head, render, sample_head
+from volslice.synthetic.head import HAEMORRHAGES, render, sample_head
 from volslice.synthetic.rsna2019 import generate
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # the real files' "ID_<hex>" UIDs

@@ -10,7 +10,7 @@ import pytest
 from volslice import competitions
 from volslice.competitions import rsna2019
 from volslice.config import load_config
-from volslice.data.cache import load_images, load_manifest
+from volslice.data.manifest import load_images, load_manifest
 from volslice.data.cache_runner import run_cache
 from volslice.dicom import read_series
 from volslice.synthetic.real_ct import nifti_as_slices

@@ -25,7 +25,7 @@ from volslice.calibration import blend, fit_ensemble
 from volslice.classifier.predictor import METHOD, SEGMENTER_FOLDER, Predictor
 from volslice.classifier.task import ClassificationTask, predicted_columns
 from volslice.config import Config, to_yaml
-from volslice.data.cache import load_manifest
+from volslice.data.manifest import load_manifest
 from volslice.data.dataset import SeriesDataset
 from volslice.data.folds import chosen_folds
 from volslice.data.inputs import InputSpec, input_channels

@@ -203,7 +203,7 @@ class Rsna2019(Competition):
         headers are read, and with ``index`` (a folder, e.g. the cache's) only those of files not read
         before (``read_header_index``). A file that is not a readable DICOM with those tags is appended
         to ``skipped``."""
-        from volslice.data.cache import SeriesTask
+        from volslice.data.layout import SeriesTask
 
         tasks = []
         for split in splits:

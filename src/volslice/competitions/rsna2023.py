@@ -171,7 +171,7 @@ class Rsna2023(Competition):
     def find_series(self, root, skipped: list | None = None, splits=("train", "test"), index=None) -> list:
         """The ``{split}_images/<patient_id>/<series_id>/`` folders, with their masks (the folders
         name the series: no ``index``)."""
-        from volslice.data.cache import find_series
+        from volslice.data.layout import find_series
 
         return find_series(root, skipped, splits)
 

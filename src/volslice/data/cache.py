@@ -1,4 +1,6 @@
-"""DICOM series -> cached, windowed uint8 slice stacks, one memory-mappable ``.npy`` per series.
+"""DICOM series -> cached, windowed uint8 slice stacks, one memory-mappable ``.npy`` per series:
+the work on one series (its settings, crop, resize, windows and records live in ``settings``,
+``planes``, ``windows`` and ``manifest``; finding series in ``layout``).
 
 Per series: HU volume -> optional body crop (largest body contour, made square) -> in-plane resize
 -> optional z resampling (a fixed count or a fixed spacing) -> one uint8 channel per window.
@@ -11,116 +13,24 @@ presence means the series is complete and a rerun skips it. No torch here.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import resource
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
-from volslice.config import CacheConfig, WindowConfig, to_dict
+from volslice.config import CacheConfig
 from volslice.data.geometry import MaskVolume, SliceGrid
-from volslice.data.layout import SPLITS, list_series
+from volslice.data.layout import SeriesTask
+from volslice.data.manifest import problem_row
+from volslice.data.planes import body_crop, body_crop_of_sample, crop_sample_step, padding_canvas, resized_plane
+from volslice.data.settings import Z_MODES, check_choice
+from volslice.data.windows import apply_window
 from volslice.dicom import ScannedSeries, Series, SeriesReadError, read_series, scan_series, trace_files
 from volslice.io import atomic_save_npy, atomic_write_json
 
-AIR_HU = -1024.0
-Z_MODES = ("keep", "count", "spacing")
-RESIZE_METHODS = ("area", "linear")
-MANIFEST_LIST_COLUMNS = ("z_mm", "instance_numbers", "image_ids", "crop")
-MANIFEST_COLUMNS = [
-    "patient_id", "series_id", "split", "image_path", "mask_path", "slices", "channels", "height", "width",
-    "source_slices", "dropped_slices", "pixel_spacing_mm", "source_slice_spacing_mm", "crop", "z_mm",
-    "instance_numbers", "image_ids",
-]
-
-
-@dataclass(frozen=True)
-class SeriesTask:
-    """One series to cache: its folder (or, in a flat folder, its ``files``), with its organ mask
-    file where there is one."""
-    patient_id: int
-    series_id: int
-    split: str
-    series_dir: str
-    mask_path: str | None
-    files: tuple | None = None  # None: every file of series_dir
-
-
-def find_series(data_root, skipped: list | None = None, splits=SPLITS) -> list[SeriesTask]:
-    """Every series folder under {split}_images/ for each of ``splits``, with its mask if there is
-    one (the ``{split}_images/<patient>/<series>/`` layout; a competition may find its series
-    otherwise). Entries that are not patient or series folders are appended to ``skipped`` (SkippedEntry)."""
-    root = Path(data_root)
-    tasks = []
-    for split in splits:
-        folders, stray = list_series(root, split)
-        if skipped is not None:
-            skipped += stray
-        for folder in folders:
-            mask = next((root / "segmentations" / f"{folder.series_id}{ext}" for ext in (".nii.gz", ".nii")
-                         if (root / "segmentations" / f"{folder.series_id}{ext}").exists()), None)
-            tasks.append(SeriesTask(folder.patient_id, folder.series_id, split, str(folder.path),
-                                    None if mask is None else str(mask)))
-    return tasks
-
-
-def crop_sample_step(n_slices: int) -> int:
-    """The body crop looks at every ``step``-th slice (about 16 of them)."""
-    return max(1, n_slices // 16)
-
-
-def body_crop(hu: np.ndarray, threshold: float, margin: float = 0.04) -> tuple[int, int, int]:
-    """Square (top, left, side) around the largest body contour of the max projection over z."""
-    return body_crop_of_sample(hu[:: crop_sample_step(len(hu))], threshold, margin)
-
-
-def body_crop_of_sample(sample: np.ndarray, threshold: float, margin: float = 0.04) -> tuple[int, int, int]:
-    """``body_crop`` of the slices it samples. The largest 4-connected component and its bounding
-    box come from one OpenCV call (faster than scipy's label, bincount and find_objects)."""
-    body = (sample.max(axis=0) > threshold).view(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(body, connectivity=4)
-    h, w = body.shape
-    if count == 1:  # background only
-        return 0, 0, max(h, w)
-    left, top, width, height = stats[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])), :4]
-    bottom, right = top + height, left + width
-    side = int(np.ceil(max(bottom - top, right - left) * (1 + 2 * margin)))
-    cy, cx = (top + bottom) / 2, (left + right) / 2
-    top, left = int(round(cy - side / 2)), int(round(cx - side / 2))
-    # shift the square inside the image where it fits
-    top = min(max(top, 0), max(h - side, 0)) if side <= h else top
-    left = min(max(left, 0), max(w - side, 0)) if side <= w else left
-    return top, left, side
-
-
-def crop_square(image: np.ndarray, crop: tuple[int, int, int], fill: float,
-                canvas: np.ndarray | None = None) -> np.ndarray:
-    """The square ``crop`` of ``image``: a view where it lies inside the image, else a copy padded
-    with ``fill``. ``canvas`` (side x side, already ``fill`` outside the image) is reused for that
-    copy, so that a series pays for the padding once rather than on every slice."""
-    top, left, side = crop
-    h, w = image.shape
-    if _inside(image.shape, crop):
-        return image[top : top + side, left : left + side]
-    out = np.full((side, side), fill, image.dtype) if canvas is None else canvas
-    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + side, h), min(left + side, w)
-    out[y0 - top : y1 - top, x0 - left : x1 - left] = image[y0:y1, x0:x1]
-    return out
-
-
-def _inside(shape: tuple[int, int], crop: tuple[int, int, int]) -> bool:
-    top, left, side = crop
-    return top >= 0 and left >= 0 and top + side <= shape[0] and left + side <= shape[1]
-
-
-def padding_canvas(shape: tuple[int, int], crop: tuple[int, int, int], dtype) -> np.ndarray | None:
-    """The reusable ``crop_square`` canvas for slices of ``shape``; None where the crop needs none."""
-    return None if _inside(shape, crop) else np.full((crop[2], crop[2]), AIR_HU, dtype)
 
 
 def target_positions(z: np.ndarray, cfg: CacheConfig) -> np.ndarray:
@@ -136,75 +46,6 @@ def target_positions(z: np.ndarray, cfg: CacheConfig) -> np.ndarray:
     else:
         z_target = np.arange(z[0], z[-1] + 1e-6, cfg.z_spacing_mm)
     return np.interp(z_target, z, np.arange(n))
-
-
-def window_lut(windows) -> np.ndarray:
-    """(C, 65536) uint8 lookup tables indexed by int16 HU viewed as uint16: the definition of each
-    window's uint8 values (``apply_window`` reproduces it, faster where it can)."""
-    hu = np.arange(65536, dtype=np.uint16).view(np.int16).astype(np.float32)
-    tables = []
-    for w in windows:
-        lo = w.level - w.width / 2
-        tables.append(np.clip(np.rint((hu - lo) * (255.0 / w.width)), 0, 255).astype(np.uint8))
-    return np.stack(tables)
-
-
-def _scaled_window(hu: np.ndarray, level: float, width: float) -> np.ndarray:
-    """HU clipped to the window in int16, then scaled to uint8 by one OpenCV call."""
-    low = level - width / 2
-    clipped = np.clip(hu, int(np.ceil(low)), int(np.floor(low + width)))
-    flat = clipped.reshape(-1, hu.shape[-1])
-    return cv2.convertScaleAbs(flat, alpha=255.0 / width, beta=-low * 255.0 / width).reshape(hu.shape)
-
-
-@functools.lru_cache(maxsize=None)
-def _window_table(level: float, width: float) -> np.ndarray:
-    return window_lut([WindowConfig("window", level, width)])[0]
-
-
-@functools.lru_cache(maxsize=None)
-def _scaling_matches_table(level: float, width: float) -> bool:
-    every_int16 = np.arange(-32768, 32768, dtype=np.int16)[None, :]
-    expected = _window_table(level, width)[every_int16.view(np.uint16)]
-    return np.array_equal(_scaled_window(every_int16, level, width), expected)
-
-
-def apply_window(hu: np.ndarray, level: float, width: float) -> np.ndarray:
-    """uint8 window of int16 HU, equal to ``window_lut`` for every value. The clip-and-scale path is
-    about 3x faster than the table gather; it is used for a window only where it reproduces the
-    table on all 65,536 int16 values (checked once per process), since rounding ties can differ."""
-    level, width = float(level), float(width)
-    if _scaling_matches_table(level, width):
-        return _scaled_window(hu, level, width)
-    return np.take(_window_table(level, width), hu.view(np.uint16))
-
-
-def resize(image: np.ndarray, size: int, method: str = "area") -> np.ndarray:
-    """Square image -> size x size.
-
-    ``area``: shrinking averages by area. A non-integer factor is first brought to an integer
-    multiple of ``size`` by bilinear resampling, because OpenCV's area resize is about 15x faster
-    for integer factors. ``linear``: one bilinear resample, as most public notebooks do; cheaper,
-    but it aliases fine detail (noise, edges) when shrinking by more than about 1.3x.
-    """
-    check_choice("resize", method, RESIZE_METHODS)
-    side = image.shape[0]
-    if side <= size or method == "linear":
-        return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
-    factor = -(-side // size)
-    if side != factor * size:
-        image = cv2.resize(image, (factor * size, factor * size), interpolation=cv2.INTER_LINEAR)
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def resized_plane(plane: np.ndarray, crop: tuple[int, int, int], cfg: CacheConfig,
-                  canvas: np.ndarray | None = None) -> np.ndarray:
-    """One HU plane cropped (``canvas``: see ``crop_square``), resized as ``cfg`` says and held as
-    int16 (integer HU is far finer than the uint8 windows)."""
-    plane = resize(crop_square(plane, crop, AIR_HU, canvas), cfg.size, cfg.resize)
-    if plane.dtype == np.int16:
-        return plane
-    return np.clip(np.rint(plane), -32768, 32767).astype(np.int16)
 
 
 def _z_sampling(z: np.ndarray, cfg: CacheConfig):
@@ -378,66 +219,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-PROBLEM_COLUMNS = ["patient_id", "series_id", "file", "reason", "action"]
-
-
-def problem_row(patient_id: int | None, series_id: int | None, file, reason: str, action: str) -> dict:
-    """One row of problems.csv (no ids for an entry that is not a series)."""
-    ids = tuple(None if v is None else int(v) for v in (patient_id, series_id))
-    return dict(zip(PROBLEM_COLUMNS, (*ids, str(file), reason, action)))
-
-
 def _problem(task: SeriesTask, file, reason: str, action: str) -> dict:
     return problem_row(task.patient_id, task.series_id, file, reason, action)
 
 
-def check_choice(key: str, value: str, allowed: tuple) -> None:
-    """Fail on a ``cache.key`` value that no series could use."""
-    if value not in allowed:
-        raise ValueError(f"cache.{key} must be one of {', '.join(allowed)}, got {value!r}")
-
-
-def check_choices(cfg: CacheConfig) -> None:
-    """Fail before any work on a setting that every series would fail on."""
-    check_choice("z_mode", cfg.z_mode, Z_MODES)
-    check_choice("resize", cfg.resize, RESIZE_METHODS)
-
-
-def cache_config_fingerprint(cfg: CacheConfig) -> dict:
-    """The part of the config that decides the cache's content (workers do not)."""
-    fingerprint = to_dict(cfg)
-    fingerprint.pop("workers")
-    return fingerprint
-
-
-def manifest_from_rows(rows: list[dict]) -> pd.DataFrame:
-    """The manifest frame from the series' metadata rows (list columns as JSON), sorted."""
-    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    if frame.empty:
-        return frame
-    for col in MANIFEST_LIST_COLUMNS:
-        frame[col] = frame[col].map(json.dumps)
-    return frame.sort_values(["split", "patient_id", "series_id"]).reset_index(drop=True)
-
-
-def _json_list(cell):
-    """A manifest cell's list, or None where it holds none (empty, or "NaN" from older metadata)."""
-    value = json.loads(cell) if isinstance(cell, str) else None
-    return value if isinstance(value, list) else None
-
-
-def load_manifest(cache_dir) -> pd.DataFrame:
-    """The manifest with its list columns (z_mm, instance_numbers, image_ids, crop) parsed; a cache
-    made before ``image_ids`` was recorded loads without it."""
-    frame = pd.read_csv(Path(cache_dir) / "manifest.csv")
-    for col in MANIFEST_LIST_COLUMNS:
-        if col in frame:
-            frame[col] = frame[col].map(_json_list)
-    if "image_ids" in frame and frame.image_ids.isna().all():
-        frame = frame.drop(columns="image_ids")
-    return frame
-
-
-def load_images(cache_dir, row, mmap: bool = True) -> np.ndarray:
-    """The cached (z, C, H, W) uint8 stack of a manifest row, memory-mapped by default."""
-    return np.load(Path(cache_dir) / row["image_path"], mmap_mode="r" if mmap else None)

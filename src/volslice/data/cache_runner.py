@@ -14,16 +14,10 @@ from joblib import effective_n_jobs
 from tqdm import tqdm
 
 from volslice.config import CacheConfig, WindowConfig, stamp_settings
-from volslice.data.cache import (
-    PROBLEM_COLUMNS,
-    SeriesTask,
-    cache_config_fingerprint,
-    check_choices,
-    find_series,
-    manifest_from_rows,
-    problem_row,
-    process_series,
-)
+from volslice.data.cache import process_series
+from volslice.data.layout import SeriesTask, find_series
+from volslice.data.manifest import PROBLEM_COLUMNS, manifest_from_rows, problem_row
+from volslice.data.settings import cache_config_fingerprint, check_choices
 from volslice.io import atomic_write_csv
 from volslice.parallel import WorkerCrash, imap_surviving_crashes
 

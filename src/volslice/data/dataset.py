@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from volslice.data.cache import load_images
+from volslice.data.manifest import load_images
 from volslice.data.inputs import InputSpec, VolumeWithMasks, sample_input, split_masks
 
 

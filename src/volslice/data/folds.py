@@ -9,7 +9,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from volslice.config import FoldsConfig, stamp_settings, to_dict
-from volslice.data.cache import load_manifest
+from volslice.data.manifest import load_manifest
 from volslice.io import atomic_write_csv
 
 

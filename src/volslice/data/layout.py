@@ -79,3 +79,33 @@ def series_folder(root, split: str, patient_id: int, series_id: int | None = Non
     if not folders:
         raise FileNotFoundError(f"patient {patient_id} has no series {series_id if series_id else ''} in {patient}")
     return folders[0]
+
+
+@dataclass(frozen=True)
+class SeriesTask:
+    """One series to cache: its folder (or, in a flat folder, its ``files``), with its organ mask
+    file where there is one."""
+    patient_id: int
+    series_id: int
+    split: str
+    series_dir: str
+    mask_path: str | None
+    files: tuple | None = None  # None: every file of series_dir
+
+
+def find_series(data_root, skipped: list | None = None, splits=SPLITS) -> list[SeriesTask]:
+    """Every series folder under {split}_images/ for each of ``splits``, with its mask if there is
+    one (the ``{split}_images/<patient>/<series>/`` layout; a competition may find its series
+    otherwise). Entries that are not patient or series folders are appended to ``skipped`` (SkippedEntry)."""
+    root = Path(data_root)
+    tasks = []
+    for split in splits:
+        folders, stray = list_series(root, split)
+        if skipped is not None:
+            skipped += stray
+        for folder in folders:
+            mask = next((root / "segmentations" / f"{folder.series_id}{ext}" for ext in (".nii.gz", ".nii")
+                         if (root / "segmentations" / f"{folder.series_id}{ext}").exists()), None)
+            tasks.append(SeriesTask(folder.patient_id, folder.series_id, split, str(folder.path),
+                                    None if mask is None else str(mask)))
+    return tasks

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from volslice.data.cache import load_images
+from volslice.data.manifest import load_images
 from volslice.data.inputs import crop, stack_slices
 
 

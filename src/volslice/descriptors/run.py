@@ -20,7 +20,7 @@ import torch
 
 from volslice import competitions
 from volslice.config import Config, to_yaml
-from volslice.data.cache import load_manifest
+from volslice.data.manifest import load_manifest
 from volslice.data.folds import slice_level_folds
 from volslice.data.inputs import input_channels
 from volslice.descriptors.data import DescriptorDataset, SliceDataset, pad_series

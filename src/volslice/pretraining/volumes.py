@@ -22,7 +22,8 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from volslice.config import PretrainConfig, stamp_settings
-from volslice.data.cache import AIR_HU, body_crop, crop_square, load_manifest, resize
+from volslice.data.manifest import load_manifest
+from volslice.data.planes import AIR_HU, body_crop, crop_square, resize
 from volslice.data.geometry import read_nifti
 from volslice.io import atomic_save_npy, atomic_write_csv
 

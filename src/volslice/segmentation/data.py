@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from volslice.config import VolumeFusionConfig
-from volslice.data.cache import load_images
+from volslice.data.manifest import load_images
 from volslice.data.inputs import crop, select_slices, stack_slices
 from volslice.segmentation.model import ORGAN_CLASSES
 

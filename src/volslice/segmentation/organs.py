@@ -28,7 +28,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from volslice.config import Config, load_config, stamp_settings
-from volslice.data.cache import load_images, load_manifest
+from volslice.data.manifest import load_images, load_manifest
 from volslice.data.inputs import ORGAN_LABELS, input_channels, stack_slices
 from volslice.io import atomic_write_csv, atomic_write_json
 from volslice.runs import export_fold, fold_folders, load_fold, weight_file

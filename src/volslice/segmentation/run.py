@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from torch.utils.data import ConcatDataset
 
 from volslice.config import Config, to_yaml
-from volslice.data.cache import load_manifest
+from volslice.data.manifest import load_manifest
 from volslice.data.folds import chosen_folds
 from volslice.data.inputs import input_channels
 from volslice.io import atomic_path, update_json
@@ -34,11 +34,6 @@ from volslice.runs import adopt_cache_settings, load_checkpoint
 log = logging.getLogger(__name__)
 
 FUSION_EXPORT = "volume_fusion.safetensors"
-
-
-def input_channels(manifest: pd.DataFrame, context: int) -> int:
-    """The cached windows times the 2.5D context slices."""
-    return int(manifest.channels.iloc[0]) * (2 * context + 1)
 
 
 def train_segmentation_fold(cfg: Config, cache: Path, folds: pd.DataFrame, fold: int, resume: bool = False) -> dict:
@@ -56,7 +51,7 @@ def train_segmentation_fold(cfg: Config, cache: Path, folds: pd.DataFrame, fold:
                                    class_sampling=scfg.class_sampling, **common)
     val_set = MaskedSliceDataset(cache, val_rows, train=False, **common) if len(val_rows) else None
     torch.manual_seed(scfg.train.seed)
-    model = build_segmenter(scfg, input_channels(manifest, scfg.context), len(ORGAN_CLASSES))
+    model = build_segmenter(scfg, input_channels(int(manifest.channels.iloc[0]), scfg.context), len(ORGAN_CLASSES))
     if scfg.weights:
         load_matching(model, scfg.weights)
     out = Path(scfg.train.out_dir) / f"fold{fold}"
@@ -114,7 +109,7 @@ def pretrain_volume_fusion(cfg: Config, cache: Path, resume: bool = False) -> Pa
     val_set = VolumeFusionDataset(cache, val_rows, fcfg, train=False, seed=fcfg.train.seed, **common) if n_val else None
     torch.manual_seed(fcfg.train.seed)
     classes = [f"alpha_{k}_of_{fcfg.classes}" for k in range(fcfg.classes + 1)]
-    model = build_segmenter(scfg, input_channels(manifest, scfg.context), len(classes))
+    model = build_segmenter(scfg, input_channels(int(manifest.channels.iloc[0]), scfg.context), len(classes))
     out = Path(fcfg.train.out_dir)
     ctx = DistContext.from_env()
     if ctx.main:
