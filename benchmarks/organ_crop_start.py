@@ -48,7 +48,7 @@ def datasets(work: Path, organ: str, cfg):
     train = SeriesDataset(work / "cache", manifest[~held_out], organs=load_organ_records(organs, True), train=True,
                           **common)
     val = SeriesDataset(work / "cache", manifest[held_out], organs=load_organ_records(organs, False), **common)
-    return train, val, torch.tensor(comp.CLASS_WEIGHTS[organ])
+    return train, val, torch.tensor(comp.head(organ).loss_weights())
 
 
 @torch.no_grad()

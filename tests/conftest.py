@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 
@@ -81,6 +82,7 @@ def organ_findings():
     spec = importlib.util.spec_from_file_location("organ_findings", Path(__file__).parent / "competitions" /
                                                   "organ_findings.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["organ_findings"] = module  # importable by name, as an installed plug-in's module would be
     spec.loader.exec_module(module)
     competitions.register(module.COMPETITION)
     yield module.COMPETITION

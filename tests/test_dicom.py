@@ -12,7 +12,6 @@ from volslice.dicom import (
     SeriesReadError,
     read_dicom,
     read_series,
-    rsna2019_intercept_fix,
     sign_fix,
     to_hu,
 )
@@ -92,15 +91,6 @@ def test_float_rescale():
     header = {"BitsAllocated": 16, "BitsStored": 16, "PixelRepresentation": 0, "RescaleIntercept": -1024.5,
               "RescaleSlope": 0.5}
     assert to_hu(np.array([[2048]], np.uint16), header).tolist() == [[-0.5]]
-
-
-def test_rsna2019_intercept_fix():
-    header = {"BitsStored": 12, "PixelRepresentation": 0, "RescaleIntercept": 0.0}
-    values, fixed = rsna2019_intercept_fix(np.array([0, 3000, 3100]), header)
-    assert values.tolist() == [1000, 4000, 4]  # 3100 + 1000 wraps past 4096
-    assert fixed["RescaleIntercept"] == -1000.0
-    untouched, same = rsna2019_intercept_fix(np.array([5]), {**header, "RescaleIntercept": -1024.0})
-    assert untouched.tolist() == [5] and same["RescaleIntercept"] == -1024.0
 
 
 def first_series(root, split="train"):

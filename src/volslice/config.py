@@ -232,7 +232,7 @@ class DescriptorConfig:
 class Config:
     """Every stage's settings; what each run saves as config.yaml."""
     competition: str = "rsna2023"
-    method: str = "classifier"  # the model kind a trained run holds (classifier | descriptors); set by its command
+    method: str = ""  # the model kind a trained run holds (classifier, descriptors, segmentation, ...); set by its command
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)

@@ -214,19 +214,6 @@ def sign_fix(stored: np.ndarray, bits_allocated: int, bits_stored: int, pixel_re
     return (stored.astype(dtype, copy=False) << shift) >> shift
 
 
-def rsna2019_intercept_fix(stored: np.ndarray, header: dict):
-    """The RSNA 2019 ICH quirk: 12-bit unsigned images with an intercept above -100 are offset.
-
-    Add 1000, wrap values >= 4096 by subtracting 4096, and use intercept -1000.
-    """
-    if header.get("BitsStored") == 12 and header.get("PixelRepresentation") == 0 and float(
-            header.get("RescaleIntercept") or 0) > -100:
-        values = stored.astype(np.int32) + 1000
-        values[values >= 4096] -= 4096
-        return values, {**header, "RescaleIntercept": -1000.0}
-    return stored, header
-
-
 def _rescale(header: dict) -> tuple[float, float]:
     return float(header.get("RescaleSlope") or 1.0), float(header.get("RescaleIntercept") or 0.0)
 

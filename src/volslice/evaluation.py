@@ -1,5 +1,5 @@
 """Scoring against the labels a data folder holds, and the constant baselines (the training prior,
-and the best constant: the one that minimises the metric on the training labels).
+and the best constant: the one that scores best on the training labels).
 
 The synthetic set keeps its hidden test labels in ``test_solution.csv``; the real competition does
 not, so a test submission is scored only where that file exists. Train-split predictions are
@@ -26,7 +26,7 @@ def prior_baseline(data, comp) -> pd.DataFrame:
 
 
 def best_constant_baseline(data, comp, per_group: bool = False) -> pd.DataFrame:
-    """The validated constant submission: every test id gets the constant that minimises the metric
+    """The validated constant submission: every test id gets the constant that scores best
     on the training labels (``per_group``: the competition's simpler per-group closed form)."""
     labels = comp.read_labels(data)
     ids = comp.test_ids(data)

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volslice.classifier.predictor import Predictor
+from volslice.classifier.predictor import METHOD as CLASSIFIER, Predictor
 from volslice.classifier.task import ClassificationTask
 from volslice.data.cache import read_for_prediction
 from volslice.data.inputs import organ_views
 from volslice.io import atomic_path
-from volslice.runs import fold_folders
+from volslice.runs import fold_folders, run_config
 
 
 def saliency(model, x: torch.Tensor, task: ClassificationTask) -> tuple[dict, dict]:
@@ -131,6 +131,9 @@ def explain(data, model_dir, patient_id: int, series_id: int | None = None, spli
     or a run folder), its input prepared by the Predictor as in inference (organ crops with the
     run's segmenter). Returns per head the slice importance (S,), or for organ crops the
     saliency over its crops (S, H, W)."""
+    method = run_config(model_dir).method
+    if method != CLASSIFIER:
+        raise ValueError(f"{model_dir} holds a {method or 'unrecorded'} run: interpret explains classifier runs")
     predictor = Predictor.load(fold_folders(model_dir)[0], torch.device("cpu"))
     model, cfg, comp = predictor.models[0], predictor.cfg, predictor.comp
     task = chosen_series(comp.find_series(Path(data), splits=(split,)), patient_id, series_id, split)

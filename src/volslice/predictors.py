@@ -19,6 +19,7 @@ from volslice.classifier.predictor import METHOD as CLASSIFIER, Predictor
 from volslice.config import Config
 from volslice.descriptors.predictor import METHOD as DESCRIPTORS, DescriptorPredictor
 from volslice.runs import run_config
+from volslice.segmentation.organs import Segmenter
 
 
 class RunPredictor(Protocol):
@@ -27,7 +28,7 @@ class RunPredictor(Protocol):
     cfg: Config  # the run's resolved config (cache settings, competition, method)
     weight: float  # its weight in an ensemble of runs
     folder: str
-    segmenter: object | None  # the organ segmenter its input needs, or None
+    segmenter: Segmenter | None  # the organ segmenter its input needs, or None
 
     @classmethod
     def load(cls, folder, device, weight: float = 1.0) -> "RunPredictor":
@@ -67,6 +68,9 @@ PREDICTORS: dict[str, type] = {CLASSIFIER: Predictor, DESCRIPTORS: DescriptorPre
 def predictor_class(folder) -> type:
     """The predictor of the run in ``folder``, by the ``method`` its config records."""
     method = run_config(folder).method
+    if not method:
+        raise ValueError(f"{folder}'s config records no method (a run trained before runs recorded it): train it "
+                         "again with --resume, which records it without retraining finished folds")
     if method not in PREDICTORS:
         raise ValueError(f"{folder} holds a {method!r} run, which predicts no submission "
                          f"(runs that do: {', '.join(PREDICTORS)})")

@@ -137,9 +137,10 @@ def save_run_config(run_dir, cfg: Config) -> None:
 
 def run_config(folder) -> Config:
     """The config a run (or one of its fold folders, or a bundle's copy) was trained with: its own
-    ``config.yaml``, else its first fold's."""
+    ``config.yaml``, else its first fold's (or first stage's)."""
     folder = Path(folder)
-    candidates = [folder / "config.yaml", *sorted(folder.glob("fold*/config.yaml"))]
+    candidates = [folder / "config.yaml", *sorted(folder.glob("fold*/config.yaml")),
+                  *sorted(folder.glob("fold*/stage1/config.yaml"))]
     found = next((path for path in candidates if path.exists()), None)
     if found is None:
         raise FileNotFoundError(f"{folder} is not a trained run: no config.yaml in it or in a fold*/ folder")

@@ -1,6 +1,8 @@
 """Every competition through the same checks, the test-only one (``organ_findings``) with them:
 the stages rely on nothing else."""
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,11 @@ from volslice.competitions import Competition, SubmissionError
 from volslice.data.layout import SeriesTask
 from volslice.dicom import read_series
 from volslice.evaluation import best_constant_baseline, prior_baseline, score_if_labelled
+
+def better(comp, score: float, than: float) -> bool:
+    """Whether ``score`` beats ``than`` in the competition's metric's direction."""
+    return score > than if comp.higher_is_better else score < than
+
 
 DATA = {"rsna2023": "tiny_data", "rsna2019": "tiny_head_data", "organ_findings": "organ_findings_data"}
 
@@ -34,6 +41,24 @@ def test_registry_holds_competitions(organ_findings):
         competitions.get("nope")
     with pytest.raises(ValueError, match="built-in"):
         competitions.register(competitions.get("rsna2023"))
+
+
+def test_an_installed_plugin_is_found_by_its_entry_point(organ_findings, monkeypatch):
+    """A package that declares an entry point in the group ``volslice.competitions`` is found by any
+    process, without registering; an entry point that is not a Competition of its name is refused."""
+    from importlib.metadata import EntryPoint
+
+    module = sys.modules["organ_findings"]
+    installed = type(organ_findings)()
+    installed.name = "findings_package"
+    monkeypatch.setattr(module, "INSTALLED", installed, raising=False)
+    points = [EntryPoint("findings_package", "organ_findings:INSTALLED", competitions.ENTRY_POINT_GROUP),
+              EntryPoint("not_one", "organ_findings:COLUMNS", competitions.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(competitions, "entry_points", lambda group: [p for p in points if p.group == group])
+    assert {"findings_package", "not_one"} <= set(competitions.names())
+    assert competitions.get("findings_package") is installed
+    with pytest.raises(TypeError, match="not a Competition"):
+        competitions.get("not_one")
 
 
 def test_the_test_competition_is_held_to_the_declared_interface(organ_findings):
@@ -69,7 +94,7 @@ def test_the_submission_round_trip(case):
     comp.validate_submission(perfect, labels[comp.id_column])
     best = comp.score(solution, perfect).score
     constant = comp.score(solution, comp.constant_submission(labels[comp.id_column], comp.best_constant(labels))).score
-    assert comp.is_better(best, constant)
+    assert better(comp, best, constant)
     assert best == pytest.approx(1.0 if comp.higher_is_better else 0.0, abs=1e-9)
 
 
@@ -110,7 +135,7 @@ def test_best_constant_is_a_submission_that_beats_the_prior(case):
                 assert sum(probabilities[c] for c in head.columns) == pytest.approx(1), name
         in_sample[name] = comp.score(solution, comp.constant_submission(ids, probabilities)).score
     for other in ("per group", "prior"):  # nothing constant beats the best constant
-        assert not comp.is_better(in_sample[other], in_sample["best"] + (1e-12 if comp.higher_is_better else -1e-12))
+        assert not better(comp, in_sample[other], in_sample["best"] + (1e-12 if comp.higher_is_better else -1e-12))
     best = best_constant_baseline(data, comp)
     comp.validate_submission(best, comp.test_ids(data))
     assert np.isfinite(score_if_labelled(data, best, comp).score)

@@ -110,3 +110,12 @@ def test_a_rerun_reads_only_new_or_changed_headers(tiny_head_data, tmp_path, mon
     skipped = []
     assert comp.COMPETITION.find_series(data, skipped, splits=("train",), index=index) == again and reads == []
     assert [e.path.name for e in skipped] == ["ID_broken.dcm"]  # still named, from the index
+
+
+def test_intercept_fix_undoes_the_12_bit_offset():
+    header = {"BitsStored": 12, "PixelRepresentation": 0, "RescaleIntercept": 0.0}
+    values, fixed = comp.intercept_fix(np.array([0, 3000, 3100]), header)
+    assert values.tolist() == [1000, 4000, 4]  # 3100 + 1000 wraps past 4096
+    assert fixed["RescaleIntercept"] == -1000.0
+    untouched, same = comp.intercept_fix(np.array([5]), {**header, "RescaleIntercept": -1024.0})
+    assert untouched.tolist() == [5] and same["RescaleIntercept"] == -1024.0

@@ -193,3 +193,25 @@ def test_min_steps_lengthens_a_short_run_and_never_shortens_a_long_one(tmp_path)
     long = Trainer(toy_model(), ToyTask(), toy_data(), None, config(tmp_path / "long", epochs=4, min_steps=5),
                    tmp_path / "long")
     assert long.epochs == 4
+
+
+class RewardTask(ToyTask):
+    """The toy task scored by a higher-is-better metric (the negated error)."""
+
+    higher_is_better = True
+
+    def score(self, predictions):
+        return {"score": -super().score(predictions)["score"]}
+
+
+def test_a_higher_is_better_score_keeps_the_highest_epoch(tmp_path):
+    trainer = Trainer(toy_model(), RewardTask(), toy_data(), toy_data(32, seed=1), config(tmp_path), tmp_path)
+    history = trainer.fit()
+    scores = [row["val_score"] for row in history]
+    assert scores[-1] > scores[0]  # it learns: the score rises
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["best"] == pytest.approx(max(scores)) and best["epoch"] == 1 + scores.index(max(scores))
+    # without validation (fold -1) the last epoch is kept, in either direction
+    for task, out in ((RewardTask(), tmp_path / "all_reward"), (ToyTask(), tmp_path / "all_loss")):
+        Trainer(toy_model(), task, toy_data(), None, config(out), out).fit()
+        assert load_checkpoint(out / "best.pt")["epoch"] == 3

@@ -6,6 +6,8 @@ from matplotlib import cbook
 from PIL import Image
 
 from volslice.models.sequence import HeadSpec, SliceSequenceModel
+
+ONE = (HeadSpec("injury", 1),)  # a binary head, for the tests that are about the backbone or the sequence
 from volslice.models.weights import (
     efficientnet_lite0_package_file,
     efficientnet_pytorch_to_timm,
@@ -42,7 +44,7 @@ def test_renaming_covers_every_tensor():
 
 
 def test_one_channel_backbone_gets_adapted_stem_and_reports_the_head():
-    model = SliceSequenceModel(in_chans=1)
+    model = SliceSequenceModel(in_chans=1, heads=ONE)
     report = load_backbone(model.backbone, efficientnet_lite0_package_file())
     assert report.missing == [] and report.unexpected == ["classifier.bias", "classifier.weight"]
     stem = read_state_dict(efficientnet_lite0_package_file())["_conv_stem.weight"]
@@ -53,10 +55,10 @@ def test_one_channel_backbone_gets_adapted_stem_and_reports_the_head():
 def test_checkpoint_prefix_and_safetensors(tmp_path):
     from safetensors.torch import save_file
 
-    source = SliceSequenceModel(backbone="resnet10t", in_chans=2)
+    source = SliceSequenceModel(backbone="resnet10t", in_chans=2, heads=ONE)
     save_file({f"student.backbone.{k}": v.contiguous() for k, v in source.backbone.state_dict().items()},
               str(tmp_path / "ssl.safetensors"))
-    target = SliceSequenceModel(backbone="resnet10t", in_chans=2)
+    target = SliceSequenceModel(backbone="resnet10t", in_chans=2, heads=ONE)
     report = load_backbone(target.backbone, tmp_path / "ssl.safetensors", prefix="student.backbone.")
     assert report.missing == [] and report.unexpected == []
     for key, value in source.backbone.state_dict().items():
@@ -93,10 +95,12 @@ def test_built_heads_are_the_competition_heads():
 
 
 def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="at least one head"):
+        SliceSequenceModel(backbone="resnet10t")
     with pytest.raises(ValueError, match="sequence"):
-        SliceSequenceModel(backbone="resnet10t", sequence="conv")
+        SliceSequenceModel(backbone="resnet10t", sequence="conv", heads=ONE)
     with pytest.raises(ValueError, match="pooling"):
-        SliceSequenceModel(backbone="resnet10t", pooling="median")
+        SliceSequenceModel(backbone="resnet10t", pooling="median", heads=ONE)
 
 
 def test_mask_head_predicts_organ_maps_and_leaves_the_heads_as_they_were():

@@ -7,7 +7,8 @@ import pydicom
 
 from conftest import tiny_config
 from volslice.competitions import rsna2019 as comp
-from volslice.dicom import read_dicom, rsna2019_intercept_fix, to_hu
+from volslice.competitions.rsna2019 import intercept_fix
+from volslice.dicom import read_dicom, to_hu
 from volslice.synthetic.head import HAEMORRHAGES, render, sample_head
 from volslice.synthetic.rsna2019 import generate
 
@@ -42,7 +43,7 @@ def test_quirk_files_read_right_only_with_the_fix(tiny_head_data):
     assert 0 < len(quirky) < len(train)  # a share of the studies
     header, stored = read_dicom(tiny_head_data / "stage_2_train" / f"{quirky.file.iloc[0]}.dcm")
     naive = to_hu(stored, header)
-    fixed_stored, fixed_header = rsna2019_intercept_fix(stored, header)
+    fixed_stored, fixed_header = intercept_fix(stored, header)
     fixed = to_hu(fixed_stored, fixed_header)
     assert np.median(naive) > 2000  # air reads as bone without the fix
     assert np.median(fixed) < -900 and fixed.max() > 800  # air and skull where they belong

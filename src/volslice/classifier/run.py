@@ -41,7 +41,11 @@ log = logging.getLogger(__name__)
 def resolved_config(cfg: Config) -> Config:
     """``cfg`` as the run records it: the method named, ``model.heads`` spelt out (none: every head
     of the competition)."""
-    heads = [head.name for head in competitions.get(cfg.competition).select_heads(cfg.model.heads)]
+    comp = competitions.get(cfg.competition)
+    if comp.label_level != "patient":
+        raise ValueError(f"{comp.name} labels {comp.label_level}s: the classifier predicts patients (volslice train); "
+                         "slice labels take volslice descriptors")
+    heads = [head.name for head in comp.select_heads(cfg.model.heads)]
     return replace(cfg, method=METHOD, model=replace(cfg.model, heads=heads))
 
 

@@ -4,7 +4,7 @@
         [--best-constant-submission submissions/best_constant.csv] [--report WORK/report.json]
 
 Writes two validated submissions: the training label frequencies (``--submission``) and the best
-constant, the one that minimises the metric on the training labels (``--best-constant-submission``,
+constant, the one that scores best on the training labels (``--best-constant-submission``,
 default ``best_constant.csv`` beside ``--submission``). Where the data root has ``test_solution.csv``
 (the synthetic set does; the real competition keeps it hidden) both are scored, beside the
 competition's simpler per-group form of the best constant, and the report records
@@ -20,7 +20,8 @@ from pathlib import Path
 def add_arguments(parser) -> None:
     """The subcommand's arguments."""
     parser.add_argument("--data", type=Path, required=True, help="competition data root")
-    parser.add_argument("--competition", default="rsna2023")
+    parser.add_argument("--config", action="append", default=[], help="YAML config file(s): their competition")
+    parser.add_argument("--competition", help="which competition (default: the config's)")
     parser.add_argument("--submission", type=Path, default=Path("submissions/prior_baseline.csv"))
     parser.add_argument("--best-constant-submission", type=Path,
                         help="where the best constant submission goes (default: best_constant.csv beside --submission)")
@@ -33,12 +34,14 @@ def run(args) -> int:
     from volslice.evaluation import best_constant_baseline, prior_baseline, score_if_labelled
     from volslice.io import atomic_write_csv, update_json
 
-    comp = competitions.get(args.competition)
+    from volslice.config import load_config
+
+    comp = competitions.get(args.competition or load_config(*args.config).competition)
     best_path = args.best_constant_submission or args.submission.with_name("best_constant.csv")
     prior, best = prior_baseline(args.data, comp), best_constant_baseline(args.data, comp)
     atomic_write_csv(args.submission, prior)
     atomic_write_csv(best_path, best)
-    print(f"prior baseline submission ({len(prior)} patients) written to {args.submission}")
+    print(f"prior baseline submission ({len(prior)} rows) written to {args.submission}")
     print(f"best constant submission written to {best_path}")
     result = score_if_labelled(args.data, prior, comp)
     if result is None:

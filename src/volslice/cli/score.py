@@ -24,11 +24,12 @@ def add_arguments(parser) -> None:
     """The subcommand's arguments."""
     from volslice import competitions
 
-    parser.add_argument("--competition", default="rsna2023", choices=competitions.names(),
-                        help="whose metric and submission format")
+    parser.add_argument("--competition", choices=competitions.names(),
+                        help="whose metric and submission format (default: the config's)")
+    parser.add_argument("--config", action="append", default=[], help="YAML config file(s): their competition")
     parser.add_argument("--solution", help="CSV with the true labels")
     parser.add_argument("--submission", help="CSV in the competition's submission format")
-    parser.add_argument("--data", type=Path, help="competition data root (train.csv), with --oof")
+    parser.add_argument("--data", type=Path, help="competition data root (its training labels), with --oof")
     parser.add_argument("--oof", type=Path, nargs="+", help="run folders whose oof.csv are blended and scored")
     parser.add_argument("--weights", type=float, nargs="+", help="one weight per --oof run (default: equal)")
     parser.add_argument("--fit", type=Path, help="with --oof: fit weights and calibration, save them to this file")
@@ -51,7 +52,9 @@ def run(args) -> int:
         args.parser.error("--fit needs --oof (and --data): it fits on the runs' OOF rows")
     if not (args.solution and args.submission):
         args.parser.error("give --solution and --submission, or --data and --oof")
-    comp = competitions.get(args.competition)
+    from volslice.config import load_config
+
+    comp = competitions.get(args.competition or load_config(*args.config).competition)
     try:
         result = comp.score(pd.read_csv(args.solution), pd.read_csv(args.submission))
     except competitions.SubmissionError as err:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 def add_arguments(parser) -> None:
     """The subcommand's arguments."""
-    parser.add_argument("--data", type=Path, required=True, help="competition data root (train.csv, ...)")
+    parser.add_argument("--data", type=Path, required=True, help="competition data root (its labels and images)")
     parser.add_argument("--cache", type=Path, required=True, help="cache folder from step 01")
     parser.add_argument("--folds", type=Path, required=True, help="folds CSV from step 02")
     parser.add_argument("--fold", nargs="+", default=["all"], help="fold numbers, all, or -1")

@@ -102,11 +102,6 @@ class Head:
         """A row's weight in the loss by its true class."""
         return tuple(self.class_weights) or (1.0,) * self.classes
 
-    def targets(self, labels: pd.DataFrame) -> np.ndarray:
-        """Each row's true class index (0 negative) from its label columns."""
-        values = labels[list(self.columns)].to_numpy(dtype=float)
-        return values[:, 0].astype(int) if len(self.columns) == 1 else values.argmax(axis=1)
-
     def column_probabilities(self, class_probabilities: np.ndarray) -> np.ndarray:
         """(rows, len(columns)) submission values from (rows, classes) class probabilities."""
         return class_probabilities[:, 1:] if len(self.columns) == 1 else class_probabilities
@@ -202,10 +197,6 @@ class Competition(ABC):
         optimisers that score thousands of candidates on one solution (calibration, run weights).
         Default: ``score`` itself; a competition may precompute what depends on the solution alone."""
         return lambda submission: self.score(solution, submission).score
-
-    def is_better(self, score: float, than: float) -> bool:
-        """Whether ``score`` beats ``than`` in the metric's direction."""
-        return score > than if self.higher_is_better else score < than
 
     @abstractmethod
     def prior_probabilities(self, train_labels: pd.DataFrame) -> dict[str, float]:

@@ -21,7 +21,6 @@ import pydicom
 from volslice.competitions.base import (MIN_PROBABILITY, Competition, Head, ScoreResult, SubmissionError,
                                         check_patients, check_values)
 from volslice.data.layout import SkippedEntry, stray_reason
-from volslice.dicom import rsna2019_intercept_fix
 from volslice.io import atomic_write_csv
 
 NAME = "rsna2019"
@@ -34,6 +33,19 @@ SAMPLE_SUBMISSION = "stage_2_sample_submission.csv"
 SOLUTION = "test_solution.csv"
 FOLDERS = {"train": "stage_2_train", "test": "stage_2_test"}
 CLIP = 1e-15
+
+
+def intercept_fix(stored: np.ndarray, header: dict):
+    """The RSNA 2019 ICH quirk: 12-bit unsigned images with an intercept above -100 are offset.
+
+    Add 1000, wrap values >= 4096 by subtracting 4096, and use intercept -1000.
+    """
+    if header.get("BitsStored") == 12 and header.get("PixelRepresentation") == 0 and float(
+            header.get("RescaleIntercept") or 0) > -100:
+        values = stored.astype(np.int32) + 1000
+        values[values >= 4096] -= 4096
+        return values, {**header, "RescaleIntercept": -1000.0}
+    return stored, header
 
 
 def to_long(wide: pd.DataFrame) -> pd.DataFrame:
@@ -117,7 +129,7 @@ class Rsna2019(Competition):
     prediction_columns = list(SUBTYPES)
     heads = tuple(Head(s, (s,), weight=LABEL_WEIGHTS[s]) for s in SUBTYPES)
     windows = WINDOWS
-    pixel_fix = staticmethod(rsna2019_intercept_fix)
+    pixel_fix = staticmethod(intercept_fix)
 
     def generate(self, cfg, out, force: bool = False) -> bool:
         """The synthetic head CT set (``volslice.synthetic.rsna2019``)."""

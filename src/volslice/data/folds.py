@@ -64,6 +64,7 @@ def write_folds(data, out, cfg: FoldsConfig, comp, cache=None) -> pd.DataFrame |
     data, out = Path(data), Path(out)
     labels = comp.read_labels(data)
     if comp.label_level == "patient":
+        strata = comp.fold_strata(labels)
         labels = labels.rename(columns={comp.id_column: "patient_id"})
         series = comp.series_table(data, "train")
         if series is None:
@@ -81,7 +82,7 @@ def write_folds(data, out, cfg: FoldsConfig, comp, cache=None) -> pd.DataFrame |
     if out.exists() and record_path.exists() and not stamp_settings(record_path, record):
         return None
     if comp.label_level == "patient":
-        folds = make_folds(labels, series, cfg.n_folds, cfg.seed, comp.fold_strata(labels))
+        folds = make_folds(labels, series, cfg.n_folds, cfg.seed, strata)
     else:
         folds = slice_level_folds(comp, labels.set_index(comp.id_column), load_manifest(cache), cfg.n_folds, cfg.seed)
     atomic_write_csv(out, folds)

@@ -22,6 +22,7 @@ from volslice import competitions
 from volslice.config import Config, DescriptorConfig, load_config
 from volslice.descriptors.data import slice_input
 from volslice.descriptors.models import NeighbourClassifier, SliceClassifier
+from volslice.descriptors.task import wide_rows
 from volslice.runs import (export_fold, load_fold, mean_prior, read_prior, run_config, save_prior, save_run_config,
                            weight_file)
 from volslice.data.inputs import input_channels
@@ -140,8 +141,7 @@ class DescriptorPredictor:
 
     def patient_rows(self, series_rows: pd.DataFrame) -> pd.DataFrame:
         """Submission rows (wide, one per image id)."""
-        columns = [self.comp.id_column, *self.predicted_columns]
-        return series_rows.groupby("image_id", sort=True)[self.predicted_columns].mean().reset_index()[columns]
+        return wide_rows(self.comp, series_rows.groupby("image_id", sort=True)[self.predicted_columns].mean().reset_index())
 
     @staticmethod
     def export(run_dir: Path, out: Path) -> list[Path]:

@@ -26,7 +26,7 @@ from volslice.data.inputs import input_channels
 from volslice.descriptors.data import DescriptorDataset, SliceDataset, pad_series
 from volslice.descriptors.models import SliceClassifier
 from volslice.descriptors.predictor import METHOD, STACKED_FOLDER, describe, neighbour_classifier, stacked_logits
-from volslice.descriptors.task import SliceLabelTask, score_rows
+from volslice.descriptors.task import SliceLabelTask, score_rows, wide_rows
 from volslice.evaluation import best_constant_baseline, prior_baseline, score_if_labelled
 from volslice.io import atomic_save_npy, atomic_write_csv, update_json
 from volslice.models.build import initialise_backbone
@@ -162,6 +162,9 @@ def run_descriptors(cfg: Config, data, cache, *, folds_file=None, chosen=None, r
     """Train both stages on every chosen fold (folds from ``folds_file``, or made and saved in the run
     folder); score OOF and test per stage; write the test submission (stage 2, mean over folds)."""
     comp = competitions.get(cfg.competition)
+    if comp.label_level != "slice":
+        raise ValueError(f"{comp.name} labels {comp.label_level}s: the descriptor method predicts slices "
+                         "(volslice descriptors); patient labels take volslice train")
     cfg = replace(cfg, method=METHOD)
     data, cache, out = Path(data), Path(cache), Path(cfg.descriptors.stage1.out_dir)
     save_run_config(out, cfg)
@@ -204,11 +207,11 @@ def run_descriptors(cfg: Config, data, cache, *, folds_file=None, chosen=None, r
             best = comp.best_constant(labels.loc[oof.image_id].reset_index())
             summary["oof_best_constant"] = score_rows(comp, oof.assign(**best), labels).score
         test = mean_over_folds([r[f"{stage}test"] for r in results], columns)
-        scored = score_if_labelled(data, comp.as_submission(test), comp)
+        scored = score_if_labelled(data, comp.as_submission(wide_rows(comp, test)), comp)
         if scored is not None:
             summary[f"{stage}test"] = scored.score
         if stage == "":
-            final = comp.as_submission(test)
+            final = comp.as_submission(wide_rows(comp, test))
     comp.validate_submission(final, comp.test_ids(data))
     prior = score_if_labelled(data, prior_baseline(data, comp), comp)
     if prior is not None:

@@ -18,6 +18,7 @@ class SliceLabelTask:
 
     def __init__(self, comp, cfg, labels: pd.DataFrame | None, stage: int):
         self.comp, self.cfg, self.labels, self.stage = comp, cfg, labels, stage
+        self.higher_is_better = comp.higher_is_better
         self.columns = list(comp.prediction_columns)
         weights = {c: head.weight for head in comp.heads for c in head.columns}
         self.weights = torch.tensor([weights[c] for c in self.columns])
@@ -65,7 +66,14 @@ class SliceLabelTask:
         return {"score": result.score, **{f"loss_{k}": v for k, v in result.group_losses.items()}}
 
 
+def wide_rows(comp, rows: pd.DataFrame) -> pd.DataFrame:
+    """Slice rows (``image_id``: the cache's name for a slice's id) as the competition's wide rows
+    (its id column and every prediction column)."""
+    return rows.rename(columns={"image_id": comp.id_column})[[comp.id_column, *comp.prediction_columns]]
+
+
 def score_rows(comp, rows: pd.DataFrame, labels: pd.DataFrame):
-    """The competition's ScoreResult of wide prediction ``rows`` on their images' ``labels``."""
+    """The competition's ScoreResult of wide prediction ``rows`` on their images' ``labels`` (indexed
+    by the competition's id)."""
     truth = labels.loc[rows.image_id].reset_index()
-    return comp.score(comp.as_submission(truth), comp.as_submission(rows[["image_id", *comp.prediction_columns]]))
+    return comp.score(comp.as_submission(truth), comp.as_submission(wide_rows(comp, rows)))

@@ -80,6 +80,8 @@ class SliceSequenceModel(nn.Module):
         elif pooling not in ("max", "mean"):
             raise ValueError(f"model.pooling must be max, mean or attention, got {pooling!r}")
         self.dropout = nn.Dropout(dropout)
+        if not heads:
+            raise ValueError("a classifier needs at least one head (HeadSpec)")
         self.heads = nn.ModuleDict({h.name: nn.Linear(width, h.classes) for h in heads})
         self.slice_head = nn.Linear(width, slice_labels) if slice_labels else None
         self.mask_head = nn.Conv2d(features, mask_channels, 1) if mask_channels else None

@@ -11,6 +11,7 @@ loads with ``model.init=file model.weights=OUT/backbone.safetensors``.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,8 @@ from volslice.engine import DistContext, Trainer
 from volslice.runs import load_checkpoint
 
 log = logging.getLogger(__name__)
+
+METHOD = "pretraining"  # the ``method`` its runs record
 
 BACKBONE_FILE = "backbone.safetensors"
 
@@ -82,7 +85,8 @@ def pretrain(cfg: Config, cache: Path | None, volumes: Path | None = None, resum
     train_set = VoCoCropDataset(train_paths, pcfg.grid, pcfg.random_crops, train=True)
     val_set = VoCoCropDataset(val_paths, pcfg.grid, pcfg.random_crops, train=False, seed=pcfg.train.seed) \
         if val_paths else None
-    trainer = Trainer(model, VoCoTask(pcfg), train_set, val_set, pcfg.train, out, config_yaml=to_yaml(cfg))
+    trainer = Trainer(model, VoCoTask(pcfg), train_set, val_set, pcfg.train, out,
+                      config_yaml=to_yaml(replace(cfg, method=METHOD)))
     trainer.fit(resume=resume)
     if ctx.main and pcfg.encoder == "2d":
         count = export_backbone(out / "best.pt", out / BACKBONE_FILE)

@@ -34,6 +34,7 @@ from volslice.runs import adopt_cache_settings, load_checkpoint
 log = logging.getLogger(__name__)
 
 FUSION_EXPORT = "volume_fusion.safetensors"
+METHOD, FUSION_METHOD = "segmentation", "volume_fusion"  # the ``method`` their runs record
 
 
 def train_segmentation_fold(cfg: Config, cache: Path, folds: pd.DataFrame, fold: int, resume: bool = False) -> dict:
@@ -59,7 +60,7 @@ def train_segmentation_fold(cfg: Config, cache: Path, folds: pd.DataFrame, fold:
         log.info("segmentation fold %d: %d masked train series, %d held out", fold, len(train_set.rows),
                  len(val_set.rows) if val_set else 0)
     trainer = Trainer(model, SegmentationTask(list(ORGAN_CLASSES), scfg.dice_weight), train_set, val_set,
-                      scfg.train, out, config_yaml=to_yaml(cfg))
+                      scfg.train, out, config_yaml=to_yaml(replace(cfg, method=METHOD)))
     history = trainer.fit(resume=resume)
     best = min(history, key=lambda row: row.get("val_score", np.inf)) if history else {}
     return {k[len("val_"):]: v for k, v in best.items() if k.startswith("val_")}
@@ -116,7 +117,7 @@ def pretrain_volume_fusion(cfg: Config, cache: Path, resume: bool = False) -> Pa
         log.info("Volume Fusion on %d cached series (%d held out) and %d extra, K=%d", len(train_rows), n_val,
                  sum(len(d.rows) for d in extra), fcfg.classes)
     Trainer(model, SegmentationTask(classes, scfg.dice_weight), train_set, val_set, fcfg.train, out,
-            config_yaml=to_yaml(cfg)).fit(resume=resume)
+            config_yaml=to_yaml(replace(cfg, method=FUSION_METHOD))).fit(resume=resume)
     if ctx.main:
         checkpoint = out / ("best.pt" if (out / "best.pt").exists() else "last.pt")
         with atomic_path(out / FUSION_EXPORT, suffix=".safetensors") as tmp:

@@ -7,7 +7,7 @@ Pixel encodings (chosen per series):
   sign-extend from BitsStored before rescaling (the RSNA 2023 quirk).
 - ``offset12``: PixelRepresentation 0, 12 bits stored, RescaleIntercept 0, and the stored values are
   HU modulo 4096, so air reads as about +3000 HU unless the reader applies the RSNA 2019 fix
-  (``dicom.rsna2019_intercept_fix``: add 1000, wrap at 4096, intercept -1000).
+  (``competitions.rsna2019.intercept_fix``: add 1000, wrap at 4096, intercept -1000).
 """
 
 from __future__ import annotations
