@@ -63,3 +63,50 @@ def test_ensemble_file_mistakes_get_one_line_errors(argv, message, capsys, tmp_p
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["config", "train.epochs=abc"], "'abc' of type 'str' could not be converted to Integer full_key: train.epochs"),
+    (["config", "trian.epochs=3"], "Key 'trian' not in 'Config'"),
+    (["config", "--config", "no_such.yaml"], "No such file or directory"),
+    (["cache", "--data", "no_such_folder", "--out", "cache"], "--data no_such_folder is not a folder"),
+    (["cache", "--data", "empty", "--out", "cache"], "empty holds no series in the rsna2023 layout"),
+    (["folds", "--data", "empty", "--out", "folds.csv", "competition=no_such"], "unknown competition 'no_such'"),
+    (["train", "--data", "empty", "--cache", "cache", "--folds", "no_such.csv"], "no_such.csv"),
+    (["infer", "--data", "empty", "--models", "no_such_run"], "no_such_run is not a trained run"),
+])
+def test_user_mistakes_end_in_one_line_and_leave_nothing(argv, message, capsys, tmp_path, monkeypatch):
+    from volslice.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty" / "train_images").mkdir(parents=True)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"volslice {argv[0]}: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "cache").exists()  # a mistaken cache run writes no folder
+
+
+def test_a_bug_keeps_its_traceback_and_debug_shows_a_mistakes(monkeypatch):
+    from volslice.cli import config, main
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(Exception, match="trian"):
+        main(["--debug", "config", "trian.epochs=3"])
+    monkeypatch.setattr(config, "run", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["config"])
+
+
+def test_version_and_the_resolved_config(capsys):
+    from importlib.metadata import version
+
+    from volslice.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"volslice {version('volslice')}"
+    assert main(["config", "--config", str(PROJECT_ROOT / "configs" / "demo.yaml"), "train.epochs=7"]) == 0
+    printed = capsys.readouterr().out
+    assert "  epochs: 7\n" in printed and "competition: rsna2023\n" in printed

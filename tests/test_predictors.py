@@ -42,3 +42,16 @@ def test_the_run_config_method_chooses_the_predictor(tmp_path):
         predictor_class(tmp_path / "old")
     with pytest.raises(FileNotFoundError, match="not a trained run"):
         predictor_class(tmp_path / "empty")
+
+
+def test_a_fold_without_its_prior_is_refused_by_name_for_every_method(tmp_path):
+    """Both predictors read a fold's prior through runs.read_prior: one behaviour, a one-line refusal."""
+    from volslice.runs import mean_prior, save_prior
+
+    save_prior(tmp_path / "fold0", {"a": 0.2, "b": 0.4})
+    (tmp_path / "fold1").mkdir()
+    assert mean_prior([tmp_path / "fold0"], ["a"]) == {"a": 0.2}
+    with pytest.raises(FileNotFoundError, match="fold1 has no prior.json"):
+        mean_prior([tmp_path / "fold0", tmp_path / "fold1"], ["a"])
+    for implementation in (Predictor, DescriptorPredictor):
+        assert "mean_prior" in inspect.getsource(implementation.load)

@@ -282,7 +282,11 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> list[dict]:
         """Train for ``epochs_for`` the config (``train.epochs``, more where ``train.min_steps`` asks),
-        validating, checkpointing and logging after every epoch; returns the history."""
+        validating, checkpointing and logging after every epoch; returns the history. A folder that
+        already holds a run is refused unless ``resume``: nothing is overwritten silently."""
+        if not resume and (self.out / "last.pt").exists():
+            raise FileExistsError(f"{self.out} holds a trained model (last.pt): add --resume to continue it, or "
+                                  "give the run another output folder")
         self.out.mkdir(parents=True, exist_ok=True)
         if self.ctx.main and self.config_yaml:
             atomic_write_text(self.out / "config.yaml", self.config_yaml)

@@ -215,3 +215,11 @@ def test_a_higher_is_better_score_keeps_the_highest_epoch(tmp_path):
     for task, out in ((RewardTask(), tmp_path / "all_reward"), (ToyTask(), tmp_path / "all_loss")):
         Trainer(toy_model(), task, toy_data(), None, config(out), out).fit()
         assert load_checkpoint(out / "best.pt")["epoch"] == 3
+
+
+def test_a_finished_run_is_never_overwritten_without_resume(tmp_path):
+    Trainer(toy_model(), ToyTask(), toy_data(), None, config(tmp_path, epochs=1), tmp_path).fit()
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="add --resume to continue it"):
+        Trainer(toy_model(seed=1), ToyTask(), toy_data(), None, config(tmp_path, epochs=1), tmp_path).fit()
+    assert (tmp_path / "last.pt").read_bytes() == before

@@ -1,7 +1,12 @@
 """The ``volslice`` command: one subcommand per pipeline step.
 
     volslice synthetic | cache | folds | baseline | pretrain | segment | organs | train | descriptors | infer |
-             score | interpret | bundle | real-heads
+             score | interpret | bundle | real-heads | config
+
+A mistake of the user's (a path that does not exist, a config key or value the schema refuses, an
+unknown competition, an input the library refuses by name) ends in one line,
+``volslice <command>: error: ...``, and exit status 2; ``--debug`` shows the traceback. Any other
+exception is a bug and keeps its traceback.
 
 Each subcommand's module parses its arguments and calls the library; nothing here is imported by
 the library. Modules import the library inside ``run``, so ``volslice --help`` stays fast.
@@ -14,14 +19,19 @@ import argparse
 import importlib
 import logging
 import sys
+from importlib.metadata import version
 
 COMMANDS = ("synthetic", "cache", "folds", "baseline", "pretrain", "segment", "organs", "train", "descriptors",
-            "infer", "score", "interpret", "bundle", "real-heads")
+            "infer", "score", "interpret", "bundle", "real-heads", "config")
+# what a user's mistake raises (the library names the mistake in the message); anything else is a bug
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, KeyError)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``volslice`` parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="volslice", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"volslice {version('volslice')}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"volslice.cli.{name.replace('-', '_')}")
@@ -41,8 +51,27 @@ def folds_and_overrides(args) -> tuple[list[int] | None, list[str]]:
     return (None if folds in ([], ["all"]) else [int(f) for f in folds]), overrides
 
 
+def user_error_types() -> tuple:
+    """``USER_ERRORS`` and OmegaConf's refusals of a config key or value."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    return (*USER_ERRORS, OmegaConfBaseException)
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (a KeyError's without its quotes)."""
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(str(text).split()) or type(err).__name__
+
+
 def main(argv=None) -> int:
     """Parse ``argv`` (default: the command line) and run the subcommand; returns its exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except user_error_types() as err:
+        if args.debug:
+            raise
+        print(f"volslice {args.command}: error: {one_line(err)} (--debug shows the traceback)", file=sys.stderr)
+        return 2

@@ -10,7 +10,6 @@ without --shard (which does no work) rebuilds the full manifest.
 
 from __future__ import annotations
 
-import sys
 
 
 def add_arguments(parser) -> None:
@@ -29,15 +28,11 @@ def run(args) -> int:
     """Run the subcommand with parsed ``args``; returns the exit status."""
     from volslice import competitions
     from volslice.config import flag_overrides, load_config
-    from volslice.data.cache_runner import CacheConfigMismatch, run_cache
+    from volslice.data.cache_runner import run_cache
 
     cfg = load_config(*args.config, overrides=flag_overrides(args, {"workers": "cache.workers"}) + args.overrides)
-    try:
-        summary = run_cache(args.data, args.out, cfg.cache, shard=args.shard, force=args.force, decoder=args.decoder,
-                            comp=competitions.get(cfg.competition))
-    except (CacheConfigMismatch, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = run_cache(args.data, args.out, cfg.cache, shard=args.shard, force=args.force, decoder=args.decoder,
+                        comp=competitions.get(cfg.competition))
     print(summary.line())
     if summary.problems:
         print(f"problems listed in {args.out}/problems.csv")

@@ -11,7 +11,6 @@ and config does nothing.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
@@ -32,11 +31,7 @@ def run(args) -> int:
 
     full = load_config(*args.config, overrides=args.overrides)
     cfg = full.folds
-    try:
-        folds = write_folds(args.data, args.out, cfg, competitions.get(full.competition), args.cache)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    folds = write_folds(args.data, args.out, cfg, competitions.get(full.competition), args.cache)
     if folds is None:
         print(f"{args.out} is up to date; nothing to do")
         return 0

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
@@ -26,11 +25,7 @@ def run(args) -> int:
 
     from volslice.interpretation import explain
 
-    try:
-        importance = explain(args.data, args.model, args.patient, args.series, args.split, args.out)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    importance = explain(args.data, args.model, args.patient, args.series, args.split, args.out)
     for head, values in importance.items():
         per_slice = values.sum(axis=(1, 2)) if values.ndim == 3 else values
         print(f"{head:<14} most important slices {np.argsort(per_slice)[::-1][:3].tolist()}")

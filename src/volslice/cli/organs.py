@@ -11,7 +11,6 @@ done; another segmenter needs --force (or another --out).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
@@ -30,12 +29,8 @@ def run(args) -> int:
     from volslice.segmentation.organs import predict_organs
     from volslice.engine import DistContext, resolve_device
 
-    try:
-        summary = predict_organs(args.cache, args.segmenter, args.out, device=resolve_device(args.device, DistContext()),
-                                 force=args.force, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = predict_organs(args.cache, args.segmenter, args.out, device=resolve_device(args.device, DistContext()),
+                             force=args.force, progress=not args.no_progress)
     print(f"organs of {summary['predicted']} series predicted, {summary['skipped']} already done, "
           f"{summary['series']} in all: {summary['out']}")
     for organ, count in summary["missing"].items():

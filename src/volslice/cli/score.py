@@ -77,11 +77,7 @@ def _score_oof(args) -> int:
         args.parser.error("--oof needs --data")
     if args.weights and len(args.weights) != len(args.oof):
         args.parser.error(f"{len(args.weights)} weights for {len(args.oof)} runs")
-    try:
-        summary = ensemble_oof(args.oof, args.data, args.weights, args.report, args.fit, args.calibration)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = ensemble_oof(args.oof, args.data, args.weights, args.report, args.fit, args.calibration)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

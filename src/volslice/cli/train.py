@@ -17,7 +17,6 @@ that made them into train.out_dir/segmenter/, which inference runs on the raw se
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
@@ -43,12 +42,8 @@ def run(args) -> int:
 
     folds, overrides = folds_and_overrides(args)
     cfg = load_config(*args.config, overrides=overrides)
-    try:
-        summary = train_folds(cfg, args.data, args.cache, args.folds, folds, resume=args.resume,
-                              report=args.report, organs=args.organs)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = train_folds(cfg, args.data, args.cache, args.folds, folds, resume=args.resume,
+                          report=args.report, organs=args.organs)
     if summary:
         print(f"OOF score {summary['oof']:.4f} over {summary['oof_patients']} patients (best constant on the "
               f"same patients {summary['oof_best_constant']:.4f}: OOF / best constant "

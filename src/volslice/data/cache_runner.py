@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from volslice.data.settings import cache_config_fingerprint, check_choices
 from volslice.io import atomic_write_csv
 from volslice.parallel import WorkerCrash, imap_surviving_crashes
 
-class CacheConfigMismatch(RuntimeError):
+class CacheConfigMismatch(ValueError):
     """A cache folder made with other settings than the ones asked for."""
     pass
 
@@ -99,13 +100,22 @@ def run_cache(data_root, out, cfg: CacheConfig, *, shard: str | None = None, for
         cfg = replace(cfg, windows=[WindowConfig(name, level, width) for name, (level, width) in comp.windows.items()])
     check_choices(cfg)
     data_root, out = Path(data_root), Path(out)
+    if not data_root.is_dir():
+        raise FileNotFoundError(f"--data {data_root} is not a folder")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     check_config(out, cfg, force)
+    stray = []
+    all_tasks = comp.find_series(data_root, stray, index=out) if comp is not None else find_series(data_root, stray)
+    if not all_tasks:
+        if created:
+            shutil.rmtree(out)  # leave nothing behind for a mistaken --data
+        raise ValueError(f"{data_root} holds no series" + (f" in the {comp.name} layout" if comp is not None else "") +
+                         (f" ({len(stray)} other entries, e.g. {stray[0].path})" if stray else "") +
+                         ": is --data the competition's folder?")
     if force:
         for meta in (out / "meta").glob("*.json"):
             meta.unlink()
-    stray = []
-    all_tasks = comp.find_series(data_root, stray, index=out) if comp is not None else find_series(data_root, stray)
     index, count = parse_shard(shard)
     tasks = [t for i, t in enumerate(sorted(all_tasks, key=lambda t: t.series_id)) if i % count == index]
     # series still to do, largest first, so that no long series starts last while the other workers
