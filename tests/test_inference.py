@@ -197,6 +197,29 @@ def test_slice_importance_figure(tiny_data, trained, tmp_path):
         explain(tiny_data, trained, 1, out=tmp_path / "x.png")
 
 
+def test_the_notebook_finds_the_bundle_and_the_data_on_kaggle(tiny_data, trained, tmp_path):
+    """Kaggle's layout: the bundle and the competition data under /kaggle/input, /kaggle/working.
+    The notebook run with its parameters as they are finds both, predicts with every run of the
+    bundle and writes working/submission.csv: the command's submission."""
+    import papermill
+
+    from volslice.bundle import BUNDLE_FILE, write_models
+
+    kaggle = tmp_path / "kaggle"
+    (kaggle / "working").mkdir(parents=True)
+    (kaggle / "input").mkdir()
+    (kaggle / "input" / "rsna-2023-abdominal-trauma-detection").symlink_to(tiny_data, target_is_directory=True)
+    bundle = write_models([trained], kaggle / "input" / "volslice-bundle", kaggle_id="someone/volslice-bundle")
+    record = json.loads((bundle / BUNDLE_FILE).read_text())
+    assert record == {"competition": "rsna2023", "runs": [trained.name], "ensemble": None}
+    assert json.loads((bundle / "dataset-metadata.json").read_text())["id"] == "someone/volslice-bundle"
+    papermill.execute_notebook(str(bundle / "inference.ipynb"), str(tmp_path / "run.ipynb"), cwd=str(tmp_path),
+                               parameters=dict(KAGGLE_INPUT=str(kaggle / "input"), KAGGLE_WORKING=str(kaggle / "working"),
+                                               DEVICE="cpu", PROGRESS=False), progress_bar=False)
+    command = predict(tiny_data, [trained], device="cpu", progress=False).submission
+    pd.testing.assert_frame_equal(pd.read_csv(kaggle / "working" / "submission.csv"), command, atol=1e-6, rtol=0)
+
+
 @pytest.mark.slow
 def test_kaggle_bundle_installs_offline_into_an_empty_venv(tiny_data, trained, tmp_path):
     import os

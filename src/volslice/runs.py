@@ -7,15 +7,19 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 from dataclasses import replace
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import pandas as pd
 import torch
 import yaml
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
-from volslice.config import CacheConfig, Config, changed_keys, load_config, save_config
+from volslice.config import PROJECT_ROOT, CacheConfig, Config, changed_keys, load_config, save_config, to_dict
 from volslice.data.settings import cache_config_fingerprint
 from volslice.io import atomic_path, atomic_write_json, atomic_write_text
 
@@ -145,3 +149,51 @@ def run_config(folder) -> Config:
     if found is None:
         raise FileNotFoundError(f"{folder} is not a trained run: no config.yaml in it or in a fold*/ folder")
     return load_config(found)
+
+
+RESULTS_FILE = "results.json"
+PACKAGES = ("volslice", "torch", "timm", "segmentation-models-pytorch", "numpy", "pandas", "pydicom")
+
+
+def provenance() -> dict:
+    """When and from what an output was made: the time, the git commit of the project (None outside
+    a git checkout) and the versions of the packages that decide the numbers."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {"written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+            "packages": versions}
+
+
+def fold_results(run_dir, higher_is_better: bool = False) -> dict:
+    """Each trained folder of a run (``fold<k>``, or a stage of it) from its summary.csv: epochs, the
+    best epoch and its validation score (in the metric's direction) and the training seconds."""
+    out = {}
+    for summary_file in sorted(Path(run_dir).glob("**/summary.csv")):
+        folder = summary_file.parent.relative_to(run_dir)
+        if folder.parts and folder.parts[0] == "segmenter":
+            continue
+        summary = pd.read_csv(summary_file)
+        entry = {"epochs": int(len(summary)), "seconds": float(summary.seconds.sum())}
+        if "val_score" in summary and summary.val_score.notna().any():
+            best = summary.val_score.idxmax() if higher_is_better else summary.val_score.idxmin()
+            entry.update(best_epoch=int(summary.epoch[best]), best_val_score=float(summary.val_score[best]))
+        out[str(folder)] = entry
+    return out
+
+
+def write_results(run_dir, cfg: Config, scores: dict, higher_is_better: bool = False) -> Path:
+    """``RUN/results.json``: the run's scores, every fold's best epoch and time, where it came from
+    (``provenance``) and its resolved config, in one file a user can find."""
+    path = Path(run_dir) / RESULTS_FILE
+    atomic_write_json(path, {"scores": scores, "folds": fold_results(run_dir, higher_is_better),
+                             **provenance(), "config": to_dict(cfg)})
+    return path

@@ -107,8 +107,26 @@ def test_train_all_folds_writes_oof_and_report(tiny_data, prepared, tmp_path, ca
     for fold in (0, 1):
         state = load_checkpoint(out / f"fold{fold}" / "best.pt")
         assert "model:" in state["config"] and (out / f"fold{fold}" / "summary.csv").exists()
+    # the run's results.json: its scores, each fold's best epoch and time, provenance and config
+    results = json.loads((out / "results.json").read_text())
+    assert results["scores"]["oof"] == pytest.approx(result["oof"])
+    for fold in (0, 1):
+        summary = pd.read_csv(out / f"fold{fold}" / "summary.csv")
+        entry = results["folds"][f"fold{fold}"]
+        assert entry["best_val_score"] == pytest.approx(summary.val_score.min())
+        assert entry["best_epoch"] == int(summary.epoch[summary.val_score.idxmin()])
+        assert entry["seconds"] == pytest.approx(summary.seconds.sum())
+    from importlib.metadata import version
+
+    assert results["packages"]["torch"] == version("torch")
+    assert results["config"]["method"] == "classifier"
+    assert results["config"]["model"]["heads"] == list(comp.GROUP_NAMES)  # none named: every head, spelt out
+    assert results["written_at"] and "commit" in results
     # --resume on a finished fold does no more epochs
     assert train_main(args + ["--fold", "0", "--resume"]) == 0
+    assert len(pd.read_csv(out / "fold0" / "summary.csv")) == 1
+    # and without --resume the trained folder is refused in one line, untouched
+    assert cli(["train", *args]) == 2
     assert len(pd.read_csv(out / "fold0" / "summary.csv")) == 1
 
 

@@ -111,6 +111,9 @@ def test_two_stages_end_to_end(tiny_head_data, descriptor_run):
         assert (run / f"fold{fold}" / "stage1" / "config.yaml").exists()
         assert (run / f"fold{fold}" / "stage2" / "best.pt").exists()
         assert set(json.loads((run / f"fold{fold}" / "prior.json").read_text())) == set(comp.prediction_columns)
+    results = json.loads((run / "results.json").read_text())
+    assert results["scores"]["oof"] == pytest.approx(report["oof"]) and results["config"]["method"] == "descriptors"
+    assert {"fold0/stage1", "fold0/stage2", "fold1/stage1", "fold1/stage2"} <= set(results["folds"])
 
 
 def _run_test_rows(run) -> pd.DataFrame:

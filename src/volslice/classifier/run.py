@@ -32,7 +32,7 @@ from volslice.data.inputs import InputSpec, input_channels
 from volslice.engine import DistContext, Trainer, resolve_device
 from volslice.io import atomic_write_csv, update_json
 from volslice.models.build import build_classifier
-from volslice.runs import adopt_cache_settings, fold_folders, run_config, save_prior, save_run_config
+from volslice.runs import adopt_cache_settings, fold_folders, run_config, save_prior, save_run_config, write_results
 from volslice.segmentation.organs import copy_segmenter, load_organ_records
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,9 @@ def combine_oof(cfg: Config, data: Path, n_folds: int, report: Path | None = Non
         return None
     oof = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
     atomic_write_csv(root / "oof.csv", oof)
-    return score_oof(comp, data, oof, report)
+    summary = score_oof(comp, data, oof, report)
+    write_results(root, cfg, summary, comp.higher_is_better)
+    return summary
 
 
 def score_oof(comp, data: Path, oof: pd.DataFrame, report: Path | None = None) -> dict:

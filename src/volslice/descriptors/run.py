@@ -32,7 +32,7 @@ from volslice.io import atomic_save_npy, atomic_write_csv, update_json
 from volslice.models.build import initialise_backbone
 from volslice.data.tensors import to_float
 from volslice.engine import Trainer
-from volslice.runs import model_weights, save_prior, save_run_config
+from volslice.runs import model_weights, save_prior, save_run_config, write_results
 
 log = logging.getLogger(__name__)
 
@@ -222,4 +222,5 @@ def run_descriptors(cfg: Config, data, cache, *, folds_file=None, chosen=None, r
         summary["submission"] = str(submission)
     if report:
         update_json(report, **summary)
+    write_results(out, cfg, summary, comp.higher_is_better)
     return summary
