@@ -7,18 +7,18 @@ STAMP := $(VENV)/.installed
 COMPETITION ?= rsna2023
 WORK ?= $(if $(filter rsna2019,$(COMPETITION)),work/demo_rsna2019,work/demo)
 DATA ?=
-CONFIG ?= configs/demo.yaml
-ORGAN_CONFIG ?= configs/organs.yaml
-SUBMISSIONS ?= submissions
+CONFIG ?= $(if $(filter rsna2019,$(COMPETITION)),configs/demo_rsna2019.yaml,configs/demo.yaml)
+ORGAN_CONFIG ?= configs/demo_organs.yaml
+SUBMISSIONS ?= $(WORK)/submissions
 DEMO_DATA := $(if $(DATA),$(DATA),$(WORK)/data)
 # how fine-tuning starts: from the demo's own 2D-VoCo backbone (e.g. FINETUNE=model.init=imagenet instead)
 FINETUNE ?= model.init=file model.weights=$(WORK)/runs/pretrain/backbone.safetensors
-# how the organ-crop run starts: configs/organs.yaml's ImageNet weights unless overridden (e.g. model.init=scratch)
+# how the organ-crop run starts: configs/demo_organs.yaml's ImageNet weights unless overridden (e.g. model.init=scratch)
 ORGAN_START ?=
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-slow test-gpu bench-preprocess kaggle-bundle clean-work
+.PHONY: setup demo pipeline test test-slow test-gpu bench-preprocess kaggle-bundle clean-work
 
 setup: $(STAMP)
 
@@ -29,50 +29,59 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-ifeq ($(COMPETITION),rsna2019)
-# RSNA 2019 ICH: synthetic head CT, the cache of three windows, both descriptor stages on two folds,
-# the notebook on the raw test folder, then what the model says about real head CT
+# make demo: a synthetic set (unless DATA names one: a synthetic set made earlier), then the
+# pipeline on it with the CPU demo's config. make pipeline: the same chain on any data folder with
+# any config (the real competition: CONFIG=configs/rsna2023.yaml, see README).
 demo: setup
-ifeq ($(DATA),)
-	$(VOLSLICE) synthetic --competition rsna2019 --out $(WORK)/data --config configs/rsna2019.yaml
-endif
-	$(VOLSLICE) cache --data $(DEMO_DATA) --out $(WORK)/cache --config configs/rsna2019.yaml
-	$(VOLSLICE) descriptors --data $(DEMO_DATA) --cache $(WORK)/cache --config configs/rsna2019.yaml --resume \
-		--report $(WORK)/report.json --submission $(SUBMISSIONS)/rsna2019_demo.csv \
-		descriptors.stage1.out_dir=$(WORK)/runs/descriptors
-	$(VENV)/bin/papermill --log-output --no-progress-bar notebooks/inference.ipynb $(WORK)/inference.ipynb \
-		-p DATA_ROOT $(DEMO_DATA) -y "MODEL_DIRS: ['$(WORK)/runs/descriptors']" \
-		-p OUTPUT $(SUBMISSIONS)/rsna2019_notebook.csv -p REPORT $(WORK)/report.json -p DEVICE auto -p PROGRESS False
-	$(VOLSLICE) real-heads --out $(WORK)/real_heads --models $(WORK)/runs/descriptors --report $(WORK)/report.json
-	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
-else
-demo: setup
+	@if [ -n "$(DATA)" ] && [ ! -f "$(DATA)/test_solution.csv" ]; then \
+		echo "make demo: error: $(DATA) has no test_solution.csv, so it is not a synthetic set: make demo runs the"; \
+		echo "  CPU demo's small config; on the competition's data run make pipeline DATA=$(DATA) WORK=... CONFIG=configs/$(COMPETITION).yaml"; \
+		exit 2; fi
 ifeq ($(DATA),)
 	$(PY) preprocess/00_make_synthetic.py --out $(WORK)/data --config $(CONFIG)
 endif
-	$(PY) preprocess/01_dicom_to_cache.py --data $(DEMO_DATA) --out $(WORK)/cache --config $(CONFIG)
-	$(PY) preprocess/02_make_folds.py --data $(DEMO_DATA) --out $(WORK)/folds.csv --config $(CONFIG)
-	$(VOLSLICE) baseline --data $(DEMO_DATA) --submission $(SUBMISSIONS)/prior_baseline.csv --report $(WORK)/report.json
+	$(MAKE) --no-print-directory pipeline DATA=$(DEMO_DATA)
+
+pipeline: setup
+	@if [ -z "$(DATA)" ]; then echo "make pipeline: error: give DATA=the competition's data folder"; exit 2; fi
+	@if [ ! -d "$(DATA)" ]; then echo "make pipeline: error: DATA=$(DATA) is not a folder"; exit 2; fi
+ifeq ($(COMPETITION),rsna2019)
+# RSNA 2019 ICH: the cache of three windows, both descriptor stages, the notebook on the raw test
+# folder (the demo then checks what the model says about real head CT)
+	$(PY) preprocess/01_dicom_to_cache.py --data $(DATA) --out $(WORK)/cache --config $(CONFIG)
+	$(VOLSLICE) descriptors --data $(DATA) --cache $(WORK)/cache --config $(CONFIG) --resume \
+		--report $(WORK)/report.json --submission $(SUBMISSIONS)/descriptors.csv \
+		descriptors.stage1.out_dir=$(WORK)/runs/descriptors
+	$(VENV)/bin/papermill --log-output --no-progress-bar notebooks/inference.ipynb $(WORK)/inference.ipynb \
+		-p DATA_ROOT $(DATA) -y "MODEL_DIRS: ['$(WORK)/runs/descriptors']" \
+		-p OUTPUT $(SUBMISSIONS)/notebook.csv -p REPORT $(WORK)/report.json -p DEVICE auto -p PROGRESS False
+	@if [ -f "$(DATA)/test_solution.csv" ]; then \
+		$(VOLSLICE) real-heads --out $(WORK)/real_heads --models $(WORK)/runs/descriptors --report $(WORK)/report.json; fi
+else
+	$(PY) preprocess/01_dicom_to_cache.py --data $(DATA) --out $(WORK)/cache --config $(CONFIG)
+	$(PY) preprocess/02_make_folds.py --data $(DATA) --out $(WORK)/folds.csv --config $(CONFIG)
+	$(VOLSLICE) baseline --data $(DATA) --config $(CONFIG) --submission $(SUBMISSIONS)/prior_baseline.csv \
+		--report $(WORK)/report.json
 	$(VOLSLICE) pretrain --cache $(WORK)/cache --config $(CONFIG) --resume pretrain.train.out_dir=$(WORK)/runs/pretrain \
-		$$(test -d $(DEMO_DATA)/extra_unlabeled && echo --extra $(DEMO_DATA)/extra_unlabeled)
+		$$(test -d $(DATA)/extra_unlabeled && echo --extra $(DATA)/extra_unlabeled)
 	$(VOLSLICE) pretrain --method volume-fusion --cache $(WORK)/cache --config $(CONFIG) --resume \
 		segmentation.fusion.train.out_dir=$(WORK)/runs/volume_fusion
 	$(VOLSLICE) segment --cache $(WORK)/cache --folds $(WORK)/folds.csv --fold 0 --config $(CONFIG) --resume \
 		--report $(WORK)/report.json segmentation.train.out_dir=$(WORK)/runs/segmentation \
 		segmentation.weights=$(WORK)/runs/volume_fusion/volume_fusion.safetensors
 	$(PY) preprocess/03_predict_organs.py --cache $(WORK)/cache --segmenter $(WORK)/runs/segmentation
-	$(VOLSLICE) train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
+	$(VOLSLICE) train --data $(DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
 		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier $(FINETUNE)
-	$(VOLSLICE) train --data $(DEMO_DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
+	$(VOLSLICE) train --data $(DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
 		--config $(ORGAN_CONFIG) --resume train.out_dir=$(WORK)/runs/organs $(ORGAN_START)
-	$(VOLSLICE) score --data $(DEMO_DATA) --oof $(WORK)/runs/classifier $(WORK)/runs/organs --report $(WORK)/report.json \
+	$(VOLSLICE) score --data $(DATA) --oof $(WORK)/runs/classifier $(WORK)/runs/organs --report $(WORK)/report.json \
 		--fit $(WORK)/runs/ensemble.json
 	$(VENV)/bin/papermill --log-output --no-progress-bar notebooks/inference.ipynb $(WORK)/inference.ipynb \
-		-p DATA_ROOT $(DEMO_DATA) -p ENSEMBLE $(WORK)/runs/ensemble.json \
-		-p OUTPUT $(SUBMISSIONS)/demo_ensemble.csv \
+		-p DATA_ROOT $(DATA) -p ENSEMBLE $(WORK)/runs/ensemble.json \
+		-p OUTPUT $(SUBMISSIONS)/ensemble.csv \
 		-p REPORT $(WORK)/report.json -p DEVICE auto -p PROGRESS False
-	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
 endif
+	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
 
 test: setup
 	$(PY) -m pytest -q

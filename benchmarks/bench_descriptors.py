@@ -2,7 +2,7 @@
 seeds. Runs the project's own commands.
 
     python benchmarks/bench_descriptors.py --work work/bench_descriptors [--seeds 0 1]
-        [--config configs/rsna2019.yaml]
+        [--config configs/demo_rsna2019.yaml]
 
 One synthetic head CT set (the config's, the demo's by default), its cache; the folds are made by
 the first run and reused by every other. Per seed, stage 1 is trained once (``descriptors.stage1.seed``)
@@ -53,7 +53,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("work/bench_descriptors"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--config", default="configs/rsna2019.yaml")
+    parser.add_argument("--config", default="configs/demo_rsna2019.yaml")
     args = parser.parse_args()
     work, config = args.work, ["--config", args.config]
     comp = competitions.get("rsna2019")

@@ -9,7 +9,7 @@ One synthetic set (--patients train patients at 128 px), its cache and folds; Vo
 segmenter (fold 0) and step 03 once. Per seed, every run from the same backbone (ImageNet, or
 with --init voco the set's own 2D-VoCo pretraining):
 - whole slices: one run with every head on whole slices (the pipeline before organ-aware input);
-- organ-aware: an organ-crop run (configs/organs.yaml: liver, spleen, kidney) and a whole-slice run
+- organ-aware: an organ-crop run (configs/demo_organs.yaml: liver, spleen, kidney) and a whole-slice run
   for bowel and extravasation over the organs' z range, blended as inference blends them.
 ``--tag NAME`` with overrides trains a variant of every run beside the others (its folders and
 rows named by the tag), e.g. ``--tag masks model.mask_loss_weight=1``. Each input's runs are blended, weighted and calibrated on their OOF rows (``volslice score --oof
@@ -67,7 +67,7 @@ def main() -> int:
     runs = {"whole": ["model.heads=[bowel,extravasation,kidney,liver,spleen]", "model.slice_range=all",
                       "model.slice_loss_weight=0.0"],
             "bowel_extravasation": [],
-            "organs": ["--config", "configs/organs.yaml"]}
+            "organs": ["--config", "configs/demo_organs.yaml"]}
     methods = {"whole": ("whole slices", ["whole"]), "organ-aware": ("organ-aware", ["organs", "bowel_extravasation"])}
     rows, constants = [], {}
     for seed in args.seeds:

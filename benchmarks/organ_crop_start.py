@@ -5,7 +5,7 @@
 
 Needs a finished demo folder (cache, folds, step 03's organ records, the 2D-VoCo backbone in
 runs/pretrain). Trains the project's classifier (efficientnet_lite0 + LSTM, ``configs/demo.yaml``
-+ ``configs/organs.yaml`` input: 8 slices of 48 px per organ) on fold 0's training series with
++ ``configs/demo_organs.yaml`` input: 8 slices of 48 px per organ) on fold 0's training series with
 their ground-truth boxes, with the project's augmentation and loss (the metric's class weights),
 AdamW at a constant learning rate, and scores fold 0's series with the predicted boxes every
 ``--every`` steps: the weighted log loss per series and the average precision of high grade and
@@ -68,7 +68,7 @@ def evaluate(model, val, organ: str, weights) -> dict:
 def run(work: Path, organ: str, start: str, args) -> list[dict]:
     init = {"scratch": ["model.init=scratch"], "imagenet": ["model.init=imagenet", "model.weights=''"],
             "voco": ["model.init=file", f"model.weights={work / 'runs' / 'pretrain' / 'backbone.safetensors'}"]}
-    cfg = load_config("configs/demo.yaml", "configs/organs.yaml", overrides=[f"model.heads=[{organ}]", *init[start]])
+    cfg = load_config("configs/demo.yaml", "configs/demo_organs.yaml", overrides=[f"model.heads=[{organ}]", *init[start]])
     torch.manual_seed(0)
     train, val, weights = datasets(work, organ, cfg)
     model, _ = build_classifier(cfg.model, 1, competitions.get(cfg.competition))

@@ -110,3 +110,17 @@ def test_version_and_the_resolved_config(capsys):
     assert main(["config", "--config", str(PROJECT_ROOT / "configs" / "demo.yaml"), "train.epochs=7"]) == 0
     printed = capsys.readouterr().out
     assert "  epochs: 7\n" in printed and "competition: rsna2023\n" in printed
+
+
+def test_make_demo_refuses_real_data_and_pipeline_needs_data(tmp_path):
+    """The demo's small config is for synthetic sets: a folder without test_solution.csv is refused
+    with a pointer to make pipeline; make pipeline names a missing DATA."""
+    real = tmp_path / "real"
+    (real / "train_images").mkdir(parents=True)
+    demo = subprocess.run(["make", "-C", str(PROJECT_ROOT), "demo", f"DATA={real}", f"WORK={tmp_path / 'work'}"],
+                          capture_output=True, text=True)
+    assert demo.returncode != 0 and "has no test_solution.csv" in demo.stdout and "make pipeline" in demo.stdout
+    pipeline = subprocess.run(["make", "-C", str(PROJECT_ROOT), "pipeline", f"WORK={tmp_path / 'work'}"],
+                              capture_output=True, text=True)
+    assert pipeline.returncode != 0 and "give DATA=" in pipeline.stdout
+    assert not (tmp_path / "work").exists()

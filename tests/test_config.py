@@ -34,3 +34,22 @@ def test_changed_keys_and_settings_stamp(tmp_path):
     assert stamp_settings(stamp, {"size": 128}) == ["size"]
     assert "96" in stamp.read_text()  # a refused fingerprint leaves the record alone
     assert stamp_settings(stamp, {"size": 128}, force=True) == [] and "128" in stamp.read_text()
+
+
+@pytest.mark.parametrize("files", [["demo.yaml"], ["demo.yaml", "demo_organs.yaml"], ["demo_rsna2019.yaml"],
+                                   ["rsna2023.yaml"], ["rsna2023.yaml", "rsna2023_organs.yaml"], ["rsna2019.yaml"],
+                                   ["bench_cpu.yaml"], ["ablation.yaml"]])
+def test_every_shipped_config_loads_and_its_input_is_valid(files):
+    """Each file in configs/ (an organ file over its base) loads into the schema, names a known
+    competition, and gives the classifier an input its heads can take."""
+    from volslice import competitions
+    from volslice.data.inputs import InputSpec
+
+    cfg = load_config(*(PROJECT_ROOT / "configs" / name for name in files))
+    comp = competitions.get(cfg.competition)
+    if comp.label_level == "patient":
+        spec = InputSpec.from_config(cfg, comp)
+        assert spec.crop <= cfg.cache.size
+    assert {p.name for p in (PROJECT_ROOT / "configs").glob("*.yaml")} == {
+        "default.yaml", "demo.yaml", "demo_organs.yaml", "demo_rsna2019.yaml", "rsna2023.yaml", "rsna2023_organs.yaml",
+        "rsna2019.yaml", "bench_cpu.yaml", "ablation.yaml"}

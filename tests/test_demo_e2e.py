@@ -40,7 +40,7 @@ def test_make_demo_generates_then_reuses_data(tmp_path):
     report = json.loads((work / "report.json").read_text())
     solution = pd.read_csv(work / "data" / "test_solution.csv")
     assert report["prior_baseline"] == pytest.approx(comp.COMPETITION.score(solution, pd.read_csv(subs / "prior_baseline.csv")).score)
-    assert report["test"] == pytest.approx(comp.COMPETITION.score(solution, pd.read_csv(subs / "demo_ensemble.csv")).score)
+    assert report["test"] == pytest.approx(comp.COMPETITION.score(solution, pd.read_csv(subs / "ensemble.csv")).score)
     assert f"prior baseline score {report['prior_baseline']:.4f}" in out
     manifest = pd.read_csv(work / "cache" / "manifest.csv")
     assert len(manifest) == len(pd.read_csv(work / "data" / "train_series_meta.csv")) + len(
@@ -48,8 +48,8 @@ def test_make_demo_generates_then_reuses_data(tmp_path):
     assert set(pd.read_csv(work / "folds.csv").fold) == {0, 1}
     assert len(pd.read_csv(subs / "prior_baseline.csv")) == 4
     assert isinstance(report["oof"], float) and "OOF score" in out
-    assert isinstance(report["test"], float) and report["submission"].endswith("demo_ensemble.csv")
-    assert len(pd.read_csv(subs / "demo_ensemble.csv")) == 4
+    assert isinstance(report["test"], float) and report["submission"].endswith("ensemble.csv")
+    assert len(pd.read_csv(subs / "ensemble.csv")) == 4
     assert (work / "runs" / "classifier" / "fold1" / "best.pt").exists()
     # fine-tuning started from the demo's own 2D-VoCo pretraining, every backbone tensor loaded
     assert (work / "runs" / "pretrain" / "backbone.safetensors").exists()
@@ -60,7 +60,7 @@ def test_make_demo_generates_then_reuses_data(tmp_path):
     assert set(report["segmentation_dice"]) == {"liver", "spleen", "left_kidney", "right_kidney", "bowel"}
     assert len(list((work / "cache" / "organs").glob("*.json"))) == len(manifest)
     assert (work / "runs" / "organs" / "segmenter" / "fold0" / "model.safetensors").exists()
-    assert report["test_groups"] == pytest.approx(comp.COMPETITION.score(solution, pd.read_csv(subs / "demo_ensemble.csv")).group_losses)
+    assert report["test_groups"] == pytest.approx(comp.COMPETITION.score(solution, pd.read_csv(subs / "ensemble.csv")).group_losses)
     assert "OOF score of 2 runs blended" in out
 
     # the same pipeline on an existing data root: nothing is generated, outputs go to the new WORK

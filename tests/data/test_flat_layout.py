@@ -18,7 +18,7 @@ COMP = competitions.get("rsna2019")
 
 
 def head_cache_config(size=64):
-    return load_config("configs/rsna2019.yaml", overrides=[f"cache.size={size}", "cache.workers=1"]).cache
+    return load_config("configs/demo_rsna2019.yaml", overrides=[f"cache.size={size}", "cache.workers=1"]).cache
 
 
 def test_flat_series_cache_with_their_image_ids(tiny_head_data, tmp_path):

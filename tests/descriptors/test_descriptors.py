@@ -74,12 +74,12 @@ def _run(data, out, cache, *overrides):
                 f"descriptors.stage1.out_dir={out}", "descriptors.stage1.crop=40", "descriptors.stage1.epochs=1",
                 "descriptors.stage1.workers=0", "descriptors.stage1.channels_last=false", "descriptors.stage2.epochs=2",
                 "descriptors.stage2.batch_size=2", *overrides]
-    config = ["--config", "configs/rsna2019.yaml"]
+    config = ["--config", "configs/demo_rsna2019.yaml"]
     if not cache.exists():
         assert cli(["cache", "--data", str(data), "--out", str(cache), *config, *settings]) == 0
     assert cli(["descriptors", "--data", str(data), "--cache", str(cache), *config, "--report", str(out / "report.json"),
                 "--submission", str(out / "submission.csv"), *settings]) == 0
-    return load_config("configs/rsna2019.yaml", overrides=settings), json.loads((out / "report.json").read_text())
+    return load_config("configs/demo_rsna2019.yaml", overrides=settings), json.loads((out / "report.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -234,9 +234,9 @@ def test_folds_command_makes_the_runs_folds_for_slice_labels(tiny_head_data, hea
 
     run, _ = descriptor_run
     out = tmp_path / "folds.csv"
-    assert main(["folds", "--data", str(tiny_head_data), "--out", str(out), "--config", "configs/rsna2019.yaml"]) == 2
+    assert main(["folds", "--data", str(tiny_head_data), "--out", str(out), "--config", "configs/demo_rsna2019.yaml"]) == 2
     assert "--cache" in capsys.readouterr().err  # slice labels say nothing about patients without the cache
-    command = ["folds", "--data", str(tiny_head_data), "--out", str(out), "--config", "configs/rsna2019.yaml",
+    command = ["folds", "--data", str(tiny_head_data), "--out", str(out), "--config", "configs/demo_rsna2019.yaml",
                "--cache", str(head_cache)]
     assert main(command) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(run / "folds.csv"))

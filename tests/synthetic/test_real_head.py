@@ -46,7 +46,7 @@ def test_the_atlas_reads_back_in_order_with_the_quirk_fixed(brain_atlas, real_he
 
 def test_the_real_heads_cache_in_three_windows(real_heads, tmp_path):
     out, studies = real_heads
-    cfg = load_config("configs/rsna2019.yaml", overrides=["cache.size=64", "cache.workers=1"])
+    cfg = load_config("configs/demo_rsna2019.yaml", overrides=["cache.size=64", "cache.workers=1"])
     run_cache(out, tmp_path / "cache", cfg.cache, comp=COMP, progress=False)
     manifest = load_manifest(tmp_path / "cache")
     assert sorted(map(list, manifest.image_ids), key=len) == sorted(studies.values(), key=len)

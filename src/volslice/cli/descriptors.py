@@ -1,6 +1,6 @@
 """Slice-level labels by adjacent-slice descriptors (RSNA 2019): both stages, fold by fold.
 
-    volslice descriptors --data ROOT --cache CACHE --config configs/rsna2019.yaml
+    volslice descriptors --data ROOT --cache CACHE --config configs/demo_rsna2019.yaml
         [--folds FOLDS.csv] [--fold 0 1] [--resume] [--report REPORT.json] [--submission OUT.csv]
         [key=value ...]
 
