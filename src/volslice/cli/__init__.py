@@ -42,6 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_competition_argument(parser) -> None:
+    """``--competition``: one of the known competitions (default: the config's ``competition``)."""
+    from volslice import competitions
+
+    parser.add_argument("--competition", choices=competitions.names(),
+                        help="which competition (default: the config's competition key)")
+
+
+def competition_override(args) -> list[str]:
+    """``--competition`` as a config override (none where not given)."""
+    return [f"competition={args.competition}"] if getattr(args, "competition", None) else []
+
+
 def folds_and_overrides(args) -> tuple[list[int] | None, list[str]]:
     """``--fold`` and the overrides of a per-fold command: ``--fold 0 train.epochs=3`` gives argparse's
     ``--fold`` the override too, so every ``key=value`` there is moved to the overrides. Folds: None

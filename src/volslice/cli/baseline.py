@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from volslice.cli import add_competition_argument
+
 
 def add_arguments(parser) -> None:
     """The subcommand's arguments."""
     parser.add_argument("--data", type=Path, required=True, help="competition data root")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s): their competition")
-    parser.add_argument("--competition", help="which competition (default: the config's)")
+    add_competition_argument(parser)
     parser.add_argument("--submission", type=Path, default=Path("submissions/prior_baseline.csv"))
     parser.add_argument("--best-constant-submission", type=Path,
                         help="where the best constant submission goes (default: best_constant.csv beside --submission)")

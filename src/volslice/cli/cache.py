@@ -10,6 +10,7 @@ without --shard (which does no work) rebuilds the full manifest.
 
 from __future__ import annotations
 
+from volslice.cli import add_competition_argument, competition_override
 
 
 def add_arguments(parser) -> None:
@@ -17,6 +18,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", required=True, help="competition data root")
     parser.add_argument("--out", required=True, help="cache folder")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
+    add_competition_argument(parser)
     parser.add_argument("--workers", type=int, help="parallel processes (-1: all cores)")
     parser.add_argument("--shard", help="i/n: process every n-th series starting at i")
     parser.add_argument("--decoder", default="auto", choices=["auto", "dicomsdl", "pydicom"])
@@ -30,7 +32,8 @@ def run(args) -> int:
     from volslice.config import flag_overrides, load_config
     from volslice.data.cache_runner import run_cache
 
-    cfg = load_config(*args.config, overrides=flag_overrides(args, {"workers": "cache.workers"}) + args.overrides)
+    cfg = load_config(*args.config, overrides=flag_overrides(args, {"workers": "cache.workers"}) +
+                      competition_override(args) + args.overrides)
     summary = run_cache(args.data, args.out, cfg.cache, shard=args.shard, force=args.force, decoder=args.decoder,
                         comp=competitions.get(cfg.competition))
     print(summary.line())

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from volslice.cli import folds_and_overrides
+
 
 def add_arguments(parser) -> None:
     """The subcommand's arguments."""
@@ -21,7 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cache", type=Path, required=True, help="cache folder from step 01 (cache.z_mode=keep)")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
     parser.add_argument("--folds", type=Path, help="folds CSV (default: made from the cache and saved in the run)")
-    parser.add_argument("--fold", type=int, nargs="+", help="fold numbers (default: all)")
+    parser.add_argument("--fold", nargs="+", default=["all"], help="fold numbers, or all")
     parser.add_argument("--resume", action="store_true", help="continue each stage from its last.pt")
     parser.add_argument("--report", type=Path, help="JSON report to record the scores in")
     parser.add_argument("--submission", type=Path, help="where to write the test submission")
@@ -33,8 +35,9 @@ def run(args) -> int:
     from volslice.config import load_config
     from volslice.descriptors.run import run_descriptors
 
-    cfg = load_config(*args.config, overrides=args.overrides)
-    summary = run_descriptors(cfg, args.data, args.cache, folds_file=args.folds, chosen=args.fold,
+    chosen, overrides = folds_and_overrides(args)
+    cfg = load_config(*args.config, overrides=overrides)
+    summary = run_descriptors(cfg, args.data, args.cache, folds_file=args.folds, chosen=chosen,
                               resume=args.resume, report=args.report, submission=args.submission)
     print(json.dumps(summary, indent=2))
     return 0

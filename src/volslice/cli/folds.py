@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from volslice.cli import add_competition_argument, competition_override
+
 
 def add_arguments(parser) -> None:
     """The subcommand's arguments."""
     parser.add_argument("--data", type=Path, required=True, help="competition data root")
     parser.add_argument("--out", type=Path, required=True, help="folds CSV to write")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
+    add_competition_argument(parser)
     parser.add_argument("--cache", type=Path, help="step 01's cache (needed for slice-level labels)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. folds.n_folds=5")
 
@@ -29,7 +32,7 @@ def run(args) -> int:
     from volslice.config import load_config
     from volslice.data.folds import write_folds
 
-    full = load_config(*args.config, overrides=args.overrides)
+    full = load_config(*args.config, overrides=competition_override(args) + args.overrides)
     cfg = full.folds
     folds = write_folds(args.data, args.out, cfg, competitions.get(full.competition), args.cache)
     if folds is None:

@@ -19,13 +19,12 @@ import json
 import sys
 from pathlib import Path
 
+from volslice.cli import add_competition_argument
+
 
 def add_arguments(parser) -> None:
     """The subcommand's arguments."""
-    from volslice import competitions
-
-    parser.add_argument("--competition", choices=competitions.names(),
-                        help="whose metric and submission format (default: the config's)")
+    add_competition_argument(parser)
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s): their competition")
     parser.add_argument("--solution", help="CSV with the true labels")
     parser.add_argument("--submission", help="CSV in the competition's submission format")

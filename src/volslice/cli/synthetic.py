@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+from volslice.cli import add_competition_argument
+
 FLAGS = {
     "competition": "competition",
     "train_patients": "synthetic.train_patients",
@@ -28,7 +30,7 @@ def add_arguments(parser) -> None:
     """The subcommand's arguments."""
     parser.add_argument("--out", required=True, help="dataset root to write")
     parser.add_argument("--config", action="append", default=[], help="YAML config file(s), applied in order")
-    parser.add_argument("--competition", help="which competition's data (default: the config's)")
+    add_competition_argument(parser)
     parser.add_argument("--train-patients", type=int)
     parser.add_argument("--test-patients", type=int)
     parser.add_argument("--extra-unlabeled", type=int, help="unlabeled NIfTI volumes (the FLARE23 stand-in)")
