@@ -45,6 +45,7 @@ endif
 pipeline: setup
 	@if [ -z "$(DATA)" ]; then echo "make pipeline: error: give DATA=the competition's data folder"; exit 2; fi
 	@if [ ! -d "$(DATA)" ]; then echo "make pipeline: error: DATA=$(DATA) is not a folder"; exit 2; fi
+	$(VOLSLICE) report $(WORK)/report.json --start --data $(DATA) --config $(CONFIG)
 ifeq ($(COMPETITION),rsna2019)
 # RSNA 2019 ICH: the cache of three windows, both descriptor stages, the notebook on the raw test
 # folder (the demo then checks what the model says about real head CT)
@@ -81,7 +82,7 @@ else
 		-p OUTPUT $(SUBMISSIONS)/ensemble.csv \
 		-p REPORT $(WORK)/report.json -p DEVICE auto -p PROGRESS False
 endif
-	@echo "report: $(WORK)/report.json"; cat $(WORK)/report.json
+	@$(VOLSLICE) report $(WORK)/report.json
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,7 +1,7 @@
 """The ``volslice`` command: one subcommand per pipeline step.
 
     volslice synthetic | cache | folds | baseline | pretrain | segment | organs | train | descriptors | infer |
-             score | interpret | bundle | real-heads | config
+             score | interpret | bundle | real-heads | config | report
 
 A mistake of the user's (a path that does not exist, a config key or value the schema refuses, an
 unknown competition, an input the library refuses by name) ends in one line,
@@ -22,7 +22,7 @@ import sys
 from importlib.metadata import version
 
 COMMANDS = ("synthetic", "cache", "folds", "baseline", "pretrain", "segment", "organs", "train", "descriptors",
-            "infer", "score", "interpret", "bundle", "real-heads", "config")
+            "infer", "score", "interpret", "bundle", "real-heads", "config", "report")
 # what a user's mistake raises (the library names the mistake in the message); anything else is a bug
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, KeyError)
 
