@@ -197,3 +197,46 @@ def write_results(run_dir, cfg: Config, scores: dict, higher_is_better: bool = F
     atomic_write_json(path, {"scores": scores, "folds": fold_results(run_dir, higher_is_better),
                              **provenance(), "config": to_dict(cfg)})
     return path
+
+
+SUMMARY_FIGURE = "summary.png"
+
+
+def plot_run_summary(run_dir, truth: pd.DataFrame | None = None, predictions: pd.DataFrame | None = None,
+                     columns=()) -> Path:
+    """``RUN/summary.png``: every trained folder's validation score by epoch (from its summary.csv)
+    and, given the OOF ``predictions`` and their ``truth`` (same rows, in order), the
+    precision-recall curve of each of ``columns`` that has positives, with its average precision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    run_dir = Path(run_dir)
+    curves = [c for c in columns if truth is not None and truth[c].nunique() == 2]
+    fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(11 if curves else 6, 4), squeeze=False)
+    for summary_file in sorted(run_dir.glob("**/summary.csv")):
+        folder = summary_file.parent.relative_to(run_dir)
+        if folder.parts and folder.parts[0] == "segmenter":
+            continue
+        summary = pd.read_csv(summary_file)
+        if "val_score" in summary:
+            axes[0, 0].plot(summary.epoch, summary.val_score, marker="o", label=str(folder))
+    axes[0, 0].set(xlabel="epoch", ylabel="validation score", title="each fold's validation score")
+    axes[0, 0].legend(fontsize=7)
+    axes[0, 0].grid(alpha=0.3)
+    for column in curves:
+        precision, recall, _ = precision_recall_curve(truth[column], predictions[column])
+        ap = average_precision_score(truth[column], predictions[column])
+        axes[0, 1].plot(recall, precision, label=f"{column} (AP {ap:.2f})")
+    if curves:
+        axes[0, 1].set(xlabel="recall", ylabel="precision", title="OOF precision-recall")
+        axes[0, 1].legend(fontsize=7)
+        axes[0, 1].grid(alpha=0.3)
+    fig.tight_layout()
+    path = run_dir / SUMMARY_FIGURE
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+    return path

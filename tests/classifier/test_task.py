@@ -122,6 +122,11 @@ def test_train_all_folds_writes_oof_and_report(tiny_data, prepared, tmp_path, ca
     assert results["config"]["method"] == "classifier"
     assert results["config"]["model"]["heads"] == list(comp.GROUP_NAMES)  # none named: every head, spelt out
     assert results["written_at"] and "commit" in results
+    # and its summary figure: every fold's validation curve, the OOF precision-recall of each label
+    from PIL import Image
+
+    with Image.open(out / "summary.png") as figure:
+        assert figure.size == (1100, 400)  # two panels: the curves and the precision-recall
     # --resume on a finished fold does no more epochs
     assert train_main(args + ["--fold", "0", "--resume"]) == 0
     assert len(pd.read_csv(out / "fold0" / "summary.csv")) == 1

@@ -114,6 +114,10 @@ def test_two_stages_end_to_end(tiny_head_data, descriptor_run):
     results = json.loads((run / "results.json").read_text())
     assert results["scores"]["oof"] == pytest.approx(report["oof"]) and results["config"]["method"] == "descriptors"
     assert {"fold0/stage1", "fold0/stage2", "fold1/stage1", "fold1/stage2"} <= set(results["folds"])
+    from PIL import Image
+
+    with Image.open(run / "summary.png") as figure:
+        assert figure.size == (1100, 400)  # each fold's curves beside the OOF precision-recall of the labels
 
 
 def _run_test_rows(run) -> pd.DataFrame:

@@ -32,7 +32,8 @@ from volslice.data.inputs import InputSpec, input_channels
 from volslice.engine import DistContext, Trainer, resolve_device
 from volslice.io import atomic_write_csv, update_json
 from volslice.models.build import build_classifier
-from volslice.runs import adopt_cache_settings, fold_folders, run_config, save_prior, save_run_config, write_results
+from volslice.runs import (adopt_cache_settings, fold_folders, plot_run_summary, run_config, save_prior, save_run_config,
+                           write_results)
 from volslice.segmentation.organs import copy_segmenter, load_organ_records
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,9 @@ def combine_oof(cfg: Config, data: Path, n_folds: int, report: Path | None = Non
     atomic_write_csv(root / "oof.csv", oof)
     summary = score_oof(comp, data, oof, report)
     write_results(root, cfg, summary, comp.higher_is_better)
+    labels = comp.read_labels(data).set_index(comp.id_column).loc[oof[comp.id_column]]
+    positives = [c for head in comp.select_heads(cfg.model.heads) for c in head.positive_columns]
+    plot_run_summary(root, labels, oof.set_index(comp.id_column), positives)
     return summary
 
 

@@ -98,6 +98,11 @@ class Head:
         """The model's outputs for this head: one logit for two classes, else one per class."""
         return 1 if self.classes == 2 else self.classes
 
+    @property
+    def positive_columns(self) -> tuple[str, ...]:
+        """The columns of the positive classes: all but the negative one (a one-column head's own)."""
+        return self.columns if len(self.columns) == 1 else self.columns[1:]
+
     def loss_weights(self) -> tuple[float, ...]:
         """A row's weight in the loss by its true class."""
         return tuple(self.class_weights) or (1.0,) * self.classes

@@ -32,7 +32,7 @@ from volslice.io import atomic_save_npy, atomic_write_csv, update_json
 from volslice.models.build import initialise_backbone
 from volslice.data.tensors import to_float
 from volslice.engine import Trainer
-from volslice.runs import model_weights, save_prior, save_run_config, write_results
+from volslice.runs import model_weights, plot_run_summary, save_prior, save_run_config, write_results
 
 log = logging.getLogger(__name__)
 
@@ -223,4 +223,6 @@ def run_descriptors(cfg: Config, data, cache, *, folds_file=None, chosen=None, r
     if report:
         update_json(report, **summary)
     write_results(out, cfg, summary, comp.higher_is_better)
+    positives = [c for head in comp.heads for c in head.positive_columns]
+    plot_run_summary(out, labels.loc[oof.image_id], oof.set_index("image_id"), positives)  # stage 2's OOF rows
     return summary
