@@ -173,15 +173,22 @@ def provenance() -> dict:
             "packages": versions}
 
 
+def trained_summaries(run_dir) -> list[tuple[Path, pd.DataFrame]]:
+    """(folder relative to the run, its summary.csv) of every folder the run trained (a fold, or a
+    stage of one), the run's copy of its segmenter aside."""
+    out = []
+    for summary_file in sorted(Path(run_dir).glob("**/summary.csv")):
+        folder = summary_file.parent.relative_to(run_dir)
+        if not (folder.parts and folder.parts[0] == "segmenter"):
+            out.append((folder, pd.read_csv(summary_file)))
+    return out
+
+
 def fold_results(run_dir, higher_is_better: bool = False) -> dict:
     """Each trained folder of a run (``fold<k>``, or a stage of it) from its summary.csv: epochs, the
     best epoch and its validation score (in the metric's direction) and the training seconds."""
     out = {}
-    for summary_file in sorted(Path(run_dir).glob("**/summary.csv")):
-        folder = summary_file.parent.relative_to(run_dir)
-        if folder.parts and folder.parts[0] == "segmenter":
-            continue
-        summary = pd.read_csv(summary_file)
+    for folder, summary in trained_summaries(run_dir):
         entry = {"epochs": int(len(summary)), "seconds": float(summary.seconds.sum())}
         if "val_score" in summary and summary.val_score.notna().any():
             best = summary.val_score.idxmax() if higher_is_better else summary.val_score.idxmin()
@@ -216,11 +223,7 @@ def plot_run_summary(run_dir, truth: pd.DataFrame | None = None, predictions: pd
     run_dir = Path(run_dir)
     curves = [c for c in columns if truth is not None and truth[c].nunique() == 2]
     fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(11 if curves else 6, 4), squeeze=False)
-    for summary_file in sorted(run_dir.glob("**/summary.csv")):
-        folder = summary_file.parent.relative_to(run_dir)
-        if folder.parts and folder.parts[0] == "segmenter":
-            continue
-        summary = pd.read_csv(summary_file)
+    for folder, summary in trained_summaries(run_dir):
         if "val_score" in summary:
             axes[0, 0].plot(summary.epoch, summary.val_score, marker="o", label=str(folder))
     axes[0, 0].set(xlabel="epoch", ylabel="validation score", title="each fold's validation score")
