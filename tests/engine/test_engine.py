@@ -70,6 +70,39 @@ def test_interrupted_run_resumes_exactly(tmp_path):
         pd.read_csv(tmp_path / "full" / "summary.csv").val_score.tolist())
 
 
+def tensorboard_scalars(folder: Path) -> dict:
+    """Every scalar the event files in ``folder`` hold: tag -> [(step, value)], as TensorBoard reads them."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    events = EventMultiplexer()
+    events.AddRunsFromDirectory(str(folder))
+    events.Reload()
+    scalars: dict = {}
+    for run in events.Runs():
+        for tag in events.GetAccumulator(run).Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in events.Scalars(run, tag))
+    return {tag: sorted(values) for tag, values in scalars.items()}
+
+
+def test_tensorboard_logger_records_every_step_and_epoch_once_across_a_resume(tmp_path):
+    data, val = toy_data(), toy_data(32, seed=1)
+    crashing = Trainer(toy_model(), ToyTask(crash_at_step=8 + 3), data, val, config(tmp_path, logger="tensorboard"),
+                       tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        crashing.fit()
+    crashing.logger.flush()  # what a killed process has written by then
+    Trainer(toy_model(), ToyTask(), data, val, config(tmp_path, logger="tensorboard"), tmp_path).fit(resume=True)
+    scalars = tensorboard_scalars(tmp_path / "tensorboard")
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert [step for step, _ in scalars["epoch/val_score"]] == [8, 16, 24]  # by optimizer step
+    assert [value for _, value in scalars["epoch/val_score"]] == pytest.approx(summary.val_score.tolist())
+    assert [step for step, _ in scalars["step/train_loss"]] == list(range(1, 3 * 8 + 1))  # the cut epoch's 3 once
+    assert {"step/lr", "epoch/train_loss", "epoch/seconds"} <= set(scalars)
+    with pytest.raises(ValueError, match="train.logger='wandb': choose one of csv, tensorboard"):
+        Trainer(toy_model(), ToyTask(), data, val, config(tmp_path / "x", logger="wandb"), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
 def test_resuming_with_another_config_names_the_changed_keys(tmp_path, caplog):
     Trainer(toy_model(), ToyTask(), toy_data(), None, config(tmp_path, epochs=1), tmp_path,
             config_yaml="train: {epochs: 1, lr: 0.01}\n").fit()

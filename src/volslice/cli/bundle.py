@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--python-version", help="target Python, e.g. 3.11 (default: this one)")
     parser.add_argument("--platform", help="target wheel platform, e.g. manylinux2014_x86_64")
-    parser.add_argument("--with-torch", action="store_true", help="also bundle torch, torchvision, timm and segmentation-models-pytorch")
+    parser.add_argument("--with-torch", action="store_true", help="also bundle torch and torchvision (Kaggle's images have them)")
     parser.add_argument("--kaggle-id", default=None, help="OWNER/SLUG of the Kaggle dataset (dataset-metadata.json)")
 
 
