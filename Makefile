@@ -15,6 +15,9 @@ DEMO_DATA := $(if $(DATA),$(DATA),$(WORK)/data)
 FINETUNE ?= model.init=file model.weights=$(WORK)/runs/pretrain/backbone.safetensors
 # how the organ-crop run starts: configs/demo_organs.yaml's ImageNet weights unless overridden (e.g. model.init=scratch)
 ORGAN_START ?=
+# key=value overrides for every step that takes a config, after the step's own (e.g. a rehearsal's
+# OVERRIDES="train.epochs=1 segmentation.train.min_steps=0")
+OVERRIDES ?=
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
@@ -49,32 +52,32 @@ pipeline: setup
 ifeq ($(COMPETITION),rsna2019)
 # RSNA 2019 ICH: the cache of three windows, both descriptor stages, the notebook on the raw test
 # folder (the demo then checks what the model says about real head CT)
-	$(PY) preprocess/01_dicom_to_cache.py --data $(DATA) --out $(WORK)/cache --config $(CONFIG)
+	$(PY) preprocess/01_dicom_to_cache.py --data $(DATA) --out $(WORK)/cache --config $(CONFIG) $(OVERRIDES)
 	$(VOLSLICE) descriptors --data $(DATA) --cache $(WORK)/cache --config $(CONFIG) --resume \
 		--report $(WORK)/report.json --submission $(SUBMISSIONS)/descriptors.csv \
-		descriptors.stage1.out_dir=$(WORK)/runs/descriptors
+		descriptors.stage1.out_dir=$(WORK)/runs/descriptors $(OVERRIDES)
 	$(VENV)/bin/papermill --log-output --no-progress-bar notebooks/inference.ipynb $(WORK)/inference.ipynb \
 		-p DATA_ROOT $(DATA) -y "MODEL_DIRS: ['$(WORK)/runs/descriptors']" \
 		-p OUTPUT $(SUBMISSIONS)/notebook.csv -p REPORT $(WORK)/report.json -p DEVICE auto -p PROGRESS False
 	@if [ -f "$(DATA)/test_solution.csv" ]; then \
 		$(VOLSLICE) real-heads --out $(WORK)/real_heads --models $(WORK)/runs/descriptors --report $(WORK)/report.json; fi
 else
-	$(PY) preprocess/01_dicom_to_cache.py --data $(DATA) --out $(WORK)/cache --config $(CONFIG)
-	$(PY) preprocess/02_make_folds.py --data $(DATA) --out $(WORK)/folds.csv --config $(CONFIG)
+	$(PY) preprocess/01_dicom_to_cache.py --data $(DATA) --out $(WORK)/cache --config $(CONFIG) $(OVERRIDES)
+	$(PY) preprocess/02_make_folds.py --data $(DATA) --out $(WORK)/folds.csv --config $(CONFIG) $(OVERRIDES)
 	$(VOLSLICE) baseline --data $(DATA) --config $(CONFIG) --submission $(SUBMISSIONS)/prior_baseline.csv \
 		--report $(WORK)/report.json
 	$(VOLSLICE) pretrain --cache $(WORK)/cache --config $(CONFIG) --resume pretrain.train.out_dir=$(WORK)/runs/pretrain \
-		$$(test -d $(DATA)/extra_unlabeled && echo --extra $(DATA)/extra_unlabeled)
+		$$(test -d $(DATA)/extra_unlabeled && echo --extra $(DATA)/extra_unlabeled) $(OVERRIDES)
 	$(VOLSLICE) pretrain --method volume-fusion --cache $(WORK)/cache --config $(CONFIG) --resume \
-		segmentation.fusion.train.out_dir=$(WORK)/runs/volume_fusion
+		segmentation.fusion.train.out_dir=$(WORK)/runs/volume_fusion $(OVERRIDES)
 	$(VOLSLICE) segment --cache $(WORK)/cache --folds $(WORK)/folds.csv --fold 0 --config $(CONFIG) --resume \
 		--report $(WORK)/report.json segmentation.train.out_dir=$(WORK)/runs/segmentation \
-		segmentation.weights=$(WORK)/runs/volume_fusion/volume_fusion.safetensors
+		segmentation.weights=$(WORK)/runs/volume_fusion/volume_fusion.safetensors $(OVERRIDES)
 	$(PY) preprocess/03_predict_organs.py --cache $(WORK)/cache --segmenter $(WORK)/runs/segmentation
 	$(VOLSLICE) train --data $(DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
-		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier $(FINETUNE)
+		--report $(WORK)/report.json --resume train.out_dir=$(WORK)/runs/classifier $(FINETUNE) $(OVERRIDES)
 	$(VOLSLICE) train --data $(DATA) --cache $(WORK)/cache --folds $(WORK)/folds.csv --config $(CONFIG) \
-		--config $(ORGAN_CONFIG) --resume train.out_dir=$(WORK)/runs/organs $(ORGAN_START)
+		--config $(ORGAN_CONFIG) --resume train.out_dir=$(WORK)/runs/organs $(ORGAN_START) $(OVERRIDES)
 	$(VOLSLICE) score --data $(DATA) --oof $(WORK)/runs/classifier $(WORK)/runs/organs --report $(WORK)/report.json \
 		--fit $(WORK)/runs/ensemble.json
 	$(VENV)/bin/papermill --log-output --no-progress-bar notebooks/inference.ipynb $(WORK)/inference.ipynb \

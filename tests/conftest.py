@@ -9,7 +9,7 @@ from volslice.config import SyntheticConfig  # noqa: E402
 from volslice.synthetic.generate import generate  # noqa: E402
 
 TINY = dict(train_patients=6, test_patients=3, extra_unlabeled=1, size=64, slices_min=24, slices_max=36,
-            seed=7, workers=1, segmentation_fraction=1.0)
+            seed=7, workers=1, segmentation_fraction=1.0, unenhanced_fraction=0.3)
 
 
 def tiny_config(**changes) -> SyntheticConfig:

@@ -29,6 +29,7 @@ class SyntheticConfig:
     compression: str = "rle"  # rle | none | j2k
     prevalence: str = "balanced"  # balanced | real
     two_series_fraction: float = 0.5
+    unenhanced_fraction: float = 0.2  # patients whose first series is unenhanced (no contrast)
     segmentation_fraction: float = 0.5
     workers: int = -1
 

@@ -11,7 +11,8 @@ import rle.utils
 from conftest import tiny_config
 from volslice.competitions import rsna2023 as comp
 from volslice.synthetic import anatomy as an
-from volslice.synthetic.generate import generate, plan_patients
+from volslice.synthetic.generate import generate, plan_patients, series_phases
+from volslice.synthetic.render import render
 
 CSV_COLUMNS = {
     "train.csv": comp.LABEL_COLUMNS,
@@ -133,28 +134,44 @@ def mask_in_dicom_frame(mask_img, ds, shape):
 
 
 def test_masks_align_with_organs_by_geometry_and_hu_is_plausible(tiny_data):
+    """Each organ's median HU under its mask, read back from the DICOM files by world position,
+    in the range of the series' contrast phase (told apart by the aortic HU)."""
     meta = pd.read_csv(tiny_data / "train_series_meta.csv")
-    stats = {label: [] for label in (an.LIVER, an.SPLEEN, an.LEFT_KIDNEY, an.RIGHT_KIDNEY)}
-    aorta_hu = []
+    expected = {  # phase -> label -> (low, high): the sampled tissue value, texture and noise aside
+        "unenhanced": {an.LIVER: (40, 67), an.SPLEEN: (33, 55), an.LEFT_KIDNEY: (-10, 45), an.RIGHT_KIDNEY: (-10, 45)},
+        "enhanced": {an.LIVER: (60, 125), an.SPLEEN: (90, 150), an.LEFT_KIDNEY: (60, 225), an.RIGHT_KIDNEY: (60, 225)},
+    }
+    seen = set()
     for row in meta.itertuples():
+        phase = "unenhanced" if row.aortic_hu < 60 else "enhanced"
         img = nib.load(tiny_data / "segmentations" / f"{row.series_id}.nii.gz")
         assert np.asarray(img.dataobj).shape[:2] == (64, 64)
         series_dir = tiny_data / "train_images" / str(row.patient_id) / str(row.series_id)
-        for path in sorted(series_dir.glob("*.dcm"))[::3]:
+        under = {label: [] for label in expected[phase]}
+        for path in sorted(series_dir.glob("*.dcm")):
             ds, hu = read_hu_pydicom(path)
             mask = mask_in_dicom_frame(img, ds, hu.shape)
-            for label in stats:
-                if (mask == label).sum() > 20:
-                    stats[label].append(float(np.median(hu[mask == label])))
+            for label in under:
+                under[label].extend(hu[mask == label].tolist())
             assert np.median(hu[:3, :3]) < -900  # air in the corner
-        aorta_hu.append(row.aortic_hu)
-    # enhanced organs: liver 65-120, spleen 95-130 (+-pattern), kidney cortex 150-220 with medulla and sinus
-    assert 55 < np.median(stats[an.LIVER]) < 130
-    assert 80 < np.median(stats[an.SPLEEN]) < 150
-    assert 80 < np.median(stats[an.LEFT_KIDNEY] + stats[an.RIGHT_KIDNEY]) < 230
+        for label, values in under.items():
+            if len(values) > 50:
+                low, high = expected[phase][label]
+                assert low < np.median(values) < high, (row.series_id, phase, label, np.median(values))
+                seen.add(phase)
+    assert seen == {"unenhanced", "enhanced"}
     # the mask is not in DICOM file order: a naive read of the array would not line up
     img = nib.load(next((tiny_data / "segmentations").glob("*.nii.gz")))
     assert img.affine[0, 0] > 0 and img.affine[1, 1] > 0  # RAS: x and y reversed against LPS rows/cols
+
+
+def test_series_phases_share_and_pairs():
+    rng = np.random.default_rng(0)
+    firsts = [series_phases(rng, 2, 0.2) for _ in range(2000)]
+    share = np.mean([phases[0] == "unenhanced" for phases in firsts])
+    assert 0.17 < share < 0.23
+    assert all(phases[1] != phases[0] and phases[1] != "unenhanced" for phases in firsts)
+    assert {series_phases(rng, 1, 0.0)[0] for _ in range(200)} == {"arterial", "portal_venous"}
 
 
 def test_image_level_labels_only_for_injured_series(tiny_data):
@@ -173,13 +190,13 @@ def test_image_level_labels_only_for_injured_series(tiny_data):
 
 def _render(anatomy, labels_kinds_removed=(), seed=0):
     rng = np.random.default_rng(seed)
-    phase = an.sample_phase(np.random.default_rng(1), arterial=True)
+    phase = an.sample_phase(np.random.default_rng(1), "arterial")
     if labels_kinds_removed:
         anatomy = an.Anatomy(**{**anatomy.__dict__, "lesions": [
             les for les in anatomy.lesions if les.kind not in labels_kinds_removed]})
     xs = ys = np.linspace(-200, 200, 96)
     zs = np.arange(-240, 110, 5.0)
-    return an.render(anatomy, phase, xs, ys, zs, rng), phase
+    return render(anatomy, phase, xs, ys, zs, rng), phase
 
 
 @pytest.mark.parametrize("group, kinds, name", [

@@ -21,7 +21,8 @@ from tqdm import tqdm
 from volslice.competitions import rsna2023 as comp
 from volslice.config import SyntheticConfig, to_dict
 from volslice.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
-from volslice.synthetic.anatomy import render, sample_anatomy, sample_phase
+from volslice.synthetic.anatomy import organ_labels_z_ranges, sample_anatomy, sample_phase
+from volslice.synthetic.render import render
 from volslice.synthetic.dicom_writer import ENCODINGS, SeriesGeometry, write_series
 
 DONE_FILE = "_synthetic.json"
@@ -84,11 +85,25 @@ def label_row(plan: PatientPlan) -> dict:
     return row
 
 
+def series_phases(rng, n_series: int, unenhanced_fraction: float) -> list[str]:
+    """The contrast phase of each of a patient's series: the first unenhanced for
+    ``unenhanced_fraction`` of the patients, else arterial or portal venous; a second series in a
+    contrast phase the first is not."""
+    contrast = ["arterial", "portal_venous"]
+    first = "unenhanced" if rng.random() < unenhanced_fraction else contrast[int(rng.random() < 0.5)]
+    phases = [first]
+    if n_series > 1:
+        phases.append(contrast[int(rng.random() < 0.5)] if first == "unenhanced" else
+                      contrast[1 - contrast.index(first)])
+    return phases
+
+
 def _scan_geometry(rng, cfg: SyntheticConfig, anatomy, z_offset: float) -> SeriesGeometry:
-    """A field of view over the abdomen; DICOM z is anatomy z plus the table offset ``z_offset``."""
+    """A field of view from about the lung bases towards the pelvis, starting and ending at
+    varying levels; DICOM z is anatomy z plus the table offset ``z_offset``."""
     n = int(rng.integers(cfg.slices_min, cfg.slices_max + 1))
-    spacing = float(np.clip(np.round(rng.uniform(280, 360) / n * 4) / 4, 1.0, 5.0))
-    top = anatomy.liver.center[2] + anatomy.liver.radii[2] + rng.uniform(-25, 50)
+    spacing = float(np.clip(np.round(rng.uniform(330, 480) / n * 4) / 4, 1.0, 5.0))
+    top = anatomy.top_z + rng.uniform(-10, 45)
     z = top - (n - 1) * spacing + np.arange(n) * spacing + z_offset
     fov = rng.uniform(360, 440)
     ps = fov / cfg.size
@@ -97,9 +112,11 @@ def _scan_geometry(rng, cfg: SyntheticConfig, anatomy, z_offset: float) -> Serie
 
 
 def _incomplete(anatomy, z_world: np.ndarray, z_offset: float) -> int:
+    """1 where the scan misses more than a tenth of a solid organ's height at either end."""
     z = z_world - z_offset
-    for shape in anatomy.organ_shapes().values():
-        if shape.center[2] + shape.radii[2] * 0.9 > z[-1] or shape.center[2] - shape.radii[2] * 0.9 < z[0]:
+    for low, high in organ_labels_z_ranges(anatomy).values():
+        margin = 0.1 * (high - low)
+        if high - margin > z[-1] or low + margin < z[0]:
             return 1
     return 0
 
@@ -124,10 +141,10 @@ def make_patient(plan: PatientPlan, cfg: SyntheticConfig, out: Path) -> dict:
     anatomy = sample_anatomy(rng, plan.labels)
     series_rows, image_rows = [], []
     want_masks = plan.split == "train" and rng.random() < cfg.segmentation_fraction
-    arterial_first = rng.random() < 0.5
+    phases = series_phases(rng, len(plan.series_ids), cfg.unenhanced_fraction)
     z_offset = float(np.round(rng.uniform(-600, 200), 1))  # table position, as on real scanners
     for s, series_id in enumerate(plan.series_ids):
-        phase = sample_phase(rng, arterial=(s == 0) == arterial_first)
+        phase = sample_phase(rng, phases[s])
         geometry = _scan_geometry(rng, cfg, anatomy, z_offset)
         rendered = render(anatomy, phase, geometry.xs, geometry.ys, geometry.z - z_offset, rng)
         n = len(geometry.z)
@@ -157,7 +174,8 @@ def make_extra_volume(index: int, cfg: SyntheticConfig, out: Path) -> None:
     rng = np.random.default_rng([cfg.seed, 1_000_000 + index])
     anatomy = sample_anatomy(rng, sample_labels(rng, "balanced"))
     geometry = _scan_geometry(rng, cfg, anatomy, z_offset=0.0)
-    rendered = render(anatomy, sample_phase(rng, arterial=bool(rng.random() < 0.5)), geometry.xs, geometry.ys, geometry.z, rng)
+    phase = sample_phase(rng, series_phases(rng, 1, cfg.unenhanced_fraction)[0])
+    rendered = render(anatomy, phase, geometry.xs, geometry.ys, geometry.z, rng)
     atomic_write_bytes(out / "extra_unlabeled" / f"volume_{index:04d}.nii.gz", _nifti_bytes(rendered.hu, geometry))
 
 
