@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -30,27 +29,9 @@ from volslice.data.manifest import load_images, load_manifest
 from volslice.segmentation.model import ORGAN_CLASSES
 from volslice.segmentation.organs import Segmenter
 from volslice.synthetic.real_ct import remap_labels, write_nifti_as_series
+from volslice.synthetic.realism import FILES, PACKAGE, fetch_reference
 
-PACKAGE = "totalsegmentator==2.18.0"
-FILES = ("tests/reference_files/example_ct.nii.gz", "tests/reference_files/example_seg_fast_force_split.nii.gz")
 TOTAL_TO_OURS = {5: 1, 1: 2, 3: 3, 2: 4, 18: 5, 19: 5, 20: 5}  # totalsegmentator/map_to_binary.py class_map["total"]
-
-
-def fetch_reference(work: Path) -> tuple[Path, Path]:
-    """The real CT and its labels from the package's source archive (downloaded once)."""
-    targets = [work / "reference" / Path(f).name for f in FILES]
-    if all(t.exists() for t in targets):
-        return tuple(targets)
-    archive_dir = work / "sdist"
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", PACKAGE,
-                    "-d", str(archive_dir)], check=True)
-    archive = next(archive_dir.glob("totalsegmentator-*.tar.gz"))
-    with tarfile.open(archive) as tar:
-        for member, target in zip(FILES, targets):
-            source = tar.extractfile(f"{archive.name[: -len('.tar.gz')]}/{member}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(source.read())
-    return tuple(targets)
 
 
 def dice(predicted: np.ndarray, truth: np.ndarray) -> dict:

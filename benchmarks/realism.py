@@ -5,17 +5,12 @@ Dice of segmenters trained on synthetic data only, on that real CT.
     python benchmarks/realism.py --work work/realism [--patients 8] [--figures docs/realism]
         [--segmenter demo=work/demo/runs/segmentation ...]
 
-The real CT is the unenhanced 3 mm abdomen-pelvis scan in TotalSegmentator's source archive, with
-that tool's labels (``real_ct_segmentation.fetch_reference``). It is the measure, never a
-template: the generator is tuned on published anatomy and HU ranges.
-
-Tissues: fat (inside the body, -190 to -30 HU, outside every labelled structure; the synthetic
-fat as painted), muscle (erector spinae and iliopsoas; the synthetic muscles as painted, fatty
-streaks included), liver, spleen, kidneys, aorta. Each mask is eroded by one voxel so that
-partial volumes at the edges do not count. Per tissue: the mean HU (synthetic: the mean over
-``--patients`` patients, with the spread of their means), the spread of HU inside the tissue (sd)
-and its texture, the correlation of neighbouring voxels' HU 3 mm apart in-plane (1: smooth,
-0: white noise). Every phase is rendered on the real scan's grid (3 mm voxels).
+The real CT, the tissues and their statistics: ``volslice.synthetic.realism``. Per tissue: the
+mean HU (synthetic: the mean over ``--patients`` healthy patients, with the spread of their
+means), the spread of HU inside the tissue (sd) and its texture, the correlation of in-plane
+neighbours 3 mm apart (1: smooth, 0: white noise). Every phase is rendered on the real scan's grid
+(3 mm voxels). The gap: how far the synthetic mean lies from the real CT's (unenhanced) or outside
+the published range (contrast phases); the target is 15 HU.
 """
 
 from __future__ import annotations
@@ -25,82 +20,15 @@ import json
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from common import markdown
-from real_ct_segmentation import cache_real_ct, fetch_reference, real_ct_dice
+from real_ct_segmentation import cache_real_ct, real_ct_dice
 from volslice.synthetic import anatomy as an
-from volslice.synthetic.render import FAT_TISSUE, MUSCLE_TISSUE, render
-
-# TotalSegmentator's class ids (totalsegmentator/map_to_binary.py, class_map["total"])
-REAL_TISSUES = {"liver": [5], "spleen": [1], "kidney": [2, 3], "aorta": [52], "muscle": [86, 87, 88, 89]}
-SYNTHETIC_ORGANS = {"liver": [an.LIVER], "spleen": [an.SPLEEN], "kidney": [an.LEFT_KIDNEY, an.RIGHT_KIDNEY]}
-# published ranges (shared/reference rsna2023_atd.md "Typical attenuation"): tissue -> phase -> (low, high)
-PUBLISHED = {
-    "fat": {phase: (-120, -80) for phase in an.PHASES},
-    "muscle": {phase: (40, 60) for phase in an.PHASES},
-    "liver": {"unenhanced": (55, 65), "portal_venous": (100, 120)},
-    "spleen": {"unenhanced": (45, 50), "portal_venous": (110, 130)},
-    "kidney": {"unenhanced": (30, 40), "portal_venous": (150, 200)},
-    "aorta": {"arterial": (250, 400), "portal_venous": (150, 200)},
-}
-TISSUES = ["fat", "muscle", "liver", "spleen", "kidney", "aorta"]
-VOXEL_MM = 3.0
-
-
-def canonical_zyx(path) -> tuple[np.ndarray, np.ndarray]:
-    """A NIfTI volume as (z ascending, y posterior, x left) arrays, with its z positions (mm)."""
-    image = nib.as_closest_canonical(nib.load(str(path)))
-    data = np.asarray(image.dataobj)[::-1, ::-1, :].transpose(2, 1, 0)
-    z = (image.affine @ np.stack([np.zeros(data.shape[0]), np.zeros(data.shape[0]), np.arange(data.shape[0]),
-                                  np.ones(data.shape[0])]))[2]
-    return np.ascontiguousarray(data), z
-
-
-def tissue_stats(hu: np.ndarray, mask: np.ndarray) -> dict:
-    """Mean and sd of HU inside ``mask`` eroded by a voxel, and the in-plane lag-1 correlation."""
-    core = ndimage.binary_erosion(mask)
-    if core.sum() < 30:
-        return {"mean": np.nan, "sd": np.nan, "texture": np.nan, "voxels": int(core.sum())}
-    values = hu[core]
-    pairs = core[:, :, :-1] & core[:, :, 1:]
-    left, right = hu[:, :, :-1][pairs], hu[:, :, 1:][pairs]
-    texture = float(np.corrcoef(left, right)[0, 1]) if pairs.sum() > 30 else np.nan
-    return {"mean": float(values.mean()), "sd": float(values.std()), "texture": texture, "voxels": int(core.sum())}
-
-
-def real_masks(hu: np.ndarray, labels: np.ndarray) -> dict:
-    masks = {name: np.isin(labels, ids) for name, ids in REAL_TISSUES.items()}
-    body = ndimage.binary_fill_holes(ndimage.binary_opening(hu > -300, iterations=2))
-    masks["fat"] = body & (hu > -190) & (hu < -30) & (labels == 0)
-    return masks
-
-
-def synthetic_volume(seed: int, phase: str):
-    """One synthetic patient rendered in ``phase`` on a 3 mm grid from the lung bases to the pelvis."""
-    rng = np.random.default_rng([seed, 17])
-    anatomy = an.sample_anatomy(rng, {group: 0 for group in ("bowel", "extravasation", "kidney", "liver", "spleen")})
-    axis = np.arange(-192, 192, VOXEL_MM)
-    zs = np.arange(-330, anatomy.top_z + 30, VOXEL_MM)
-    rendered = render(anatomy, an.sample_phase(rng, phase), axis, axis + 20, zs, rng)
-    return anatomy, rendered, zs
-
-
-def synthetic_masks(rendered) -> dict:
-    masks = {name: np.isin(rendered.organs, ids) for name, ids in SYNTHETIC_ORGANS.items()}
-    masks["fat"] = rendered.tissues == FAT_TISSUE
-    masks["muscle"] = rendered.tissues == MUSCLE_TISSUE
-    return masks
-
-
-def aorta_mask(anatomy, zs, shape) -> np.ndarray:
-    """The synthetic aorta above its bifurcation, from its centreline (radius less a voxel)."""
-    axis = np.arange(-192, 192, VOXEL_MM)
-    ratio, _ = anatomy.arteries[0].query(axis[None, None, :], (axis + 20)[None, :, None], zs[:, None, None], shape)
-    return ratio < 1
+from volslice.synthetic.realism import (
+    PUBLISHED, TISSUES, canonical_zyx, fetch_reference, gap, real_masks, synthetic_masks, synthetic_patient,
+    tissue_stats)
 
 
 def hu_table(real: dict, synthetic: dict, patients: int) -> pd.DataFrame:
@@ -117,8 +45,8 @@ def hu_table(real: dict, synthetic: dict, patients: int) -> pd.DataFrame:
             row[f"published {phase}"] = f"{published[0]} to {published[1]}" if published else "-"
             target = (real[tissue]["mean"],) * 2 if phase == "unenhanced" else published
             if target is not None:
-                gap = max(target[0] - np.nanmean(means), np.nanmean(means) - target[1], 0.0)
-                row[f"gap {phase}"] = f"{gap:.0f}" + (" ok" if gap <= 15 else " over 15")
+                distance = gap(float(np.nanmean(means)), target)
+                row[f"gap {phase}"] = f"{distance:.0f}" + (" ok" if distance <= 15 else " over 15")
             else:
                 row[f"gap {phase}"] = "-"
         rows.append(row)
@@ -179,18 +107,15 @@ def main() -> int:
     args = parser.parse_args()
 
     ct, labels = fetch_reference(args.work)
-    real_hu, _ = canonical_zyx(ct)
-    real_labels, _ = canonical_zyx(labels)
-    real_hu, real_labels = real_hu.astype(np.float32), real_labels.astype(int)
+    real_hu, real_labels = canonical_zyx(ct).astype(np.float32), canonical_zyx(labels).astype(int)
     real = {name: tissue_stats(real_hu, mask) for name, mask in real_masks(real_hu, real_labels).items()}
 
     synthetic, shown = {}, []
     for phase in an.PHASES:
         synthetic[phase] = []
         for seed in range(args.patients):
-            anatomy, rendered, zs = synthetic_volume(seed, phase)
-            masks = synthetic_masks(rendered)
-            masks["aorta"] = aorta_mask(anatomy, zs, rendered.hu.shape)
+            anatomy, rendered, zs = synthetic_patient(seed, phase)
+            masks = synthetic_masks(anatomy, rendered, zs)
             hu = rendered.hu.astype(np.float32)
             synthetic[phase].append({name: tissue_stats(hu, mask) for name, mask in masks.items()})
             if seed == 0:

@@ -41,7 +41,8 @@ class MaskedSliceDataset(Dataset):
     oversampling, per class)."""
 
     def __init__(self, cache_dir, manifest: pd.DataFrame, *, context: int, crop: int, slices_per_series: int,
-                 train: bool, flip: bool = False, class_sampling: float = 0.0):
+                 train: bool, flip: bool = False, class_sampling: float = 0.0, zoom: float = 0.0,
+                 intensity: float = 0.0, gamma: float = 0.0):
         rows = manifest[manifest.mask_path.notna()].reset_index(drop=True)
         if rows.empty:
             raise ValueError(f"no series of {cache_dir} has a cached mask (cache.masks and segmentations/)")
@@ -49,6 +50,7 @@ class MaskedSliceDataset(Dataset):
         self.context, self.crop, self.per_series, self.train = context, crop, slices_per_series, train
         self.flip = flip and train
         self.class_sampling = class_sampling if train else 0.0
+        self.zoom, self.intensity, self.gamma = (zoom, intensity, gamma) if train else (0.0, 0.0, 0.0)
         self._organ_slices: dict[int, list[tuple[int, np.ndarray]]] = {}
 
     def __len__(self) -> int:
@@ -65,10 +67,15 @@ class MaskedSliceDataset(Dataset):
             picks = select_slices(len(images), self.per_series, self.train)
             z = picks[index % self.per_series : index % self.per_series + 1]
         stack = np.concatenate([stack_slices(images, z, self.context)[0], masks[z]], axis=0)  # mask last
+        if self.zoom:
+            stack, around = zoomed(stack, float(np.exp(_uniform(-np.log1p(self.zoom), np.log1p(self.zoom)))), around,
+                                   at_least=min(self.crop, *images.shape[-2:]))
         stack = crop(stack, self.crop, self.train, around)
         mask = stack[-1].astype(np.int64)
         if self.flip and torch.rand(()) < 0.5:
             stack, mask = stack[..., ::-1], MIRRORED_LABELS[mask[..., ::-1]]
+        if self.intensity or self.gamma:
+            stack = np.concatenate([intensity_jitter(stack[:-1], self.intensity, self.gamma), stack[-1:]])
         return {"image": torch.from_numpy(np.ascontiguousarray(stack[:-1])),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask)), "series_id": int(row.series_id)}
 
@@ -87,6 +94,39 @@ class MaskedSliceDataset(Dataset):
         ys, xs = np.nonzero(masks[z] == label)
         pick = int(torch.randint(len(ys), (1,)))
         return np.array([z]), (int(ys[pick]), int(xs[pick]))
+
+
+def _uniform(low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand(()))
+
+
+def zoomed(stack: np.ndarray, factor: float, around: tuple[int, int] | None, at_least: int = 0):
+    """The (C + 1, H, W) uint8 stack (its last channel the mask) scaled by ``factor`` (images
+    linearly, the mask by nearest label) and padded with zeros (air, background) to ``at_least``
+    pixels a side, and ``around`` moved with it."""
+    height, width = stack.shape[-2:]
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    images = np.stack([cv2.resize(np.ascontiguousarray(c), size, interpolation=cv2.INTER_LINEAR) for c in stack[:-1]])
+    mask = cv2.resize(np.ascontiguousarray(stack[-1]), size, interpolation=cv2.INTER_NEAREST)
+    out = np.concatenate([images, mask[None]])
+    pad_y, pad_x = max(0, at_least - size[1]), max(0, at_least - size[0])
+    if pad_y or pad_x:
+        out = np.pad(out, ((0, 0), (pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2)))
+    if around is not None:
+        around = (min(size[1] - 1, int(around[0] * factor)) + pad_y // 2,
+                  min(size[0] - 1, int(around[1] * factor)) + pad_x // 2)
+    return out, around
+
+
+def intensity_jitter(images: np.ndarray, intensity: float, gamma: float) -> np.ndarray:
+    """nnU-Net's intensity augmentations on uint8 windowed images: contrast about the mean and
+    brightness, each a factor in [1 - ``intensity``, 1 + ``intensity``], then a gamma in
+    [1 - ``gamma``, 1 + ``gamma``] (a scan's contrast phase and reconstruction vary as much)."""
+    x = images.astype(np.float32) / 255
+    mean = x.mean()
+    x = ((x - mean) * _uniform(1 - intensity, 1 + intensity) + mean) * _uniform(1 - intensity, 1 + intensity)
+    x = np.clip(x, 0, 1) ** _uniform(1 - gamma, 1 + gamma)
+    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
 
 
 def fusion_class_map(shape: tuple[int, int], cfg: VolumeFusionConfig, rng: np.random.Generator) -> np.ndarray:

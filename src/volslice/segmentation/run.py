@@ -49,7 +49,8 @@ def train_segmentation_fold(cfg: Config, cache: Path, folds: pd.DataFrame, fold:
     train_rows = manifest if fold == -1 else manifest[manifest.fold != fold]
     val_rows = manifest[(manifest.fold == fold) & manifest.mask_path.notna()]
     train_set = MaskedSliceDataset(cache, train_rows, train=True, flip=scfg.train.flip,
-                                   class_sampling=scfg.class_sampling, **common)
+                                   class_sampling=scfg.class_sampling, zoom=scfg.zoom, intensity=scfg.intensity,
+                                   gamma=scfg.gamma, **common)
     val_set = MaskedSliceDataset(cache, val_rows, train=False, **common) if len(val_rows) else None
     torch.manual_seed(scfg.train.seed)
     model = build_segmenter(scfg, input_channels(int(manifest.channels.iloc[0]), scfg.context), len(ORGAN_CLASSES))

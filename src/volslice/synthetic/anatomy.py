@@ -208,7 +208,7 @@ def sample_anatomy(rng, labels: dict) -> Anatomy:
     kidneys, sinuses = {}, {}
     for label, side in ((LEFT_KIDNEY, 1), (RIGHT_KIDNEY, -1)):
         center = np.array([side * (74 + u(-6, 8)), ys - 12 + u(-6, 6), kidney_z[label]])
-        kidney = blob(center, [25 * u(0.9, 1.1), 22 * u(0.9, 1.1), 54 * u(0.88, 1.12)], 3.0,
+        kidney = blob(center, [27 * u(0.9, 1.1), 23 * u(0.9, 1.1), 56 * u(0.88, 1.12)], 3.0,
                       yaw=side * u(0.35, 0.7), roll=-side * u(0.05, 0.25))
         hilum = center + np.array([-side * 24, -12, 0.0]) * organ
         kidney.bites = [(hilum, 14 * organ)]

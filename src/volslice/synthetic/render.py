@@ -133,6 +133,12 @@ def _noise(rng, shape, sd: float, pixel_mm: float) -> np.ndarray:
     return shading[:, : shape[1], : shape[2]] * 5.0 + grain
 
 
+def _vessels(c: Canvas, an: Anatomy, box, width: float) -> np.ndarray:
+    """Branching vessels: where two smooth random fields both cross zero (a curve in 3D, so a
+    dot or a short segment in a slice, as vessels are; one field's zero set would be a sheet)."""
+    return (np.abs(c.field(an, "vessels", box)) < width) & (np.abs(c.field(an, "fat", box)) < width)
+
+
 def _muscle(c: Canvas, an: Anatomy, ph: Phase, box, mask) -> None:
     """Muscle HU with the patient's fatty infiltration (streaks of fat) where ``mask``."""
     fat_field = c.field(an, "fat", box)
@@ -176,11 +182,11 @@ def _paint_body(c: Canvas, an: Anatomy, ph: Phase) -> None:
     diaphragm = side + 10 - 30 * ((np.abs(x) - 0.45 * hb.half_width) / (0.45 * hb.half_width)) ** 2 \
         - 70 * np.clip(y / hb.half_depth_back + 0.3, 0, 1)
     lung = cavity & (z > diaphragm) & ~((np.abs(x) < 28) & (y > an.spine_y - 40))
-    vessels = np.abs(c.field(an, "vessels", box)) < 0.06
+    vessels = _vessels(c, an, box, 0.2)
     c.paint(box, lung, np.where(vessels, -450.0, -860.0 + 15 * texture).astype(np.float32))
     hbox, d = c.blob(an.heart)
     if hbox is not None:
-        over = (d < 1) & ((c.hu[hbox] < -500) | ~c.taken[hbox])  # into the lungs and the cavity, not the wall
+        over = (d < 1) & (lung[hbox] | ~c.taken[hbox])  # into the lungs and the cavity, not the wall
         c.paint(hbox, over, np.where(d < 0.8, ph.ivc, ph.muscle).astype(np.float32))
 
 
@@ -228,7 +234,7 @@ def _paint_solid(c: Canvas, an: Anatomy, ph: Phase) -> None:
     for box, d in liver_boxes:
         if box is None:
             continue
-        vessels = np.abs(c.field(an, "vessels", box)) < 0.09
+        vessels = _vessels(c, an, box, 0.28)
         vessel_hu = {"unenhanced": ph.liver - 14, "arterial": 0.5 * (ph.liver + ph.portal)}.get(ph.name, ph.portal)
         texture = c.field(an, "texture", box)
         c.paint(box, d < 1, np.where(vessels & (d < 0.9), vessel_hu, ph.liver + 5 * texture).astype(np.float32), LIVER)
@@ -332,7 +338,7 @@ def _paint_small_bowel(c: Canvas, an: Anatomy, ph: Phase) -> None:
         gas = content - 0.4 * np.clip(y / 100.0, -1, 1) > 1.0
         c.paint(box, loop, ph.bowel_wall, BOWEL)
         c.paint(box, lumen, np.where(gas, AIR, an.content_hu["bowel"]).astype(np.float32), BOWEL)
-        vessels = free & ~loop & (np.abs(c.field(an, "vessels", box)) < 0.07)
+        vessels = free & ~loop & _vessels(c, an, box, 0.25)
         c.paint(box, vessels, ph.portal)
 
 
