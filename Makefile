@@ -15,8 +15,8 @@ DEMO_DATA := $(if $(DATA),$(DATA),$(WORK)/data)
 FINETUNE ?= model.init=file model.weights=$(WORK)/runs/pretrain/backbone.safetensors
 # how the organ-crop run starts: configs/demo_organs.yaml's ImageNet weights unless overridden (e.g. model.init=scratch)
 ORGAN_START ?=
-# key=value overrides for every step that takes a config, after the step's own (e.g. a rehearsal's
-# OVERRIDES="train.epochs=1 segmentation.train.min_steps=0")
+# key=value overrides for every step of make pipeline that takes a config, after the step's own (e.g.
+# a rehearsal's OVERRIDES="train.epochs=1 segmentation.train.min_steps=0"); make demo's data step keeps its config
 OVERRIDES ?=
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1

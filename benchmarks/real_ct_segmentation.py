@@ -1,8 +1,7 @@
 """How far is the synthetic anatomy from a real patient? The segmenter trained on synthetic
 series, on a real abdominal CT with TotalSegmentator's organ labels.
 
-    python benchmarks/real_ct_segmentation.py --segmenter work/demo/runs/segmentation [--work work/real_ct]
-        [--label SEGMENTER_NAME=FOLDER ...]
+    python benchmarks/real_ct_segmentation.py --segmenter [NAME=]FOLDER [[NAME=]FOLDER ...] [--work work/real_ct]
 
 The source archive of the PyPI package totalsegmentator 2.18.0 (``pip download --no-deps
 --no-binary :all:``, never installed) holds under tests/reference_files/ a real CT (3 mm, abdomen

@@ -8,8 +8,8 @@ Dice of segmenters trained on synthetic data only, on that real CT.
 The real CT, the tissues and their statistics: ``volslice.synthetic.realism``. Per tissue: the
 mean HU (synthetic: the mean over ``--patients`` healthy patients, with the spread of their
 means), the spread of HU inside the tissue (sd) and its texture, the correlation of in-plane
-neighbours 3 mm apart (1: smooth, 0: white noise). Every phase is rendered on the real scan's grid
-(3 mm voxels). The gap: how far the synthetic mean lies from the real CT's (unenhanced) or outside
+neighbours 3 mm apart (1: smooth, 0: white noise). Every phase is rendered at the real scan's
+voxel size (3 mm; ``realism.GRID``). The gap: how far the synthetic mean lies from the real CT's (unenhanced) or outside
 the published range (contrast phases); the target is 15 HU.
 """
 
@@ -23,15 +23,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import torch
+
 from common import markdown
 from real_ct_segmentation import cache_real_ct, real_ct_dice
+from volslice.segmentation.organs import Segmenter
 from volslice.synthetic import anatomy as an
 from volslice.synthetic.realism import (
-    PUBLISHED, TISSUES, canonical_zyx, fetch_reference, gap, real_masks, synthetic_masks, synthetic_patient,
-    tissue_stats)
+    PUBLISHED, REAL_TISSUES, TISSUES, canonical_zyx, fetch_reference, gap, real_tissue_stats, synthetic_patient,
+    synthetic_tissue_stats)
 
 
-def hu_table(real: dict, synthetic: dict, patients: int) -> pd.DataFrame:
+def hu_table(real: dict, synthetic: dict) -> pd.DataFrame:
     rows = []
     for tissue in TISSUES:
         row = {"tissue": tissue, "real unenhanced": f"{real[tissue]['mean']:.0f} (sd {real[tissue]['sd']:.0f}, "
@@ -53,6 +56,9 @@ def hu_table(real: dict, synthetic: dict, patients: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+L4, FEMORA = 28, [75, 76]  # TotalSegmentator's vertebrae_L4, femur_left and femur_right
+
+
 def level_slices(real_hu, real_labels, volumes) -> dict:
     """Slice indices at the same anatomical levels: the liver's widest slice, the kidneys' widest,
     the iliac crests (L4), the femoral heads."""
@@ -62,8 +68,8 @@ def level_slices(real_hu, real_labels, volumes) -> dict:
     def centre(labels, ids):
         return int(np.round(np.flatnonzero(np.isin(labels, ids).any(axis=(1, 2))).mean()))
 
-    real = {"liver": widest(real_labels, [5]), "kidneys": widest(real_labels, [2, 3]),
-            "L4": centre(real_labels, [28]), "femoral heads": centre(real_labels, [75, 76])}
+    real = {"liver": widest(real_labels, REAL_TISSUES["liver"]), "kidneys": widest(real_labels, REAL_TISSUES["kidney"]),
+            "L4": centre(real_labels, [L4]), "femoral heads": centre(real_labels, FEMORA)}
     synthetic = []
     for anatomy, rendered, zs in volumes:
         synthetic.append({"liver": widest(rendered.organs, [an.LIVER]),
@@ -106,39 +112,26 @@ def main() -> int:
     parser.add_argument("--segmenter", nargs="*", default=[], help="NAME=FOLDER of segmenters to score on the real CT")
     args = parser.parse_args()
 
-    ct, labels = fetch_reference(args.work)
-    real_hu, real_labels = canonical_zyx(ct).astype(np.float32), canonical_zyx(labels).astype(int)
-    real = {name: tissue_stats(real_hu, mask) for name, mask in real_masks(real_hu, real_labels).items()}
-
-    synthetic, shown = {}, []
-    for phase in an.PHASES:
-        synthetic[phase] = []
-        for seed in range(args.patients):
-            anatomy, rendered, zs = synthetic_patient(seed, phase)
-            masks = synthetic_masks(anatomy, rendered, zs)
-            hu = rendered.hu.astype(np.float32)
-            synthetic[phase].append({name: tissue_stats(hu, mask) for name, mask in masks.items()})
-            if seed == 0:
-                shown.append(((anatomy, rendered, zs), phase.replace("_", " ")))
-    table = hu_table(real, synthetic, args.patients)
+    real = real_tissue_stats(args.work)
+    synthetic = {phase: [synthetic_tissue_stats(seed, phase) for seed in range(args.patients)] for phase in an.PHASES}
+    table = hu_table(real, synthetic)
     print(f"Tissue HU: the real CT against {args.patients} synthetic patients per phase (3 mm voxels)\n")
     print(markdown(table))
     result = {"real": real, "synthetic": synthetic}
 
     if args.figures:
-        levels = level_slices(real_hu, real_labels, [volume for volume, _ in shown])
-        levels["labels"] = [label for _, label in shown]
-        draw_levels(args.figures / "slices.png", real_hu, [volume for volume, _ in shown], levels)
+        ct, labels = fetch_reference(args.work)
+        real_hu, real_labels = canonical_zyx(ct).astype(np.float32), canonical_zyx(labels).astype(int)
+        volumes = [synthetic_patient(0, phase) for phase in an.PHASES]
+        levels = level_slices(real_hu, real_labels, volumes)
+        levels["labels"] = [phase.replace("_", " ") for phase in an.PHASES]
+        draw_levels(args.figures / "slices.png", real_hu, volumes, levels)
         print(f"\nslices at the same levels: {args.figures / 'slices.png'}")
 
     if args.segmenter:
         rows = []
         for entry in args.segmenter:
             name, _, folder = entry.rpartition("=")
-            import torch
-
-            from volslice.segmentation.organs import Segmenter
-
             segmenter = Segmenter.load(Path(folder), torch.device("cpu"))
             cache = cache_real_ct(args.work, next(Path(folder).glob("fold*/config.yaml")))
             rows.append({"segmenter": name or folder, **real_ct_dice(segmenter, cache)})

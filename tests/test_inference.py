@@ -221,6 +221,20 @@ def test_the_notebook_finds_the_bundle_and_the_data_on_kaggle(tiny_data, trained
     pd.testing.assert_frame_equal(pd.read_csv(kaggle / "working" / "submission.csv"), command, atol=1e-6, rtol=0)
 
 
+def test_the_bundle_pins_every_runtime_distribution_but_torch_for_its_target_python():
+    from importlib import metadata
+
+    from volslice.bundle import runtime_closure
+
+    pins = dict(line.split("==") for line in runtime_closure(False))
+    for name in ("numpy", "timm", "segmentation-models-pytorch", "pydicom", "huggingface-hub", "packaging"):
+        assert pins[name] == metadata.version(name), name  # the versions tested here, dependencies included
+    assert not {"torch", "torchvision", "pytest", "pydicom-data", "tensorboard", "papermill"} & set(pins)
+    assert "torch" in dict(line.split("==") for line in runtime_closure(True))
+    with pytest.raises(FileNotFoundError, match=r"tomli \(needed to predict on Python 3.10\)"):
+        runtime_closure(False, "3.10")  # huggingface-hub needs tomli there, which this Python lacks
+
+
 # the "Kaggle image" the bundle is installed over: the project's torch (no second download) with
 # other versions of the packages the bundle pins, as Kaggle's image has its own
 IMAGE_VERSIONS = ["numpy==1.26.4", "timm==1.0.15", "segmentation-models-pytorch==0.5.0"]
@@ -230,31 +244,21 @@ def torch_layer(folder: Path) -> Path:
     """Links to this environment's torch, torchvision and what they need (numpy aside) in
     ``folder``: a site directory that a fresh venv can see through a .pth file, as if the image had
     torch installed."""
-    from importlib import metadata
-
-    from packaging.requirements import Requirement
+    from volslice.bundle import requirement_closure
 
     folder.mkdir()
-    pending, seen = ["torch", "torchvision"], {"numpy"}
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        distribution = metadata.distribution(name)
+    for distribution in requirement_closure(["torch", "torchvision"], skip={"numpy"}).values():
         site = Path(distribution.locate_file(""))
         for top in {Path(str(f)).parts[0] for f in distribution.files or [] if not str(f).startswith("..")}:
             if not (folder / top).exists() and (site / top).exists():
                 (folder / top).symlink_to(site / top)
-        for line in distribution.requires or []:
-            requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                pending.append(requirement.name.lower())
     return folder
 
 
 def offline(command: list[str]) -> list[str]:
-    """``command`` in a network namespace of its own (no network at all) where the machine allows it."""
+    """``command`` in a network namespace of its own (no network at all) where the machine allows
+    ``unshare``; elsewhere as it is, where pip's ``--no-index`` (the notebook's install) is what
+    keeps it off the network. (Building the bundle and the image beforehand needs PyPI.)"""
     import subprocess
 
     unshare = shutil.which("unshare")

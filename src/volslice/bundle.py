@@ -63,29 +63,44 @@ def runtime_requirements(with_torch: bool) -> list[str]:
     return lines
 
 
-def runtime_closure(with_torch: bool) -> list[str]:
-    """``name==version`` for every distribution inference needs, as installed in this environment:
-    ``runtime_requirements`` and everything they require (markers evaluated here), without torch
-    and torchvision (nor what only they require) unless ``with_torch``. The bundle downloads
-    exactly these, so a resolve never reaches for a torch wheel the bundle lacks."""
-    provided = set() if with_torch else KAGGLE_PROVIDED
-    pending = [Requirement(line) for line in runtime_requirements(with_torch)]
-    pinned: dict[str, str] = {}
+def requirement_closure(roots, skip=(), python_version: str | None = None) -> dict[str, metadata.Distribution]:
+    """Canonical name -> installed distribution for ``roots`` (requirement strings) and everything
+    they require, markers evaluated for ``python_version`` (this interpreter's when None),
+    leaving out the names in ``skip`` and what only they require."""
+    environment = {"extra": ""}
+    if python_version:
+        environment |= {"python_version": python_version, "python_full_version": f"{python_version}.0"}
+    pending = [Requirement(line) for line in roots]
+    found: dict[str, metadata.Distribution] = {}
     while pending:
         requirement = pending.pop()
         name = canonicalize_name(requirement.name)
-        if name in pinned or name in provided:
+        if name in found or name in skip:
             continue
         try:
-            distribution = metadata.distribution(name)
+            found[name] = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            raise FileNotFoundError(f"{name} (needed to predict) is not installed here: run make setup first") from None
-        pinned[name] = distribution.version
-        for line in distribution.requires or []:
+            target = f" on Python {python_version}" if python_version else ""
+            raise FileNotFoundError(f"{name} (needed to predict{target}) is not installed in this environment, which "
+                                    "the bundle takes its versions from: build it with that Python, or after make "
+                                    "setup") from None
+        for line in found[name].requires or []:
             dependency = Requirement(line)
-            if dependency.marker is None or dependency.marker.evaluate({"extra": ""}):
+            if dependency.marker is None or dependency.marker.evaluate(environment):
                 pending.append(dependency)
-    return [f"{name}=={version}" for name, version in sorted(pinned.items())]
+    return found
+
+
+def runtime_closure(with_torch: bool, python_version: str | None = None) -> list[str]:
+    """``name==version`` for every distribution inference needs, as installed in this environment:
+    ``runtime_requirements`` and everything they require (markers evaluated for the target
+    ``python_version``), without torch and torchvision (nor what only they require) unless
+    ``with_torch``. The bundle downloads exactly these, so a resolve never reaches for a torch
+    wheel the bundle lacks. They replace the image's own versions of the same packages (numpy,
+    timm, fsspec and filelock among them), torch's dependencies included."""
+    closure = requirement_closure(runtime_requirements(with_torch), () if with_torch else KAGGLE_PROVIDED,
+                                  python_version)
+    return [f"{name}=={distribution.version}" for name, distribution in sorted(closure.items())]
 
 
 def bundled_ensemble(ensemble: Path, models_dir: Path) -> list[Path]:
@@ -135,7 +150,7 @@ def build(models: list | None, out: Path, *, python_version: str | None = None, 
     pip = [sys.executable, "-m", "pip"]
     subprocess.run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(PROJECT_ROOT)],
                    check=True)
-    requirements = runtime_closure(with_torch)
+    requirements = runtime_closure(with_torch, python_version)
     atomic_write_text(out / "requirements.txt", "\n".join(requirements) + "\n")  # volslice: --no-deps
     target = []
     if python_version:

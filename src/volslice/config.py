@@ -200,7 +200,7 @@ class SegmentationConfig:
     predict_every: int = 1  # organ prediction: every k-th cached slice, the others take the nearest one's
     zoom: float = 0.25  # training slices scaled by a factor in [1 / (1 + zoom), 1 + zoom] (body sizes differ)
     intensity: float = 0.25  # training contrast and brightness factors in [1 - intensity, 1 + intensity]
-    gamma: float = 0.3  # training gamma in [1 - gamma, 1 + gamma] (0: none of these three)
+    gamma: float = 0.3  # training gamma in [1 - gamma, 1 + gamma]; each of the three 0: that one off
     train: TrainConfig = field(default_factory=_segmentation_loop)
     fusion: VolumeFusionConfig = field(default_factory=VolumeFusionConfig)
 

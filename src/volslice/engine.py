@@ -201,6 +201,8 @@ class Trainer:
             self.net = torch.compile(self.net)
         if cfg.logger not in LOGGERS:
             raise ValueError(f"train.logger={cfg.logger!r}: choose one of {', '.join(LOGGERS)}")
+        if cfg.logger == "tensorboard":
+            tensorboard_writer_class()  # on every process: a missing package fails all ranks alike, before any work
         self.logger = None  # the TensorBoard writer, opened by fit
         self.higher_is_better = bool(getattr(task, "higher_is_better", False))
         self.epoch, self.step, self.best = 0, 0, -float("inf") if self.higher_is_better else float("inf")
@@ -296,8 +298,16 @@ class Trainer:
         resumed = resume and self.resume()
         if resumed and self.ctx.main:
             log.info("resumed from %s after epoch %d (step %d)", self.out / "last.pt", self.epoch, self.step)
-        if self.ctx.main and self.cfg.logger == "tensorboard":
-            self.logger = tensorboard_writer(self.out, purge_step=self.step + 1 if resumed else None)
+        if self.ctx.main and self.cfg.logger == "tensorboard":  # step 1 on a fresh start: a crashed one's events go
+            self.logger = tensorboard_writer_class()(log_dir=str(self.out / "tensorboard"), purge_step=self.step + 1)
+        try:
+            self._fit_epochs()
+        finally:
+            if self.logger:
+                self.logger.close()
+        return self.history
+
+    def _fit_epochs(self) -> None:
         while self.epoch < self.epochs:
             start = time.perf_counter()
             train_logs = self.train_epoch(self.epoch)
@@ -324,9 +334,6 @@ class Trainer:
                 log.info("epoch %d/%d: train loss %.4f, val score %.4f%s", self.epoch, self.epochs,
                          train_logs["train_loss"], metrics["score"], " (best)" if improved else "")
             self.ctx.barrier()
-        if self.logger:
-            self.logger.close()
-        return self.history
 
     def train_epoch(self, epoch: int) -> dict:
         """One epoch (seeded by epoch and rank); the mean of each logged value."""
@@ -338,6 +345,7 @@ class Trainer:
         count = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not self.ctx.main or not cfg.progress, leave=False)
         self.optimizer.zero_grad(set_to_none=True)
+        window: list[float] = []
         for i, batch in enumerate(bar):
             last_micro = (i + 1) % cfg.grad_accum == 0 or i + 1 == len(loader)
             sync = contextlib.nullcontext() if last_micro or not self.ctx.enabled else self.net.no_sync()
@@ -363,9 +371,12 @@ class Trainer:
             for k, v in logs.items():
                 totals[k] = totals.get(k, 0.0) + float(v)
             count += 1
-            if self.logger and last_micro:
-                self.logger.add_scalar("step/train_loss", logs["train_loss"], self.step)
+            window.append(logs["train_loss"])
+            if self.logger and last_micro:  # the optimizer step's loss: the mean over its micro-batches
+                self.logger.add_scalar("step/train_loss", float(np.mean(window)), self.step)
                 self.logger.add_scalar("step/lr", self.optimizer.param_groups[0]["lr"], self.step)
+            if last_micro:
+                window = []
             bar.set_postfix(loss=f"{totals['train_loss'] / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
         return {k: v / max(count, 1) for k, v in totals.items()}
 
@@ -391,16 +402,16 @@ class Trainer:
 LOGGERS = ("csv", "tensorboard")
 
 
-def tensorboard_writer(out_dir: Path, purge_step: int | None = None):
-    """The writer of ``train.logger=tensorboard``: event files in ``out_dir/tensorboard``, offline
-    (``tensorboard --logdir OUT_DIR`` shows them), every scalar by optimizer step (the epoch's at
-    its last step). A resumed run purges what was logged from ``purge_step`` on (the step after its
-    checkpoint), so an interrupted epoch is not drawn twice."""
+def tensorboard_writer_class():
+    """torch's ``SummaryWriter`` for ``train.logger=tensorboard``: event files in
+    ``out_dir/tensorboard``, offline (``tensorboard --logdir OUT_DIR`` shows them), every scalar by
+    optimizer step (the epoch's at its last step). ``fit`` opens it with ``purge_step`` the step
+    after the checkpoint it starts from, so an interrupted epoch is not drawn twice."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ValueError("train.logger=tensorboard needs the tensorboard package (pip install tensorboard)") from None
-    return SummaryWriter(log_dir=str(out_dir / "tensorboard"), purge_step=purge_step)
+    return SummaryWriter
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -72,19 +72,53 @@ def test_every_organ_is_there_at_its_level_and_size(patients):
         assert (rendered.tissues == FAT_TISSUE).sum() > 0 and (rendered.tissues == MUSCLE_TISSUE).sum() > 0
 
 
-def test_masks_label_exactly_what_is_painted_in_each_phase(patients):
-    """Inside each organ's eroded mask the HU is that organ's tissue in the series' phase; the
-    organ's label and its paint come from the same test."""
+def test_organs_carry_their_phase_attenuation_under_their_labels(patients):
+    """Inside each organ's eroded mask the HU is that organ's tissue in the series' phase: the label
+    and the paint come from the same test."""
     for anatomy, rendered, _ in patients:
-        rng = np.random.default_rng(0)
         for label, low, high in ((an.LIVER, 35, 135), (an.SPLEEN, 30, 140)):
             core = ndimage.binary_erosion(rendered.organs == label, iterations=2)
             assert low < np.median(rendered.hu[core]) < high
         kidneys = np.isin(rendered.organs, [an.LEFT_KIDNEY, an.RIGHT_KIDNEY])
         assert (rendered.hu[kidneys] < -40).mean() > 0.02  # the sinus fat is inside the kidney's label
-    unenhanced, enhanced = patients[0][1], patients[1][1]
-    cortex = lambda r: np.median(r.hu[ndimage.binary_erosion(r.organs == an.LEFT_KIDNEY)])  # noqa: E731
-    assert cortex(unenhanced) < 60 < 100 < cortex(enhanced)
+    kidney = lambda r: np.median(r.hu[ndimage.binary_erosion(r.organs == an.LEFT_KIDNEY)])  # noqa: E731
+    unenhanced, portal_venous = patients[0][1], patients[1][1]
+    assert kidney(unenhanced) < 60 and kidney(portal_venous) > 100
+
+
+def test_the_aorta_keeps_its_lumen_and_no_vessel_cuts_into_another(patients):
+    """Along the aorta's centreline, from the diaphragm to its bifurcation, every voxel has the
+    phase's aortic HU (noise aside) and no organ label, though the liver reaches the midline."""
+    for anatomy, rendered, zs in patients:
+        phase_hu = np.median([rendered.hu[k][pixel] for k, pixel in _centreline_pixels(anatomy, zs)])
+        for k, (row, col) in _centreline_pixels(anatomy, zs):
+            assert rendered.organs[k, row, col] == 0
+            assert abs(int(rendered.hu[k, row, col]) - phase_hu) < 60
+
+
+def _centreline_pixels(anatomy, zs):
+    """(slice, (row, col)) of the aorta's centreline on the 3 mm grid of ``synthetic_patient``."""
+    from volslice.synthetic.realism import GRID
+
+    aorta = anatomy.arteries[0]
+    low, high = aorta.centerline[-1, 2] + 10, min(anatomy.dome_z.values()) - 10
+    out = []
+    for k, z in enumerate(zs):
+        if low < z < high:
+            point = aorta.centerline[np.argmin(np.abs(aorta.centerline[:, 2] - z))]
+            out.append((k, (int(np.argmin(np.abs(GRID + 20 - point[1]))), int(np.argmin(np.abs(GRID - point[0]))))))
+    return out
+
+
+def test_an_oblique_tube_finds_every_point_a_brute_force_search_finds():
+    from scipy.spatial import cKDTree
+
+    tube = Tube([[0, 0, 0], [60, 50, 40], [120, 60, 120]], 20.0)
+    grid = np.meshgrid(np.arange(-30, 150, 3.0), np.arange(-30, 90, 3.0), np.arange(-30, 150, 3.0), indexing="ij")
+    points = np.stack([g.ravel() for g in grid], axis=1)
+    ratio, _ = tube.query(points[:, 0], points[:, 1], points[:, 2], (len(points),))
+    distance, _ = cKDTree(tube.centerline).query(points)
+    np.testing.assert_array_equal(ratio < 1, distance < 20.0)
 
 
 def test_the_same_patient_on_two_grids_has_the_same_organs():
@@ -97,3 +131,12 @@ def test_the_same_patient_on_two_grids_has_the_same_organs():
     for label in range(1, 6):
         a, b = (coarse.organs == label).sum() * 16, (fine.organs == label).sum() * 4
         assert abs(a - b) < 0.08 * b, (label, a, b)
+
+
+def test_active_extravasation_shows_only_with_contrast():
+    anatomy = an.sample_anatomy(np.random.default_rng(3), HEALTHY | {"extravasation": 1, "spleen": 2})
+    axis, zs = np.arange(-190, 190, 4.0), np.arange(-220, 80, 4.0)
+    for phase, shows in (("unenhanced", False), ("arterial", True), ("portal_venous", True)):
+        rendered = render(anatomy, an.sample_phase(np.random.default_rng(0), phase), axis, axis + 20, zs,
+                          np.random.default_rng(0))
+        assert rendered.visible["Active_Extravasation"].any() == shows, phase

@@ -74,9 +74,10 @@ class MaskedSliceDataset(Dataset):
         mask = stack[-1].astype(np.int64)
         if self.flip and torch.rand(()) < 0.5:
             stack, mask = stack[..., ::-1], MIRRORED_LABELS[mask[..., ::-1]]
+        images = stack[:-1]
         if self.intensity or self.gamma:
-            stack = np.concatenate([intensity_jitter(stack[:-1], self.intensity, self.gamma), stack[-1:]])
-        return {"image": torch.from_numpy(np.ascontiguousarray(stack[:-1])),
+            images = intensity_jitter(images, self.intensity, self.gamma)
+        return {"image": torch.from_numpy(np.ascontiguousarray(images)),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask)), "series_id": int(row.series_id)}
 
     def _pixel_of_an_organ(self, position: int, masks: np.ndarray) -> tuple[np.ndarray, tuple[int, int] | None]:

@@ -85,9 +85,10 @@ class Anatomy:
     arteries: list  # Tube: aorta, iliac and renal arteries, superior mesenteric artery
     veins: list  # Tube: IVC, iliac and renal veins
     portal_veins: list  # Tube: portal, splenic and superior mesenteric veins
-    muscles: list  # Blob or Tube: paraspinal, quadratus lumborum, psoas, iliacus, gluteal
-    bones: list  # Blob: sacrum, iliac wings, femoral heads
-    fields: dict  # name -> Field
+    muscles: list  # Blob or Tube: erector spinae, quadratus lumborum, psoas, gluteal, obturator internus
+    bones: list  # Blob: acetabula, iliac wings, femoral heads, sacrum
+    fields: dict  # name -> Field: bowel (the loops' level sets), content (bowel content, spleen mottling),
+    # vessels and fine (their joint zero crossings are vessels; fine alone: muscle fat, pancreas lobules), texture
     content_hu: dict  # hollow viscus -> content HU
     landmarks: dict = field(default_factory=dict)  # name -> z (mm): "L4" (its body's middle), "femoral heads"
     lesions: list = field(default_factory=list)
@@ -146,8 +147,9 @@ class Phase:
 
 def sample_phase(rng, name: str) -> Phase:
     """HU of an unenhanced, arterial or portal-venous scan, drawn from ranges typical of abdominal
-    CT (``rsna2023_atd.md``; unenhanced organs also as the unenhanced abdomen-pelvis CT in
-    TotalSegmentator's sources measures them: liver 46, spleen 35, kidneys 13-23, aorta 44)."""
+    CT (``rsna2023_atd.md``). The unenhanced ranges span the published values and lean towards
+    those of a real unenhanced scan (liver 46, spleen 35, kidneys 13-23, aorta 44 HU in the
+    abdomen-pelvis CT of TotalSegmentator's sources), which lie below the published ones."""
     u = rng.uniform
     muscle = u(40, 55)
     if name == "unenhanced":
@@ -268,13 +270,14 @@ def sample_anatomy(rng, labels: dict) -> Anatomy:
         veins.append(_curve([[ivc_xy[0] + 6, ivc_xy[1] + 2, -145], [side * 38, ys - 18, -185],
                              [side * 66, ys - 30, -245], [side * 78, -0.3 * B, -300]], 7.0, rng, 2.0))
         kidney = kidneys[LEFT_KIDNEY if side == 1 else RIGHT_KIDNEY]
-        veins.append(_curve([kidney.center + np.array([-side * 22, -12, 0]),
-                             [aorta_xy[0] * (side == 1), aorta_xy[1] - 16 * (side == 1), kidney.center[2] + 6],
-                             [*ivc_xy, kidney.center[2] + 10]], 5.0, rng, 1.5))
+        hilum = kidney.center + np.array([-side * 22, -12, 0])
+        # the left renal vein crosses in front of the aorta to the IVC; the right one is short
+        middle = [aorta_xy[0], aorta_xy[1] - 18, kidney.center[2] + 6] if side == 1 else (hilum + [*ivc_xy, hilum[2]]) / 2
+        veins.append(_curve([hilum, middle, [*ivc_xy, kidney.center[2] + 10]], 5.0, rng, 1.5))
     confluence = np.array([-0.02 * A, ys - 58, pancreas_z - 10])
     portal_veins = [
         _curve([confluence, [-0.2 * A, -0.1 * B, dome[-1] - 95], [-0.3 * A, 0.0, dome[-1] - 80]], 7.5, rng, 2.0),
-        _curve([spleen_center + np.array([-26, -12, -5]), [0.25 * A, ys - 40, pancreas_z + 2], confluence],
+        _curve([spleen_center + np.array([-26, -12, -5]), [0.25 * A, ys - 58, pancreas_z + 2], confluence],
                5.0, rng, 2.0),
         _curve([confluence, [-0.08 * A, ys - 75, -100], [-0.05 * A, -0.45 * B, -200]], 5.5, rng, 4.0),
     ]
@@ -303,7 +306,7 @@ def sample_anatomy(rng, labels: dict) -> Anatomy:
                       Deformation.sample(rng, 2.0)))  # sacrum
     low, high = np.array([-235.0, -205.0, -360.0]), np.array([235.0, 205.0, 170.0])
     fields = {name: Field(rng, low, high, sigma) for name, sigma in
-              (("bowel", u(5.5, 7.5)), ("content", 14.0), ("vessels", 4.0), ("texture", 3.0), ("fat", 2.5))}
+              (("bowel", u(5.5, 7.5)), ("content", 14.0), ("vessels", 4.0), ("texture", 3.0), ("fine", 2.5))}
     content_hu = {"stomach": float(rng.choice([10.0, 35.0, 300.0], p=[0.6, 0.3, 0.1])),
                   "bowel": 300.0 if habitus.oral_contrast else u(5, 25), "bladder": u(2, 15)}
     anatomy = Anatomy(habitus=habitus, outline=Deformation.sample(rng, 4.0, (120.0, 260.0)), spine_y=ys,

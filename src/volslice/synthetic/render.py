@@ -1,8 +1,8 @@
 """Paint a sampled patient (``anatomy``) in HU, with its organ labels, on any grid.
 
 The painter works through blocks of slices. Layers go from the outside in: the body wall, lungs
-and heart; the hollow viscera; the solid organs; vessels, muscles and bones; small-bowel loops
-and mesenteric vessels in whatever visceral fat is left; injuries; then texture and scanner
+and heart; the hollow viscera; the solid organs; muscles, vessels, bones and the spine;
+small-bowel loops and mesenteric vessels in whatever visceral fat is left; injuries; then scanner
 noise. A voxel's organ label is set by the same test that sets its HU, so masks line up exactly.
 """
 
@@ -19,7 +19,7 @@ from volslice.synthetic.shapes import Blob, Tube
 
 AIR, FAT, FLUID = -1000.0, -95.0, 8.0
 # tissue codes of Rendered.tissues (for measuring the HU of tissues the organ masks do not label)
-OTHER_TISSUE, FAT_TISSUE, MUSCLE_TISSUE = 0, 1, 2
+OTHER_TISSUE, FAT_TISSUE, MUSCLE_TISSUE, VESSEL_TISSUE = 0, 1, 2, 3
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Rendered:
     hu: np.ndarray  # (z, y, x) int16, z ascending
     organs: np.ndarray  # (z, y, x) uint8 organ labels
     visible: dict  # image-level injury name -> bool per slice
-    tissues: np.ndarray  # (z, y, x) uint8: FAT_TISSUE, MUSCLE_TISSUE or OTHER_TISSUE
+    tissues: np.ndarray  # (z, y, x) uint8: FAT_TISSUE, MUSCLE_TISSUE, VESSEL_TISSUE or OTHER_TISSUE
 
 
 class Canvas:
@@ -136,13 +136,13 @@ def _noise(rng, shape, sd: float, pixel_mm: float) -> np.ndarray:
 def _vessels(c: Canvas, an: Anatomy, box, width: float) -> np.ndarray:
     """Branching vessels: where two smooth random fields both cross zero (a curve in 3D, so a
     dot or a short segment in a slice, as vessels are; one field's zero set would be a sheet)."""
-    return (np.abs(c.field(an, "vessels", box)) < width) & (np.abs(c.field(an, "fat", box)) < width)
+    return (np.abs(c.field(an, "vessels", box)) < width) & (np.abs(c.field(an, "fine", box)) < width)
 
 
 def _muscle(c: Canvas, an: Anatomy, ph: Phase, box, mask) -> None:
     """Muscle HU with the patient's fatty infiltration (streaks of fat) where ``mask``."""
-    fat_field = c.field(an, "fat", box)
-    hu = np.where(fat_field > special.ndtri(1 - max(an.habitus.muscle_fat, 1e-3)), -70.0, ph.muscle)
+    streaks = c.field(an, "fine", box)
+    hu = np.where(streaks > special.ndtri(1 - max(an.habitus.muscle_fat, 1e-3)), -70.0, ph.muscle)
     c.paint(box, mask, (hu + 5 * c.field(an, "texture", box)).astype(np.float32), tissue=MUSCLE_TISSUE)
 
 
@@ -264,7 +264,7 @@ def _paint_solid(c: Canvas, an: Anatomy, ph: Phase) -> None:
             c.paint(box, ratio < 1, ph.adrenal)
     box, ratio, _ = c.tube(an.pancreas)
     if box is not None:
-        lobules = c.field(an, "fat", box)
+        lobules = c.field(an, "fine", box)
         inside = ratio < 1 + 0.12 * lobules
         c.paint(box, inside, np.where(lobules > 1.1, -60.0, ph.pancreas).astype(np.float32))
 
@@ -305,11 +305,15 @@ def _paint_retroperitoneum(c: Canvas, an: Anatomy, ph: Phase) -> None:
             inside = d < 1 if box is not None else None
         if box is not None:
             _muscle(c, an, ph, box, inside & (c.hu[box] > -500) & (c.organs[box] == 0))  # organs and lungs stay
-    for tubes, hu in ((an.arteries, ph.aortic_hu), (an.veins, ph.ivc), (an.portal_veins, ph.portal)):
-        for vessel in tubes:
+    # the aorta and the IVC (each list's first) run behind the liver and keep their lumen where an
+    # organ's outline reaches them; the other vessels stop at organs; no vessel cuts into another
+    for tubes, hu, trunk in ((an.arteries, ph.aortic_hu, True), (an.veins, ph.ivc, True),
+                             (an.portal_veins, ph.portal, False)):
+        for index, vessel in enumerate(tubes):
             box, ratio, _ = c.tube(vessel)
             if box is not None:
-                c.paint(box, (ratio < 1) & (c.organs[box] == 0), hu)  # not into organs
+                through = (c.organs[box] == 0) | (trunk and index == 0)
+                c.paint(box, (ratio < 1) & through & (c.tissues[box] != VESSEL_TISSUE), hu, tissue=VESSEL_TISSUE)
     for bone in an.bones:
         box, d = c.blob(bone)
         if box is not None:
@@ -345,6 +349,8 @@ def _paint_small_bowel(c: Canvas, an: Anatomy, ph: Phase) -> None:
 def _paint_lesions(c: Canvas, an: Anatomy, ph: Phase) -> dict:
     visible = {name: np.zeros(len(c.zs), bool) for name in set(IMAGE_LEVEL_KINDS.values())}
     for lesion in an.lesions:
+        if lesion.kind == "extravasation" and ph.name == "unenhanced":
+            continue  # active extravasation is contrast leaving a vessel: nothing shows without contrast
         box, d = c.blob(lesion.shape)
         if box is None:
             continue

@@ -123,7 +123,8 @@ class Tube:
         cells = np.floor((self.centerline - self.low) / CELL_MM).astype(int)
         near = np.zeros(tuple(cells.max(axis=0) + int(np.ceil(self.radii.max() * 1.2 / CELL_MM)) + 3), bool)
         near[tuple(cells.T)] = True
-        self.near = ndimage.binary_dilation(near, iterations=int(np.ceil(self.radii.max() * 1.2 / CELL_MM)) + 1)
+        self.near = ndimage.binary_dilation(near, structure=np.ones((3, 3, 3), bool),  # a cube: diagonals too
+                                            iterations=int(np.ceil(self.radii.max() * 1.2 / CELL_MM)) + 1)
 
     @property
     def length(self) -> float:
