@@ -71,18 +71,24 @@ def real_ct_dice(segmenter: Segmenter, cache: Path) -> dict:
                for k, o in enumerate(ORGAN_CLASSES[1:], start=1)}}
 
 
+def score_segmenters(entries: list[str], work: Path) -> list[dict]:
+    """One row per ``NAME=FOLDER`` (or ``FOLDER``) of a segmentation run: its Dice per organ on the
+    real CT, cached at the run's own settings."""
+    rows = []
+    for entry in entries:
+        name, _, folder = entry.rpartition("=")
+        segmenter = Segmenter.load(Path(folder), torch.device("cpu"))
+        cache = cache_real_ct(work, next(Path(folder).glob("fold*/config.yaml")))
+        rows.append({"segmenter": name or folder, **real_ct_dice(segmenter, cache)})
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--segmenter", nargs="+", required=True, help="NAME=FOLDER or FOLDER, one or more")
     parser.add_argument("--work", type=Path, default=Path("work/real_ct"))
     args = parser.parse_args()
-    rows = []
-    for entry in args.segmenter:
-        name, _, folder = entry.rpartition("=")
-        segmenter = Segmenter.load(Path(folder), torch.device("cpu"))
-        cache = cache_real_ct(args.work, next(Path(folder).glob("fold*/config.yaml")))
-        rows.append({"segmenter": name or folder, **real_ct_dice(segmenter, cache)})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(score_segmenters(args.segmenter, args.work))
     print(f"real CT: {Path(FILES[0]).name} (TotalSegmentator {PACKAGE.split('==')[1]} test file), cached at "
           "each segmenter's settings\n")
     dice_columns = ["segmenter", *ORGAN_CLASSES[1:]]

@@ -23,11 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import torch
-
 from common import markdown
-from real_ct_segmentation import cache_real_ct, real_ct_dice
-from volslice.segmentation.organs import Segmenter
+from real_ct_segmentation import score_segmenters
 from volslice.synthetic import anatomy as an
 from volslice.synthetic.realism import (
     PUBLISHED, REAL_TISSUES, TISSUES, canonical_zyx, fetch_reference, gap, real_tissue_stats, synthetic_patient,
@@ -129,12 +126,7 @@ def main() -> int:
         print(f"\nslices at the same levels: {args.figures / 'slices.png'}")
 
     if args.segmenter:
-        rows = []
-        for entry in args.segmenter:
-            name, _, folder = entry.rpartition("=")
-            segmenter = Segmenter.load(Path(folder), torch.device("cpu"))
-            cache = cache_real_ct(args.work, next(Path(folder).glob("fold*/config.yaml")))
-            rows.append({"segmenter": name or folder, **real_ct_dice(segmenter, cache)})
+        rows = score_segmenters(args.segmenter, args.work)
         dice = pd.DataFrame(rows)
         print("\nDice on the real CT of segmenters trained on synthetic data only\n")
         print(markdown(dice))
