@@ -18,6 +18,7 @@ from volslice.synthetic.anatomy import (
 from volslice.synthetic.shapes import Blob, Tube
 
 AIR, FAT, FLUID = -1000.0, -95.0, 8.0
+LOOP_LEVEL, LOOP_WALL = -0.25, 0.35  # small bowel where the bowel field exceeds LOOP_LEVEL; its wall the first LOOP_WALL
 # tissue codes of Rendered.tissues (for measuring the HU of tissues the organ masks do not label)
 OTHER_TISSUE, FAT_TISSUE, MUSCLE_TISSUE, VESSEL_TISSUE = 0, 1, 2, 3
 
@@ -198,7 +199,7 @@ def _tube_wall_and_lumen(c: Canvas, tube: Tube, wall_mm: float):
     inside = ratio < 1
     lumen = ratio < 1 - wall_mm / np.maximum(radius, wall_mm + 1)
     centre_y = np.interp(arc, tube.arc, tube.centerline[:, 1])
-    x, y, z, _ = c.coords(box)
+    y = c.coords(box)[1]
     height = (y - centre_y) / np.maximum(radius, 1)  # -1 at the front of the lumen, +1 at the back
     return box, inside, lumen, height
 
@@ -334,10 +335,9 @@ def _paint_small_bowel(c: Canvas, an: Anatomy, ph: Phase) -> None:
         if not free.any():
             continue
         level = c.field(an, "bowel", box)
-        x, y, z, _ = c.coords(box)
-        threshold = -0.25
-        loop = free & (level > threshold)
-        lumen = free & (level > threshold + 0.35)
+        y = c.coords(box)[1]
+        loop = free & (level > LOOP_LEVEL)
+        lumen = free & (level > LOOP_LEVEL + LOOP_WALL)
         content = c.field(an, "content", box)
         gas = content - 0.4 * np.clip(y / 100.0, -1, 1) > 1.0
         c.paint(box, loop, ph.bowel_wall, BOWEL)
