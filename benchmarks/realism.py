@@ -27,8 +27,8 @@ from common import markdown
 from real_ct_segmentation import score_segmenters
 from volslice.synthetic import anatomy as an
 from volslice.synthetic.realism import (
-    PUBLISHED, REAL_TISSUES, TISSUES, canonical_zyx, fetch_reference, gap, real_tissue_stats, synthetic_patient,
-    synthetic_tissue_stats)
+    PUBLISHED, REAL_TISSUES, SYNTHETIC_ORGANS, TARGET_HU, TISSUES, canonical_zyx, fetch_reference, gap,
+    real_tissue_stats, synthetic_patient, synthetic_tissue_stats)
 
 
 def hu_table(real: dict, synthetic: dict) -> pd.DataFrame:
@@ -46,7 +46,7 @@ def hu_table(real: dict, synthetic: dict) -> pd.DataFrame:
             target = (real[tissue]["mean"],) * 2 if phase == "unenhanced" else published
             if target is not None:
                 distance = gap(float(np.nanmean(means)), target)
-                row[f"gap {phase}"] = f"{distance:.0f}" + (" ok" if distance <= 15 else " over 15")
+                row[f"gap {phase}"] = f"{distance:.0f}" + (" ok" if distance <= TARGET_HU else f" over {TARGET_HU}")
             else:
                 row[f"gap {phase}"] = "-"
         rows.append(row)
@@ -56,7 +56,7 @@ def hu_table(real: dict, synthetic: dict) -> pd.DataFrame:
 L4, FEMORA = 28, [75, 76]  # TotalSegmentator's vertebrae_L4, femur_left and femur_right
 
 
-def level_slices(real_hu, real_labels, volumes) -> dict:
+def level_slices(real_labels, volumes) -> dict:
     """Slice indices at the same anatomical levels: the liver's widest slice, the kidneys' widest,
     the iliac crests (L4), the femoral heads."""
     def widest(labels, ids):
@@ -69,8 +69,8 @@ def level_slices(real_hu, real_labels, volumes) -> dict:
             "L4": centre(real_labels, [L4]), "femoral heads": centre(real_labels, FEMORA)}
     synthetic = []
     for anatomy, rendered, zs in volumes:
-        synthetic.append({"liver": widest(rendered.organs, [an.LIVER]),
-                          "kidneys": widest(rendered.organs, [an.LEFT_KIDNEY, an.RIGHT_KIDNEY]),
+        synthetic.append({"liver": widest(rendered.organs, SYNTHETIC_ORGANS["liver"]),
+                          "kidneys": widest(rendered.organs, SYNTHETIC_ORGANS["kidney"]),
                           **{name: int(np.argmin(np.abs(zs - anatomy.landmarks[name])))
                              for name in ("L4", "femoral heads")}})
     return {"real": real, "synthetic": synthetic}
@@ -120,7 +120,7 @@ def main() -> int:
         ct, labels = fetch_reference(args.work)
         real_hu, real_labels = canonical_zyx(ct).astype(np.float32), canonical_zyx(labels).astype(int)
         volumes = [synthetic_patient(0, phase) for phase in an.PHASES]
-        levels = level_slices(real_hu, real_labels, volumes)
+        levels = level_slices(real_labels, volumes)
         levels["labels"] = [phase.replace("_", " ") for phase in an.PHASES]
         draw_levels(args.figures / "slices.png", real_hu, volumes, levels)
         print(f"\nslices at the same levels: {args.figures / 'slices.png'}")

@@ -295,8 +295,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.ctx.main and self.config_yaml:
             atomic_write_text(self.out / "config.yaml", self.config_yaml)
-        resumed = resume and self.resume()
-        if resumed and self.ctx.main:
+        if resume and self.resume() and self.ctx.main:
             log.info("resumed from %s after epoch %d (step %d)", self.out / "last.pt", self.epoch, self.step)
         if self.ctx.main and self.cfg.logger == "tensorboard":  # step 1 on a fresh start: a crashed one's events go
             self.logger = tensorboard_writer_class()(log_dir=str(self.out / "tensorboard"), purge_step=self.step + 1)

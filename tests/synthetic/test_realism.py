@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 
 from volslice.config import PROJECT_ROOT
-from volslice.synthetic.realism import PUBLISHED, gap, real_tissue_stats, synthetic_tissue_stats
+from volslice.synthetic.realism import PUBLISHED, TARGET_HU, gap, real_tissue_stats, synthetic_tissue_stats
 
 pytestmark = pytest.mark.slow
-TARGET_HU = 15
 PATIENTS = 3
 
 

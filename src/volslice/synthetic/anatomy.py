@@ -117,11 +117,6 @@ class Anatomy:
         return max(self.dome_z.values())
 
 
-def organ_labels_z_ranges(anatomy: Anatomy) -> dict[int, tuple[float, float]]:
-    """Mask label -> (lowest, highest) z of each solid organ."""
-    return {label: anatomy.organ_z_range(label) for label in anatomy.organ_shapes()}
-
-
 def z_span(blob: Blob) -> tuple[float, float]:
     """(lowest, highest) z the blob reaches (its rotated ellipsoid, without the deformation)."""
     half = float(np.sqrt(((blob.rotation[2] * blob.radii) ** 2).sum()))
@@ -177,15 +172,16 @@ def sample_anatomy(rng, labels: dict) -> Anatomy:
     organ = u(0.9, 1.1)  # organ size
     visceral = u(0, 1)  # visceral fat: how loosely the viscera sit
     cavity_x, cavity_y = (118 + 28 * visceral) * u(0.95, 1.05), (78 + 22 * visceral) * u(0.95, 1.05)
-    habitus = Habitus(half_width=0.0, half_depth_front=0.0, half_depth_back=0.0, squareness=u(2.0, 2.7),
-                      subcutaneous_fat=float(np.clip(u(4, 28) + 18 * visceral * u(0.3, 1.0), 4, 50)),
-                      wall_muscle=u(6, 11), muscle_fat=float(np.clip(rng.normal(0.12, 0.1), 0.0, 0.45)),
-                      oral_contrast=bool(rng.random() < 0.2))
-    layers = habitus.subcutaneous_fat + habitus.wall_muscle + 2
-    habitus.half_width = cavity_x + layers
-    habitus.half_depth_front = cavity_y + layers
+    squareness = u(2.0, 2.7)
+    subcutaneous_fat = float(np.clip(u(4, 28) + 18 * visceral * u(0.3, 1.0), 4, 50))
+    wall_muscle, muscle_fat = u(6, 11), float(np.clip(rng.normal(0.12, 0.1), 0.0, 0.45))
+    oral_contrast = bool(rng.random() < 0.2)
+    layers = subcutaneous_fat + wall_muscle + 2
     spine_y = cavity_y * u(0.45, 0.6)
-    habitus.half_depth_back = spine_y + 72 + habitus.subcutaneous_fat * 0.6
+    habitus = Habitus(half_width=cavity_x + layers, half_depth_front=cavity_y + layers,
+                      half_depth_back=spine_y + 72 + subcutaneous_fat * 0.6, squareness=squareness,
+                      subcutaneous_fat=subcutaneous_fat, wall_muscle=wall_muscle, muscle_fat=muscle_fat,
+                      oral_contrast=oral_contrast)
     A, B, ys = cavity_x, cavity_y, spine_y
     dome_right = u(45, 70)
     dome = {-1: dome_right, 1: dome_right - u(5, 20)}

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from volslice.competitions import rsna2023 as comp
 from volslice.config import SyntheticConfig, to_dict
 from volslice.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
-from volslice.synthetic.anatomy import organ_labels_z_ranges, sample_anatomy, sample_phase
+from volslice.synthetic.anatomy import sample_anatomy, sample_phase
 from volslice.synthetic.render import render
 from volslice.synthetic.dicom_writer import ENCODINGS, SeriesGeometry, write_series
 
@@ -114,7 +114,8 @@ def _scan_geometry(rng, cfg: SyntheticConfig, anatomy, z_offset: float) -> Serie
 def _incomplete(anatomy, z_world: np.ndarray, z_offset: float) -> int:
     """1 where the scan misses more than a tenth of a solid organ's height at either end."""
     z = z_world - z_offset
-    for low, high in organ_labels_z_ranges(anatomy).values():
+    for label in anatomy.organ_shapes():
+        low, high = anatomy.organ_z_range(label)
         margin = 0.1 * (high - low)
         if high - margin > z[-1] or low + margin < z[0]:
             return 1

@@ -41,6 +41,7 @@ PUBLISHED = {
     "aorta": {"arterial": (250, 400), "portal_venous": (150, 200)},
 }
 TISSUES = ["fat", "muscle", "liver", "spleen", "kidney", "aorta"]
+TARGET_HU = 15  # a tissue's synthetic mean this close to the real CT's (unenhanced) or the published range
 VOXEL_MM = 3.0
 GRID = np.arange(-192, 192, VOXEL_MM)  # the synthetic patients' in-plane grid (x; y is shifted 20 mm back)
 
