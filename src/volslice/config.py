@@ -97,6 +97,7 @@ class TrainConfig:
     intensity: float = 0.1  # random contrast/brightness scale
     epochs: int = 20
     min_steps: int = 0  # at least this many optimizer steps: a small training set gets more epochs
+    val_every: int = 1  # validate (and keep best.pt) every k epochs and after the last
     batch_size: int = 4
     lr: float = 1.25e-4
     weight_decay: float = 1e-5

@@ -310,13 +310,17 @@ class Trainer:
         while self.epoch < self.epochs:
             start = time.perf_counter()
             train_logs = self.train_epoch(self.epoch)
-            # without a validation set (fold -1: train on everything) the last epoch is kept as best
-            metrics = self.evaluate() if self.val_set is not None else {"score": self._last_epoch_score()}
+            validated = self.validates_after(self.epoch + 1)
+            if self.val_set is None:  # fold -1, training on everything: the last epoch is kept as best
+                metrics = {"score": self._last_epoch_score()}
+            else:
+                metrics = self.evaluate() if validated else {}
             self.epoch += 1
             row = {"epoch": self.epoch, **train_logs, **{f"val_{k}": v for k, v in metrics.items()},
                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start}
             self.history.append(row)
-            improved = metrics["score"] > self.best if self.higher_is_better else metrics["score"] < self.best
+            improved = bool(metrics) and (metrics["score"] > self.best if self.higher_is_better
+                                          else metrics["score"] < self.best)
             if improved:
                 self.best = metrics["score"]
             self.save("last.pt")
@@ -324,14 +328,18 @@ class Trainer:
                 self.save("best.pt")
             if self.ctx.main:
                 atomic_write_csv(self.out / "summary.csv", pd.DataFrame(self.history))
-                plot_history(self.history, self.out / "learning_curve.png")
+                if validated:
+                    plot_history(self.history, self.out / "learning_curve.png")
                 if self.logger:
                     for key, value in row.items():
                         if key != "epoch" and isinstance(value, (int, float, np.floating)):
                             self.logger.add_scalar(f"epoch/{key}", float(value), self.step)
                     self.logger.flush()
-                log.info("epoch %d/%d: train loss %.4f, val score %.4f%s", self.epoch, self.epochs,
-                         train_logs["train_loss"], metrics["score"], " (best)" if improved else "")
+                if metrics:
+                    log.info("epoch %d/%d: train loss %.4f, val score %.4f%s", self.epoch, self.epochs,
+                             train_logs["train_loss"], metrics["score"], " (best)" if improved else "")
+                else:
+                    log.info("epoch %d/%d: train loss %.4f", self.epoch, self.epochs, train_logs["train_loss"])
             self.ctx.barrier()
 
     def train_epoch(self, epoch: int) -> dict:
@@ -378,6 +386,11 @@ class Trainer:
                 window = []
             bar.set_postfix(loss=f"{totals['train_loss'] / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
         return {k: v / max(count, 1) for k, v in totals.items()}
+
+    def validates_after(self, epoch: int) -> bool:
+        """Whether the run validates after ``epoch`` (1-based): every ``train.val_every``-th epoch and
+        the last, so that the last epoch always competes for best.pt."""
+        return epoch % max(self.cfg.val_every, 1) == 0 or epoch >= self.epochs
 
     def _last_epoch_score(self) -> float:
         """The score of an epoch without validation (fold -1): each epoch better than the last."""
@@ -430,8 +443,9 @@ def plot_history(history: list[dict], path) -> None:
     ax.plot(frame.epoch, frame.train_loss, marker="o", label="train loss")
     for column in (c for c in frame.columns if c.startswith("loss_")):  # the task's loss terms
         ax.plot(frame.epoch, frame[column], linewidth=1, alpha=0.7, label=column.replace("_", " ", 1))
-    if "val_score" in frame:
-        ax.plot(frame.epoch, frame.val_score, marker="o", label="validation score")
+    if "val_score" in frame:  # only the epochs that validated (train.val_every)
+        validated = frame.dropna(subset=["val_score"])
+        ax.plot(validated.epoch, validated.val_score, marker="o", label="validation score")
     ax.set_xlabel("epoch")
     ax.legend()
     ax.grid(alpha=0.3)

@@ -224,8 +224,9 @@ def plot_run_summary(run_dir, truth: pd.DataFrame | None = None, predictions: pd
     curves = [c for c in columns if truth is not None and truth[c].nunique() == 2]
     fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(11 if curves else 6, 4), squeeze=False)
     for folder, summary in trained_summaries(run_dir):
-        if "val_score" in summary:
-            axes[0, 0].plot(summary.epoch, summary.val_score, marker="o", label=str(folder))
+        if "val_score" in summary:  # the epochs that validated (train.val_every)
+            validated = summary.dropna(subset=["val_score"])
+            axes[0, 0].plot(validated.epoch, validated.val_score, marker="o", label=str(folder))
     axes[0, 0].set(xlabel="epoch", ylabel="validation score", title="each fold's validation score")
     axes[0, 0].legend(fontsize=7)
     axes[0, 0].grid(alpha=0.3)

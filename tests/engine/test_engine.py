@@ -255,3 +255,23 @@ def test_a_finished_run_is_never_overwritten_without_resume(tmp_path):
     with pytest.raises(FileExistsError, match="add --resume to continue it"):
         Trainer(toy_model(seed=1), ToyTask(), toy_data(), None, config(tmp_path, epochs=1), tmp_path).fit()
     assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_val_every_validates_every_kth_epoch_and_the_last_and_trains_the_same_weights(tmp_path):
+    data, val = toy_data(), toy_data(32, seed=1)
+    every = Trainer(toy_model(), ToyTask(), data, val, config(tmp_path / "every", epochs=5), tmp_path / "every")
+    every.fit()
+    sparse = Trainer(toy_model(), ToyTask(), data, val, config(tmp_path / "sparse", epochs=5, val_every=2),
+                     tmp_path / "sparse")
+    history = sparse.fit()
+    summary = pd.read_csv(tmp_path / "sparse" / "summary.csv")
+    assert summary.val_score.notna().tolist() == [False, True, False, True, True]  # epochs 2, 4 and the last
+    full = pd.read_csv(tmp_path / "every" / "summary.csv")
+    validated = summary.val_score.notna()
+    assert summary.val_score[validated].tolist() == pytest.approx(full.val_score[validated].tolist())
+    for key, value in weights(every.model).items():  # validation draws no randomness from training
+        torch.testing.assert_close(sparse.model.state_dict()[key], value, rtol=0, atol=0)
+    best = load_checkpoint(tmp_path / "sparse" / "best.pt")
+    assert best["best"] == pytest.approx(summary.val_score.min())
+    assert best["epoch"] == int(summary.epoch[summary.val_score.idxmin()])
+    assert len(history) == 5 and (tmp_path / "sparse" / "learning_curve.png").exists()
