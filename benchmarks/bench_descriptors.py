@@ -1,7 +1,7 @@
 """Stage 2 against stage 1 of the adjacent-slice descriptor method (RSNA 2019), same folds, over
 seeds. Runs the project's own commands.
 
-    python benchmarks/bench_descriptors.py --work work/bench_descriptors [--seeds 0 1]
+    python benchmarks/bench_descriptors.py --work work/bench_descriptors [--seeds 0 1 2]
         [--config configs/demo_rsna2019.yaml]
 
 One synthetic head CT set (the config's, the demo's by default), its cache; the folds are made by
@@ -14,7 +14,8 @@ descriptors are copied, so ``--resume`` finds stage 1 done):
 - ``OOF predictions, window``: stacking on each slice's out-of-fold stage-1 logits.
 
 Prints, per variant and seed, the weighted log loss (OOF and test) and the OOF AUC of each label,
-stage 1's beside them, and the constant prior's, as markdown. Finished runs are reused.
+stage 1's beside them, and the constant prior's, as markdown, then each variant's paired gain over
+stage 1 on the same seeds (``volslice.comparison``). Finished runs are reused.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sklearn.metrics import roc_auc_score
 
 from common import markdown, volslice
 from volslice import competitions
+from volslice.comparison import paired_comparison
 
 VARIANTS = {"features, window": [], "features, BiGRU": ["descriptors.sequence=gru"],
             "OOF predictions, window": ["descriptors.stage2_input=oof_predictions"]}
@@ -52,7 +54,7 @@ def oof_auc(run: Path, prefix: str, labels: pd.DataFrame, columns) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("work/bench_descriptors"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--config", default="configs/demo_rsna2019.yaml")
     args = parser.parse_args()
     work, config = args.work, ["--config", args.config]
@@ -93,6 +95,15 @@ def main() -> int:
     means.columns = [f"{a} {b}" for a, b in means.columns]
     print("mean and spread over seeds:\n")
     print(markdown(means.reset_index()))
+    seeded = table[table.seed != "-"].sort_values("seed")
+    stage1 = seeded[seeded.model == "stage 1 (slice CNN)"]
+    if len(stage1) >= 2:
+        print("\npaired against stage 1 on the same seeds (weighted log loss, lower is better):\n")
+        for name in VARIANTS:
+            stage2 = seeded[seeded.model == f"stage 2: {name}"]
+            for split in ("OOF", "test"):
+                verdict = paired_comparison(stage2[split], stage1[split]).describe()
+                print(f"- stage 2 ({name}) over stage 1, {split}: {verdict}")
     return 0
 
 

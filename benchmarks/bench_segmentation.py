@@ -4,15 +4,15 @@ Runs the project's own commands.
 
     python benchmarks/bench_segmentation.py --work work/bench_seg [--patients 40] [--size 128]
         [--few 4 8] [--seeds 0 1 2 3 4] [--all-masks] [--fusion-epochs 20]
-        [--config configs/demo.yaml] [--publish docs/segmentation]
+        [--config configs/demo.yaml] [--publish docs/segmentation] [KEY=VALUE ...]
 
 A synthetic set (every series masked), cached at --size px (32 slices per series); folds from step
 02; fold 0's masked series are held out. The recipe is the config's (the demo's by default: the
 network, batch Dice, crops drawn by organ, at least ``segmentation.train.min_steps`` steps,
-nnU-Net's augmentations). Per seed, Volume Fusion pretrains on every cached series (train and
-test, no labels), then ``volslice segment --fold 0`` trains from scratch and from its export on
-each --few count of the other masked train series, drawn per seed (the same draw for both
-starts); ``--all-masks``: with the first seed also on all of them. Finished runs are reused
+nnU-Net's augmentations), then any KEY=VALUE overrides. Per seed, Volume Fusion pretrains on every
+cached series (train and test, no labels), then ``volslice segment --fold 0`` trains from scratch
+and from its export on each --few count of the other masked train series, drawn per seed (the
+same draw for both starts); ``--all-masks``: with the first seed also on all of them. Finished runs are reused
 (--resume), so an interrupted benchmark resumes.
 
 Prints and writes (``WORK/segmentation.md``, ``.csv``; copied to --publish) the best epoch's
@@ -49,8 +49,10 @@ def main() -> int:
     parser.add_argument("--fusion-epochs", type=int, default=20)
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--publish", type=Path, help="also copy the table and rows here")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. segmentation.train.val_every=10")
     args = parser.parse_args()
     work, config = args.work, ["--config", args.config]
+    run_overrides = [*QUIET, *args.overrides]
     volslice("synthetic", "--out", work / "data", "--train-patients", args.patients, "--test-patients", 8,
              "--extra-unlabeled", 0, "--size", args.size, "synthetic.segmentation_fraction=1.0")
     volslice("cache", "--data", work / "data", "--out", work / "cache", f"cache.size={args.size}",
@@ -61,7 +63,7 @@ def main() -> int:
     rows = []
     for seed in args.seeds:
         fusion = work / f"fusion_seed{seed}"
-        volslice("pretrain", "--method", "volume-fusion", "--cache", work / "cache", *config, "--resume", *QUIET,
+        volslice("pretrain", "--method", "volume-fusion", "--cache", work / "cache", *config, "--resume", *run_overrides,
                  f"segmentation.fusion.train.epochs={args.fusion_epochs}", f"segmentation.fusion.train.seed={seed}",
                  f"segmentation.fusion.train.out_dir={fusion}")
         settings = []
@@ -78,7 +80,7 @@ def main() -> int:
                 out = work / f"seg_{tag}_{start.split()[0].lower()}_seed{seed}"
                 weights = [f"segmentation.weights={fusion / 'volume_fusion.safetensors'}"] if start != "scratch" else []
                 volslice("segment", "--cache", work / "cache", "--folds", folds_file, "--fold", 0, *config,
-                         "--resume", *QUIET, *weights, f"segmentation.train.seed={seed}",
+                         "--resume", *run_overrides, *weights, f"segmentation.train.seed={seed}",
                          f"segmentation.train.out_dir={out}")
                 dice = held_out_dice(out / "fold0" / "summary.csv")
                 rows.append({"masks": masks, "start": start, "seed": seed, **dice,
@@ -97,7 +99,7 @@ def main() -> int:
     text = "\n\n".join([
         f"held-out masked series: {folds[folds.fold == 0].series_id.nunique()}; training series: all = "
         f"{others.series_id.nunique()}, few = {', '.join(map(str, args.few))}; {args.size} px, 32 slices per "
-        f"series; recipe {args.config}; Volume Fusion {args.fusion_epochs} epochs",
+        f"series; recipe {args.config} {' '.join(args.overrides)}; Volume Fusion {args.fusion_epochs} epochs",
         markdown(table), "Mean ± sd over seeds:", markdown(spread), "Paired comparison:\n\n" + "\n".join(verdicts)])
     print(text)
     (work / "segmentation.md").write_text(text + "\n")
