@@ -32,7 +32,8 @@ class PairedComparison:
 
     def describe(self) -> str:
         """One line: the gain with its interval, the verdict and, where undecided, the seeds needed."""
-        text = f"gain {self.mean:+.3f} (95% CI {self.low:+.3f} to {self.high:+.3f}, sd {self.sd:.3f}, {self.n} seeds): {self.verdict}"
+        text = (f"gain {self.mean:+.3f} (95% CI {self.low:+.3f} to {self.high:+.3f}, sd {self.sd:.3f}, "
+                f"{self.n} seeds): {self.verdict}")
         if self.verdict == UNDECIDED:
             text += f"; about {self.seeds_to_decide} seeds would decide it" if self.seeds_to_decide else "; no mean gain"
         return text

@@ -187,6 +187,8 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(train_set)} training samples make no full batch of {cfg.batch_size} per process "
                              f"(the last, incomplete batch is dropped): lower the batch size")
+        if cfg.val_every < 1:
+            raise ValueError(f"train.val_every={cfg.val_every}: validate every k >= 1 epochs")
         self.epochs = epochs_for(cfg, self.steps_per_epoch)
         if self.epochs > cfg.epochs and self.ctx.main:
             log.info("%d optimizer steps per epoch: %d epochs instead of %d, for train.min_steps=%d",
@@ -390,7 +392,7 @@ class Trainer:
     def validates_after(self, epoch: int) -> bool:
         """Whether the run validates after ``epoch`` (1-based): every ``train.val_every``-th epoch and
         the last, so that the last epoch always competes for best.pt."""
-        return epoch % max(self.cfg.val_every, 1) == 0 or epoch >= self.epochs
+        return epoch % self.cfg.val_every == 0 or epoch >= self.epochs
 
     def _last_epoch_score(self) -> float:
         """The score of an epoch without validation (fold -1): each epoch better than the last."""

@@ -275,3 +275,8 @@ def test_val_every_validates_every_kth_epoch_and_the_last_and_trains_the_same_we
     assert best["best"] == pytest.approx(summary.val_score.min())
     assert best["epoch"] == int(summary.epoch[summary.val_score.idxmin()])
     assert len(history) == 5 and (tmp_path / "sparse" / "learning_curve.png").exists()
+
+
+def test_val_every_below_one_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match="train.val_every=0"):
+        Trainer(toy_model(), ToyTask(), toy_data(), toy_data(32, seed=1), config(tmp_path, val_every=0), tmp_path)
