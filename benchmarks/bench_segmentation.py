@@ -4,16 +4,16 @@ Runs the project's own commands.
 
     python benchmarks/bench_segmentation.py --work work/bench_seg [--patients 40] [--size 128]
         [--few 4 8] [--seeds 0 1 2 3 4] [--all-masks] [--fusion-epochs 20]
-        [--config configs/demo.yaml] [--publish docs/segmentation] [KEY=VALUE ...]
+        [--config configs/demo.yaml] [--publish docs/segmentation] [-- KEY=VALUE ...]
 
 A synthetic set (every series masked), cached at --size px (32 slices per series); folds from step
 02; fold 0's masked series are held out. The recipe is the config's (the demo's by default: the
 network, batch Dice, crops drawn by organ, at least ``segmentation.train.min_steps`` steps,
-nnU-Net's augmentations), then any KEY=VALUE overrides. Per seed, Volume Fusion pretrains on every
-cached series (train and test, no labels), then ``volslice segment --fold 0`` trains from scratch
-and from its export on each --few count of the other masked train series, drawn per seed (the
-same draw for both starts); ``--all-masks``: with the first seed also on all of them. Finished runs are reused
-(--resume), so an interrupted benchmark resumes.
+nnU-Net's augmentations), then the KEY=VALUE overrides after ``--``. Per seed, Volume Fusion
+pretrains on every cached series (train and test, no labels), then ``volslice segment --fold 0``
+trains from scratch and from its export on each --few count of the other masked train series,
+drawn per seed (the same draw for both starts); ``--all-masks``: with the first seed also on all
+of them. Finished runs are reused (--resume), so an interrupted benchmark resumes.
 
 Prints and writes (``WORK/segmentation.md``, ``.csv``; copied to --publish) the best epoch's
 held-out Dice per organ of every run, mean +/- sd over seeds, and per --few count the paired
