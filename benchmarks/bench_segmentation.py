@@ -33,6 +33,7 @@ import pandas as pd
 
 from common import held_out_dice, markdown, volslice
 from volslice.comparison import paired_comparison
+from volslice.io import atomic_write_csv, atomic_write_text
 from volslice.segmentation.model import ORGAN_CLASSES
 
 QUIET = ["segmentation.train.progress=false", "segmentation.fusion.train.progress=false"]
@@ -102,8 +103,8 @@ def main() -> int:
         f"series; recipe {args.config} {' '.join(args.overrides)}; Volume Fusion {args.fusion_epochs} epochs",
         markdown(table), "Mean ± sd over seeds:", markdown(spread), "Paired comparison:\n\n" + "\n".join(verdicts)])
     print(text)
-    (work / "segmentation.md").write_text(text + "\n")
-    table.to_csv(work / "segmentation.csv", index=False)
+    atomic_write_text(work / "segmentation.md", text + "\n")
+    atomic_write_csv(work / "segmentation.csv", table)
     if args.publish:
         args.publish.mkdir(parents=True, exist_ok=True)
         for name in ("segmentation.md", "segmentation.csv"):
