@@ -74,6 +74,13 @@ class ClassificationTask:
             out[head] = (loss * weight).sum() / weight.sum()
         return out
 
+    def head_loss(self, outputs: dict, batch: dict, device) -> tuple[torch.Tensor, dict]:
+        """(the heads' losses weighted by the heads' metric weights, each head's loss for the log)."""
+        losses = self.losses(outputs, batch, device)
+        head_weights = torch.tensor([self.specs[h].weight for h in losses], device=device)
+        total = (torch.stack(list(losses.values())) * head_weights).sum() / head_weights.sum()
+        return total, {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
+
     def train_loss(self, model, batch, device):
         """Augmented batch -> the mean of the heads' losses (+ the weighted slice and mask losses)."""
         x = to_float(batch["image"], device)
@@ -82,10 +89,7 @@ class ClassificationTask:
         else:
             x = augment(x, self.cfg)
         outputs = model(x)
-        losses = self.losses(outputs, batch, device)
-        head_weights = torch.tensor([self.specs[h].weight for h in losses], device=device)
-        total = (torch.stack(list(losses.values())) * head_weights).sum() / head_weights.sum()
-        logs = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
+        total, logs = self.head_loss(outputs, batch, device)
         if self.slice_loss_weight and "slices" in outputs:
             mask = batch["slice_mask"].to(device)
             per_slice = F.binary_cross_entropy_with_logits(outputs["slices"].float(), batch["slice_target"].to(device),
@@ -109,7 +113,10 @@ class ClassificationTask:
 
     def series_rows(self, models: list, x: torch.Tensor, patient_ids, series_ids) -> list[dict]:
         """One row per series of the batch: patient_id, series_id and a probability per predicted column."""
-        probs = self.ensemble_probabilities(models, x)
+        return self.rows(self.ensemble_probabilities(models, x), patient_ids, series_ids)
+
+    def rows(self, probs: dict, patient_ids, series_ids) -> list[dict]:
+        """One row per series from head -> (batch, classes) probabilities (see ``series_rows``)."""
         rows = []
         for i, (patient_id, series_id) in enumerate(zip(patient_ids, series_ids)):
             row = {"patient_id": int(patient_id), "series_id": int(series_id)}

@@ -4,9 +4,17 @@
         [--folds FOLDS.csv] [--fold 0 1] [--resume] [--report REPORT.json] [--submission OUT.csv]
         [key=value ...]
 
+    volslice descriptors --data ROOT --cache CACHE --classifier RUN [--config FILE] [--resume]
+        [--report REPORT.json] [--submission OUT.csv] [key=value ...]
+
 Without --folds, patient-grouped folds of the cached train series are made (folds.n_folds) and saved
 in the run folder (descriptors.stage1.out_dir). Prints the OOF and test scores of stage 1 (the
 slice CNN alone) and stage 2, and the constant prior's.
+
+With --classifier (patient labels, e.g. RSNA 2023): the fold CNNs of that trained whole-slice
+classifier run are stage 1; stage 2 reads every slice's descriptor on the run's own folds, and is
+scored beside the classifier itself (volslice.descriptors.series). The run's config.yaml is the
+base config; --config files and overrides (descriptors.*) apply on top.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue each stage from its last.pt")
     parser.add_argument("--report", type=Path, help="JSON report to record the scores in")
     parser.add_argument("--submission", type=Path, help="where to write the test submission")
+    parser.add_argument("--classifier", type=Path,
+                        help="trained whole-slice classifier run whose fold CNNs give the descriptors (patient labels)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. descriptors.window=3")
 
 
@@ -36,6 +46,16 @@ def run(args) -> int:
     from volslice.descriptors.run import run_descriptors
 
     chosen, overrides = folds_and_overrides(args)
+    if args.classifier:
+        from volslice.descriptors.series import run_series_descriptors
+
+        if args.folds or chosen is not None:
+            args.parser.error("--classifier trains on that run's own folds: drop --folds and --fold")
+        cfg = load_config(args.classifier / "config.yaml", *args.config, overrides=overrides)
+        summary = run_series_descriptors(cfg, args.classifier, args.data, args.cache, resume=args.resume,
+                                         report=args.report, submission=args.submission)
+        print(json.dumps(summary, indent=2))
+        return 0
     cfg = load_config(*args.config, overrides=overrides)
     summary = run_descriptors(cfg, args.data, args.cache, folds_file=args.folds, chosen=chosen,
                               resume=args.resume, report=args.report, submission=args.submission)

@@ -19,6 +19,21 @@ from volslice.data.manifest import load_images
 from volslice.data.inputs import InputSpec, VolumeWithMasks, sample_input, split_masks
 
 
+def patient_targets(labels: pd.DataFrame, heads: dict, patient_id: int) -> dict:
+    """``target_<head>`` of one patient for every head (name -> its label columns): a float 0/1 for a
+    binary head (one column, or negative and positive), else the class index."""
+    if patient_id not in labels.index:
+        raise KeyError(f"patient {patient_id} has no row in the labels")
+    label = labels.loc[patient_id]
+    out = {}
+    for head, columns in heads.items():
+        values = label[list(columns)].to_numpy(dtype=float)
+        cls = int(values[0]) if len(columns) == 1 else int(values.argmax())
+        out[f"target_{head}"] = torch.tensor(float(cls) if len(columns) <= 2 else cls,
+                                             dtype=torch.float32 if len(columns) <= 2 else torch.long)
+    return out
+
+
 class SeriesDataset(Dataset):
     """One item per cached series; targets from the patient's labels (both series share them).
 
@@ -71,22 +86,10 @@ class SeriesDataset(Dataset):
             image, picks = sample_input(volume, self.spec, self.train, record)
         item["image"] = torch.from_numpy(image)
         if self.labels is not None:
-            item.update(self._targets(int(row.patient_id)))
+            item.update(patient_targets(self.labels, self.heads, int(row.patient_id)))
             if self.slice_heads:
                 item["slice_target"], item["slice_mask"] = self._slice_targets(row, picks)
         return item
-
-    def _targets(self, patient_id: int) -> dict:
-        if patient_id not in self.labels.index:
-            raise KeyError(f"patient {patient_id} has no row in the labels")
-        label = self.labels.loc[patient_id]
-        out = {}
-        for head, columns in self.heads.items():
-            values = label[list(columns)].to_numpy(dtype=float)
-            cls = int(values[0]) if len(columns) == 1 else int(values.argmax())
-            out[f"target_{head}"] = torch.tensor(float(cls) if len(columns) <= 2 else cls,
-                                                 dtype=torch.float32 if len(columns) <= 2 else torch.long)
-        return out
 
     def _slice_targets(self, row, picks: np.ndarray):
         """Per selected slice and slice head: 1 where the instance is listed as injured, 0 where the

@@ -230,7 +230,23 @@ def sample_input(volume: np.ndarray, spec: InputSpec, train: bool, record: dict 
         raise ValueError("this model's input needs the series' organ record (step 03, volslice organs)")
     if spec.input == "organs":
         return np.stack([organ_crops(volume, record, part, spec, train) for _, part in organ_views(spec.heads)]), None
-    z_range = None
+    return sample_slices(volume, spec.n_slices, spec.crop, spec.context, train, slice_z_range(volume, spec, record))
+
+
+def slice_z_range(volume: np.ndarray, spec: InputSpec, record: dict | None) -> tuple[int, int] | None:
+    """[low, high) of the slices a whole-slice run reads (``model.slice_range``): where the organs
+    are, or None for the whole series."""
     if spec.slice_range == "organs":
-        z_range = organs_z_range(record, ORGAN_LABELS, spec.organ_margin, volume.shape[0])
-    return sample_slices(volume, spec.n_slices, spec.crop, spec.context, train, z_range)
+        return organs_z_range(record, ORGAN_LABELS, spec.organ_margin, volume.shape[0])
+    return None
+
+
+def every_slice_input(volume: np.ndarray, spec: InputSpec, record: dict | None = None) -> np.ndarray:
+    """(S, C', crop, crop) uint8: every slice of the z range a whole-slice run samples from (see
+    ``slice_z_range``), each with its 2.5D neighbours, centre-cropped as in validation."""
+    if spec.input != "slices":
+        raise ValueError(f"every slice is read from whole-slice input (model.input=slices), not {spec.input}")
+    if spec.needs_organs and record is None:
+        raise ValueError("this model's input needs the series' organ record (step 03, volslice organs)")
+    low, high = slice_z_range(volume, spec, record) or (0, volume.shape[0])
+    return crop(stack_slices(volume, np.arange(low, high), spec.context), spec.crop, False)

@@ -79,14 +79,19 @@ class DescriptorDataset(Dataset):
 
 
 def pad_series(items: list[dict]) -> dict:
-    """Batch series of different lengths: descriptors and targets zero-padded to the longest, with
-    ``mask`` (B, S) marking the real slices."""
+    """Batch series of different lengths: descriptors and per-slice targets zero-padded to the
+    longest, with ``mask`` (B, S) marking the real slices; ids and per-series targets stacked, lists
+    (image ids) kept as lists."""
     longest = max(len(it["descriptors"]) for it in items)
     batch = {"descriptors": torch.zeros(len(items), longest, items[0]["descriptors"].shape[1]),
-             "mask": torch.zeros(len(items), longest, dtype=torch.bool),
-             "image_ids": [it["image_ids"] for it in items], "series_id": torch.tensor([it["series_id"] for it in items])}
+             "mask": torch.zeros(len(items), longest, dtype=torch.bool)}
     if "target" in items[0]:
         batch["target"] = torch.zeros(len(items), longest, items[0]["target"].shape[1])
+    for key, value in items[0].items():
+        if key not in batch:
+            values = [it[key] for it in items]
+            batch[key] = (torch.stack(values) if isinstance(value, torch.Tensor) else
+                          torch.tensor(values) if isinstance(value, int) else values)
     for b, it in enumerate(items):
         n = len(it["descriptors"])
         batch["descriptors"][b, :n] = it["descriptors"]

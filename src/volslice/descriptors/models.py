@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from volslice.models.sequence import create_backbone
+from volslice.models.sequence import HeadSpec, create_backbone
 
 
 class SliceClassifier(nn.Module):
@@ -35,10 +35,14 @@ class NeighbourClassifier(nn.Module):
     competition's 1st place). ``normalise``: layer-normalise each descriptor first (for pooled
     features; stage-1 logits keep their scale). ``mask`` (B, S) marks the real slices of padded
     sequences: the BiGRU reads each study to its own end, so a study's predictions do not depend
-    on what it was batched with."""
+    on what it was batched with.
 
-    def __init__(self, dim: int, labels: int, kind: str = "window", window: int = 2, hidden: int = 128,
-                 dropout: float = 0.2, normalise: bool = True):
+    ``heads`` (patient labels, e.g. RSNA 2023): the per-slice features are max-pooled over the real
+    slices, as the classifier's CNN-LSTM pools its sequence, and each ``HeadSpec`` gets its own
+    logits (B, classes) instead of per-slice ``logits``."""
+
+    def __init__(self, dim: int, labels: int = 0, kind: str = "window", window: int = 2, hidden: int = 128,
+                 dropout: float = 0.2, normalise: bool = True, heads: tuple[HeadSpec, ...] = ()):
         super().__init__()
         if kind not in ("window", "gru"):
             raise ValueError(f"descriptors.sequence must be window or gru, got {kind!r}")
@@ -52,7 +56,12 @@ class NeighbourClassifier(nn.Module):
             self.mix = nn.GRU(hidden, hidden, num_layers=2, batch_first=True, bidirectional=True)
             width = 2 * hidden
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(width, labels)
+        if heads:
+            self.heads = nn.ModuleDict({h.name: nn.Linear(width, h.classes) for h in heads})
+        elif labels:
+            self.head = nn.Linear(width, labels)
+        else:
+            raise ValueError("a neighbour classifier needs per-slice labels or patient heads")
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
         x = self.norm(x)
@@ -67,4 +76,9 @@ class NeighbourClassifier(nn.Module):
             lengths = mask.sum(1).cpu()
             packed = nn.utils.rnn.pack_padded_sequence(self.project(x), lengths, batch_first=True, enforce_sorted=False)
             h, _ = nn.utils.rnn.pad_packed_sequence(self.mix(packed)[0], batch_first=True, total_length=x.shape[1])
-        return {"logits": self.head(self.dropout(h))}
+        if not hasattr(self, "heads"):
+            return {"logits": self.head(self.dropout(h))}
+        if mask is not None:
+            h = h.masked_fill(~mask[..., None], float("-inf"))
+        pooled = self.dropout(h.max(dim=1).values)
+        return {name: head(pooled) for name, head in self.heads.items()}
