@@ -1,0 +1,228 @@
+"""2D-VoCo's label efficiency on the organ-aware classifier (the model that sees the injuries):
+scratch, ImageNet and 2D-VoCo starts at a share of the labelled patients; 2D-VoCo with and without
+the extra unlabeled volumes; multi-organ against single-organ models. Runs the project's own
+commands; one resumable command, every finished run reused, so it may run across sessions.
+
+    python benchmarks/bench_label_efficiency.py --work work/bench_label_efficiency [--seeds 0 1 2]
+        [--patients 160] [--extra 160] [--set-seed 5151] [--pretrain-epochs 4] [--stages N]
+        [--publish docs/claims]
+
+One synthetic RSNA 2023 set (the realistic anatomy, ``--patients`` train patients, ``--extra``
+unlabeled NIfTI volumes), its cache and 2 folds; Volume Fusion, the segmenter (fold 0) and step 03
+once. Every run is the organ-crop classifier (``configs/demo_organs.yaml``: liver, spleen and
+kidney crops, at least 400 steps a fold). Training on a share of the labelled patients keeps the
+validation fold whole: each fold trains on a seeded, stratum-stratified share of the other fold's
+patients, so every arm is scored on the same 160 OOF patients. Arms, in the order they run (the
+claims' comparisons first, each over every seed before the next):
+
+1. scratch and 2D-VoCo (competition series + extra volumes), 100 % of the labelled patients;
+2. the same at 25 %;
+3. ImageNet at 100 % and 25 %;
+4. single-organ models (one run per organ, 2D-VoCo + extra start), 100 %, joined into one OOF;
+5. 2D-VoCo on the competition series alone, 100 %.
+
+The score is the competition's weighted log loss over the organ heads' groups (the mean of the
+kidney, liver and spleen losses; the project's validation score of an organ-crop run), beside the
+best constant's on the same patients; mAP over the organ labels and each organ's low/high AP.
+Writes WORK/label_efficiency.md, .csv and .png (``--publish`` copies them) with the paired
+verdicts (``volslice.comparison``) of every claim whose arms have at least two common seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common import markdown, volslice
+from volslice import competitions
+from volslice.classifier.run import score_oof
+from volslice.comparison import paired_comparison
+from volslice.config import load_config
+from volslice.io import atomic_path, atomic_write_csv, atomic_write_text
+
+ORGANS_CONFIG = "configs/demo_organs.yaml"
+VOCO_EXTRA, VOCO_SERIES = "2D-VoCo (+ extra volumes)", "2D-VoCo (competition series)"
+SINGLE = "2D-VoCo (+ extra), single-organ models"
+RUN_NAMES = {"scratch": "scratch", "ImageNet": "imagenet", VOCO_EXTRA: "voco_extra", VOCO_SERIES: "voco_series"}
+PLAN = [[("scratch", 1.0), (VOCO_EXTRA, 1.0)], [("scratch", 0.25), (VOCO_EXTRA, 0.25)],
+        [("ImageNet", 1.0), ("ImageNet", 0.25)], [(SINGLE, 1.0)], [(VOCO_SERIES, 1.0)]]
+CLAIMS = [("2D-VoCo beats scratch", VOCO_EXTRA, "scratch"), ("2D-VoCo beats ImageNet", VOCO_EXTRA, "ImageNet"),
+          ("extra unlabeled volumes help 2D-VoCo", VOCO_EXTRA, VOCO_SERIES),
+          ("multi-organ beats single-organ", VOCO_EXTRA, SINGLE)]
+
+
+class Bench:
+    """The benchmark's data, its steps and its runs in one work folder."""
+
+    def __init__(self, args):
+        self.work, self.args = args.work.resolve(), args
+        self.config = ["--config", args.config]
+        self.comp = competitions.get(load_config(args.config).competition)
+
+    def prepare(self) -> None:
+        w, a = self.work, self.args
+        volslice("synthetic", "--out", w / "data", "--train-patients", a.patients, "--test-patients", 16,
+                 "--extra-unlabeled", a.extra, *self.config, f"synthetic.seed={a.set_seed}")
+        volslice("cache", "--data", w / "data", "--out", w / "cache", *self.config)
+        volslice("folds", "--data", w / "data", "--out", w / "folds.csv", *self.config)
+        volslice("pretrain", "--method", "volume-fusion", "--cache", w / "cache", *self.config, "--resume",
+                 f"segmentation.fusion.train.out_dir={w / 'volume_fusion'}")
+        volslice("segment", "--cache", w / "cache", "--folds", w / "folds.csv", "--fold", 0, *self.config, "--resume",
+                 "--report", w / "segmentation.json", f"segmentation.train.out_dir={w / 'segmentation'}",
+                 f"segmentation.weights={w / 'volume_fusion' / 'volume_fusion.safetensors'}")
+        volslice("organs", "--cache", w / "cache", "--segmenter", w / "segmentation", "--no-progress")
+
+    def pretrained(self, seed: int, extra: bool) -> Path:
+        out = self.work / f"pretrain_{'extra' if extra else 'series'}_seed{seed}"
+        if not (out / "backbone.safetensors").exists():
+            sources = ["--extra", self.work / "data" / "extra_unlabeled"] if extra else []
+            volslice("pretrain", "--cache", self.work / "cache", *sources, "--volumes", self.work / "voco_volumes",
+                     *self.config, "--resume", f"pretrain.train.out_dir={out}", f"pretrain.train.seed={seed}",
+                     f"pretrain.train.epochs={self.args.pretrain_epochs}")
+        return out / "backbone.safetensors"
+
+    def start(self, arm: str, seed: int) -> list[str]:
+        if arm == "scratch":
+            return ["model.init=scratch", "model.weights="]
+        if arm == "ImageNet":
+            return ["model.init=imagenet", "model.weights="]
+        return ["model.init=file", f"model.weights={self.pretrained(seed, arm != VOCO_SERIES)}"]
+
+    def share_folds(self, fraction: float, seed: int, fold: int) -> Path:
+        """Fold ``fold`` whole, the other folds' patients cut to a seeded share of each stratum."""
+        path = self.work / f"folds_{round(fraction * 100)}pct_seed{seed}_fold{fold}.csv"
+        if not path.exists():
+            folds = pd.read_csv(self.work / "folds.csv")
+            train = folds[folds.fold != fold].drop_duplicates("patient_id")
+            kept = train.groupby("stratum", group_keys=False).sample(frac=fraction, random_state=seed).patient_id
+            atomic_write_csv(path, folds[(folds.fold == fold) | folds.patient_id.isin(kept)])
+        return path
+
+    def train(self, name: str, overrides: list[str], fraction: float, seed: int) -> Path:
+        run = self.work / name
+        if (run / "oof.csv").exists():
+            return run
+        common = ["--data", self.work / "data", "--cache", self.work / "cache", *self.config, "--config", ORGANS_CONFIG,
+                  "--resume", "train.progress=false", f"train.seed={seed}", f"train.out_dir={run}", *overrides]
+        if fraction == 1.0:
+            volslice("train", "--folds", self.work / "folds.csv", *common)
+        else:
+            for fold in sorted(pd.read_csv(self.work / "folds.csv").fold.unique()):
+                volslice("train", "--folds", self.share_folds(fraction, seed, fold), "--fold", fold, *common)
+        return run
+
+    def oof(self, arm: str, fraction: float, seed: int) -> pd.DataFrame:
+        pct = f"{round(fraction * 100)}pct"
+        if arm != SINGLE:
+            run = self.train(f"{RUN_NAMES[arm]}_{pct}_seed{seed}", self.start(arm, seed), fraction, seed)
+            return pd.read_csv(run / "oof.csv")
+        joined = None
+        for head in self.organ_heads():
+            run = self.train(f"single_{head.name}_{pct}_seed{seed}", [*self.start(VOCO_EXTRA, seed),
+                                                                     f"model.heads=[{head.name}]"], fraction, seed)
+            frame = pd.read_csv(run / "oof.csv").set_index(self.comp.id_column)
+            joined = frame.copy() if joined is None else joined
+            joined[list(head.columns)] = frame.loc[joined.index, list(head.columns)]
+        return joined.reset_index()
+
+    def organ_heads(self):
+        return self.comp.select_heads(load_config(self.args.config, ORGANS_CONFIG).model.heads)
+
+    def evaluate(self, oof: pd.DataFrame) -> dict:
+        heads = self.organ_heads()
+        summary = score_oof(self.comp, self.work / "data", oof)
+        ap = summary["oof_extra"]["average_precision"]
+        labels = [c for head in heads for c in head.positive_columns]
+        return {"score": np.mean([summary["oof_groups"][h.name] for h in heads]),
+                "best constant": np.mean([summary["oof_best_constant_groups"][h.name] for h in heads]),
+                "mAP": np.nanmean([ap[c] for c in labels]), **{f"AP {c}": ap[c] for c in labels}}
+
+
+def verdicts(rows: pd.DataFrame) -> list[str]:
+    lines = []
+    for fraction in sorted(rows.fraction.unique(), reverse=True):
+        part = rows[rows.fraction == fraction]
+        for claim, winner, other in CLAIMS:
+            a, b = (part[part.arm == arm].set_index("seed") for arm in (winner, other))
+            seeds = sorted(set(a.index) & set(b.index))
+            if len(seeds) < 2:
+                continue
+            for metric, lower in (("score", True), ("mAP", False)):
+                verdict = paired_comparison(a.loc[seeds, metric], b.loc[seeds, metric], lower_is_better=lower)
+                lines.append(f"- {claim} at {round(fraction * 100)} % ({metric}, seeds {seeds}): {verdict.describe()}")
+    return lines
+
+
+def plot(rows: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = list(dict.fromkeys(rows.arm))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, metric in zip(axes, ("score", "mAP")):
+        for x, arm in enumerate(arms):
+            for shift, fraction, marker in ((-0.12, 1.0, "o"), (0.12, 0.25, "^")):
+                part = rows[(rows.arm == arm) & (rows.fraction == fraction)]
+                if len(part):
+                    ax.scatter([x + shift] * len(part), part[metric], color=f"C{x}", marker=marker,
+                               label=f"{round(fraction * 100)} % of the labels" if x == 0 else None)
+                    ax.plot([x + shift - 0.08, x + shift + 0.08], [part[metric].mean()] * 2, color="k")
+        if metric == "score":
+            ax.axhline(rows["best constant"].iloc[0], color="grey", linestyle="--", label="best constant")
+        ax.set_xticks(range(len(arms)), [a.replace(" (", "\n(") for a in arms], fontsize=7)
+        ax.set(title=f"organ heads' {'weighted log loss (lower is better)' if metric == 'score' else 'mAP (higher is better)'}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("2D-VoCo's label efficiency, organ-crop classifier, one point per seed")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("work/bench_label_efficiency"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--patients", type=int, default=160)
+    parser.add_argument("--extra", type=int, default=160, help="unlabeled NIfTI volumes for 2D-VoCo")
+    parser.add_argument("--set-seed", type=int, default=5151)
+    parser.add_argument("--pretrain-epochs", type=int, default=4)
+    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--stages", type=int, default=len(PLAN), help="run only the first N stages of the plan")
+    parser.add_argument("--publish", type=Path, help="also copy the table, rows and plot here (e.g. docs/claims)")
+    args = parser.parse_args()
+    bench = Bench(args)
+    bench.prepare()
+    rows = []
+    for stage in PLAN[: args.stages]:
+        for seed in args.seeds:
+            for arm, fraction in stage:
+                rows.append({"arm": arm, "fraction": fraction, "seed": seed,
+                             **bench.evaluate(bench.oof(arm, fraction, seed))})
+                table = pd.DataFrame(rows)
+                atomic_write_csv(bench.work / "label_efficiency.csv", table)
+    table = pd.DataFrame(rows)
+    means = table.groupby(["arm", "fraction"], sort=False)[["score", "mAP"]].agg(["mean", "std"])
+    means.columns = [f"{a} {b}" for a, b in means.columns]
+    text = "\n".join([f"{args.patients} train patients (set seed {args.set_seed}), organ-crop classifier, 2 folds; "
+                      "OOF on every patient\n", markdown(table), "", "Mean and standard deviation over seeds:", "",
+                      markdown(means.reset_index()), "", "Paired over seeds:", "", *verdicts(table)]) + "\n"
+    atomic_write_text(bench.work / "label_efficiency.md", text)
+    plot(table, bench.work / "label_efficiency.png")
+    print(text)
+    if args.publish:
+        args.publish.mkdir(parents=True, exist_ok=True)
+        for name in ("label_efficiency.md", "label_efficiency.csv", "label_efficiency.png"):
+            shutil.copy(bench.work / name, args.publish / name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
