@@ -2,7 +2,7 @@
 seeds. Runs the project's own commands.
 
     python benchmarks/bench_descriptors.py --work work/bench_descriptors [--seeds 0 1 2]
-        [--config configs/demo_rsna2019.yaml]
+        [--config configs/demo_rsna2019.yaml] [--publish docs/claims]
 
 One synthetic head CT set (the config's, the demo's by default), its cache; the folds are made by
 the first run and reused by every other. Per seed, stage 1 is trained once (``descriptors.stage1.seed``)
@@ -15,7 +15,8 @@ descriptors are copied, so ``--resume`` finds stage 1 done):
 
 Prints, per variant and seed, the weighted log loss (OOF and test) and the OOF AUC of each label,
 stage 1's beside them, and the constant prior's, as markdown, then each variant's paired gain over
-stage 1 on the same seeds (``volslice.comparison``). Finished runs are reused.
+stage 1 on the same seeds (``volslice.comparison``); the rows go to WORK/descriptors.csv (``--publish``
+copies it). Finished runs are reused.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sklearn.metrics import roc_auc_score
 from common import markdown, volslice
 from volslice import competitions
 from volslice.comparison import paired_comparison
+from volslice.io import atomic_write_csv
 
 VARIANTS = {"features, window": [], "features, BiGRU": ["descriptors.sequence=gru"],
             "OOF predictions, window": ["descriptors.stage2_input=oof_predictions"]}
@@ -56,6 +58,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("work/bench_descriptors"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--config", default="configs/demo_rsna2019.yaml")
+    parser.add_argument("--publish", type=Path, help="also copy the rows (descriptors.csv) here")
     args = parser.parse_args()
     work, config = args.work, ["--config", args.config]
     comp = competitions.get("rsna2019")
@@ -89,6 +92,10 @@ def main() -> int:
             prior = {"model": "constant prior", "seed": "-", "OOF": report["oof_prior"],
                      "test": report["prior_baseline"]}
     table = pd.DataFrame([prior, *rows])
+    atomic_write_csv(work / "descriptors.csv", table)
+    if args.publish:
+        args.publish.mkdir(parents=True, exist_ok=True)
+        shutil.copy(work / "descriptors.csv", args.publish / "descriptors.csv")
     print(f"{args.config}: weighted log loss (any x2) and OOF AUC per label, folds of {work / 'folds.csv'}\n")
     print(markdown(table.astype(object).fillna("-")) + "\n")
     means = table[table.seed != "-"].groupby("model", sort=False)[["OOF", "test"]].agg(["mean", "std"])

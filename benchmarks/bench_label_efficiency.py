@@ -5,7 +5,7 @@ commands; one resumable command, every finished run reused, so it may run across
 
     python benchmarks/bench_label_efficiency.py --work work/bench_label_efficiency [--seeds 0 1 2]
         [--patients 160] [--extra 160] [--set-seed 5151] [--pretrain-epochs 4] [--stages N]
-        [--publish docs/claims]
+        [--publish docs/claims] [-- KEY=VALUE ...]
 
 One synthetic RSNA 2023 set (the realistic anatomy, ``--patients`` train patients, ``--extra``
 unlabeled NIfTI volumes), its cache and 2 folds; Volume Fusion, the segmenter (fold 0) and step 03
@@ -31,18 +31,17 @@ verdicts (``volslice.comparison``) of every claim whose arms have at least two c
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from common import markdown, volslice
+from common import markdown, publish, pyplot, save_figure, volslice
 from volslice import competitions
 from volslice.classifier.run import score_oof
 from volslice.comparison import paired_comparison
 from volslice.config import load_config
-from volslice.io import atomic_path, atomic_write_csv, atomic_write_text
+from volslice.io import atomic_write_csv, atomic_write_text
 
 ORGANS_CONFIG = "configs/demo_organs.yaml"
 VOCO_EXTRA, VOCO_SERIES = "2D-VoCo (+ extra volumes)", "2D-VoCo (competition series)"
@@ -107,7 +106,8 @@ class Bench:
         if (run / "oof.csv").exists():
             return run
         common = ["--data", self.work / "data", "--cache", self.work / "cache", *self.config, "--config", ORGANS_CONFIG,
-                  "--resume", "train.progress=false", f"train.seed={seed}", f"train.out_dir={run}", *overrides]
+                  "--resume", "train.progress=false", f"train.seed={seed}", f"train.out_dir={run}", *overrides,
+                  *self.args.overrides]
         if fraction == 1.0:
             volslice("train", "--folds", self.work / "folds.csv", *common)
         else:
@@ -158,11 +158,7 @@ def verdicts(rows: pd.DataFrame) -> list[str]:
 
 
 def plot(rows: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     arms = list(dict.fromkeys(rows.arm))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, metric in zip(axes, ("score", "mAP")):
@@ -181,9 +177,7 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle("2D-VoCo's label efficiency, organ-crop classifier, one point per seed")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> int:
@@ -197,6 +191,7 @@ def main() -> int:
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--stages", type=int, default=len(PLAN), help="run only the first N stages of the plan")
     parser.add_argument("--publish", type=Path, help="also copy the table, rows and plot here (e.g. docs/claims)")
+    parser.add_argument("overrides", nargs="*", help="after --: KEY=VALUE for every classifier run")
     args = parser.parse_args()
     bench = Bench(args)
     bench.prepare()
@@ -217,10 +212,7 @@ def main() -> int:
     atomic_write_text(bench.work / "label_efficiency.md", text)
     plot(table, bench.work / "label_efficiency.png")
     print(text)
-    if args.publish:
-        args.publish.mkdir(parents=True, exist_ok=True)
-        for name in ("label_efficiency.md", "label_efficiency.csv", "label_efficiency.png"):
-            shutil.copy(bench.work / name, args.publish / name)
+    publish(bench.work, ("label_efficiency.md", "label_efficiency.csv", "label_efficiency.png"), args.publish)
     return 0
 
 

@@ -9,7 +9,8 @@ One synthetic RSNA 2023 set (the realistic anatomy at the config's size, ``--set
 setting was chosen on), its cache and folds. Per seed:
 
 - the CNN-LSTM: the config's whole-slice classifier predicting every head, from ImageNet, on the
-  whole series (``model.slice_range=all``: no segmenter), trained for at least 400 steps a fold;
+  whole series and the whole 128 px slice (``model.slice_range=all``: no segmenter; no crop cuts
+  an organ off), trained for at least 400 steps a fold;
 - its fold CNNs are stage 1 of ``volslice descriptors --classifier``: every slice's descriptor, then
   stage 2 with the paper's neighbour window and with the 1st place's BiGRU, on the same folds.
 
@@ -22,16 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from common import markdown, volslice
+from common import markdown, publish, pyplot, save_figure, volslice
 from volslice.comparison import paired_comparison
-from volslice.io import atomic_path, atomic_write_csv, atomic_write_text
+from volslice.io import atomic_write_csv, atomic_write_text
 
-CLASSIFIER = ["model.heads=[]", "model.slice_range=all", "model.init=imagenet", "model.weights=",
+CLASSIFIER = ["model.heads=[]", "model.slice_range=all", "train.crop=128", "model.init=imagenet", "model.weights=",
               "train.min_steps=400", "train.val_every=5", "train.progress=false"]
 STAGE2 = {"descriptors, window": ["descriptors.sequence=window"], "descriptors, BiGRU": ["descriptors.sequence=gru"]}
 CNN_LSTM = "CNN-LSTM (stage 1's own model)"
@@ -62,11 +62,7 @@ def stage2(work: Path, config: list, seed: int, run: Path, name: str, overrides:
 
 
 def plot(rows: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     models = list(rows.model.unique())
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, split in zip(axes, ("OOF", "test")):
@@ -81,9 +77,7 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle("RSNA 2023 (realistic synthetic anatomy): stage 2 on every slice's descriptor, one point per seed")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> int:
@@ -127,10 +121,7 @@ def main() -> int:
     atomic_write_text(work / "series_descriptors.md", text)
     plot(rows, work / "series_descriptors.png")
     print(text)
-    if args.publish:
-        args.publish.mkdir(parents=True, exist_ok=True)
-        for name in ("series_descriptors.md", "series_descriptors.csv", "series_descriptors.png"):
-            shutil.copy(work / name, args.publish / name)
+    publish(work, ("series_descriptors.md", "series_descriptors.csv", "series_descriptors.png"), args.publish)
     return 0
 
 

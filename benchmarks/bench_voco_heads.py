@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import markdown, volslice
+from common import markdown, publish, pyplot, save_figure, volslice
 from volslice.comparison import paired_comparison
-from volslice.io import atomic_path, atomic_write_csv, atomic_write_text
+from volslice.io import atomic_write_csv, atomic_write_text
 from volslice.synthetic.real_head import fetch_brain_atlas
 
 STARTS = {"scratch": ["model.init=scratch"], "ImageNet": [], "2D-VoCo (heads + atlas)": None}
@@ -63,11 +63,7 @@ def descriptors(work: Path, config: list, seed: int, run: Path, init: list[str])
 
 
 def plot(rows: pd.DataFrame, baseline: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, (stage, _) in zip(axes, STAGES.items()):
         for x, start in enumerate(STARTS):
@@ -82,9 +78,7 @@ def plot(rows: pd.DataFrame, baseline: float, path: Path) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle("RSNA 2019 (synthetic heads): the slice model's start, one point per seed")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> int:
@@ -124,10 +118,7 @@ def main() -> int:
     atomic_write_text(work / "voco_heads.md", text)
     plot(rows, baseline, work / "voco_heads.png")
     print(text)
-    if args.publish:
-        args.publish.mkdir(parents=True, exist_ok=True)
-        for name in ("voco_heads.md", "voco_heads.csv", "voco_heads.png"):
-            shutil.copy(work / name, args.publish / name)
+    publish(work, ("voco_heads.md", "voco_heads.csv", "voco_heads.png"), args.publish)
     return 0
 
 

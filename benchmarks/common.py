@@ -27,3 +27,35 @@ def markdown(frame: pd.DataFrame) -> str:
     cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path) -> None:
+    """Write ``fig`` to ``path`` through a temporary file (no half-written figure), then close it."""
+    from pathlib import Path
+
+    from volslice.io import atomic_path
+
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        fig.savefig(tmp, dpi=110)
+    pyplot().close(fig)
+
+
+def publish(work, names, folder) -> None:
+    """Copy the files ``names`` of ``work`` into ``folder`` (None: nothing), e.g. docs/claims."""
+    import shutil
+    from pathlib import Path
+
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy(Path(work) / name, Path(folder) / name)
