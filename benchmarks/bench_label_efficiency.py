@@ -46,6 +46,8 @@ from volslice.io import atomic_write_csv, atomic_write_text
 ORGANS_CONFIG = "configs/demo_organs.yaml"
 VOCO_EXTRA, VOCO_SERIES = "2D-VoCo (+ extra volumes)", "2D-VoCo (competition series)"
 SINGLE = "2D-VoCo (+ extra), single-organ models"
+SHORT = {"scratch": "scratch", "ImageNet": "ImageNet", VOCO_EXTRA: "2D-VoCo\n+ extra", VOCO_SERIES: "2D-VoCo\nseries only",
+         SINGLE: "2D-VoCo + extra\nsingle-organ"}
 RUN_NAMES = {"scratch": "scratch", "ImageNet": "imagenet", VOCO_EXTRA: "voco_extra", VOCO_SERIES: "voco_series"}
 PLAN = [[("scratch", 1.0), (VOCO_EXTRA, 1.0)], [("scratch", 0.25), (VOCO_EXTRA, 0.25)],
         [("ImageNet", 1.0), ("ImageNet", 0.25)], [(SINGLE, 1.0)], [(VOCO_SERIES, 1.0)]]
@@ -92,12 +94,14 @@ class Bench:
         return ["model.init=file", f"model.weights={self.pretrained(seed, arm != VOCO_SERIES)}"]
 
     def share_folds(self, fraction: float, seed: int, fold: int) -> Path:
-        """Fold ``fold`` whole, the other folds' patients cut to a seeded share of each stratum."""
+        """Fold ``fold`` whole, the other folds' patients cut to a seeded share of each stratum (at
+        least one patient of each)."""
         path = self.work / f"folds_{round(fraction * 100)}pct_seed{seed}_fold{fold}.csv"
         if not path.exists():
             folds = pd.read_csv(self.work / "folds.csv")
             train = folds[folds.fold != fold].drop_duplicates("patient_id")
-            kept = train.groupby("stratum", group_keys=False).sample(frac=fraction, random_state=seed).patient_id
+            kept = train.groupby("stratum", group_keys=False).apply(
+                lambda group: group.sample(n=max(1, round(fraction * len(group))), random_state=seed)).patient_id
             atomic_write_csv(path, folds[(folds.fold == fold) | folds.patient_id.isin(kept)])
         return path
 
@@ -171,7 +175,7 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
                     ax.plot([x + shift - 0.08, x + shift + 0.08], [part[metric].mean()] * 2, color="k")
         if metric == "score":
             ax.axhline(rows["best constant"].iloc[0], color="grey", linestyle="--", label="best constant")
-        ax.set_xticks(range(len(arms)), [a.replace(" (", "\n(") for a in arms], fontsize=7)
+        ax.set_xticks(range(len(arms)), [SHORT[a] for a in arms], fontsize=7)
         ax.set(title=f"organ heads' {'weighted log loss (lower is better)' if metric == 'score' else 'mAP (higher is better)'}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
