@@ -79,8 +79,9 @@ def main() -> int:
             else:
                 reuse_stage1(first, run)
                 folds = ["--folds", work / "folds.csv"]
-            volslice("descriptors", "--data", work / "data", "--cache", work / "cache", *config, *folds, "--resume",
-                     "--report", run / "report.json", *seeds, *extra, f"descriptors.stage1.out_dir={run}")
+            if not (run / "results.json").exists():  # written once every fold of both stages is scored
+                volslice("descriptors", "--data", work / "data", "--cache", work / "cache", *config, *folds, "--resume",
+                         "--report", run / "report.json", *seeds, *extra, f"descriptors.stage1.out_dir={run}")
             if not (work / "folds.csv").exists():
                 shutil.copy(run / "folds.csv", work / "folds.csv")
             report = json.loads((run / "report.json").read_text())

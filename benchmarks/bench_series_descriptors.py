@@ -54,7 +54,7 @@ def classifier(work: Path, config: list, seed: int, extra: list[str]) -> Path:
 def stage2(work: Path, config: list, seed: int, run: Path, name: str, overrides: list[str], extra: list[str]) -> dict:
     out = work / f"seed{seed}_{name.split(', ')[1].lower()}"
     report = out / "report.json"
-    if not report.exists() or "test" not in json.loads(report.read_text()):
+    if not (out / "results.json").exists():  # written once every fold is scored
         volslice("descriptors", "--data", work / "data", "--cache", work / "cache", "--classifier", run,
                  "--resume", "--report", report, *overrides, f"descriptors.stage2.seed={seed}",
                  "descriptors.stage2.progress=false", "descriptors.stage2.workers=0", f"descriptors.stage1.out_dir={out}", *extra)

@@ -52,7 +52,7 @@ def pretrain(work: Path, config: list, seed: int, atlas_dir: Path) -> Path:
 
 
 def descriptors(work: Path, config: list, seed: int, run: Path, init: list[str]) -> dict:
-    if not (run / "report.json").exists() or "test" not in json.loads((run / "report.json").read_text()):
+    if not (run / "results.json").exists():  # written once every fold of both stages is scored
         folds = ["--folds", work / "folds.csv"] if (work / "folds.csv").exists() else []
         volslice("descriptors", "--data", work / "data", "--cache", work / "cache", *config, *folds, "--resume",
                  "--report", run / "report.json", f"descriptors.stage1.seed={seed}", f"descriptors.stage2.seed={seed}",

@@ -2,11 +2,11 @@
 arm, relative to the other arm's mean, with its 95 % interval, from the per-seed rows the claim
 benchmarks publish (``--publish docs/claims``).
 
-    python benchmarks/plot_claims.py [--folder docs/claims]
+    python benchmarks/plot_claims.py [--docs docs]
 
-Reads FOLDER/{label_efficiency,descriptors,segmentation,voco_heads,series_descriptors}.csv where
-present (a claim whose arms share fewer than two seeds is left out), prints the verdicts as
-markdown and writes FOLDER/claims.png.
+Reads DOCS/claims/{label_efficiency,descriptors,voco_heads,series_descriptors}.csv and
+DOCS/segmentation/segmentation.csv where present (a claim whose arms share fewer than two seeds
+is left out), prints the verdicts as markdown and writes DOCS/claims/claims.png.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from volslice.comparison import paired_comparison
 @dataclass(frozen=True)
 class Claim:
     name: str
-    rows: str  # the benchmark's per-seed CSV in the folder
+    rows: str  # the benchmark's per-seed CSV, relative to the docs folder
     winner: dict  # column -> value selecting the claimed winner's rows
     other: dict
     metric: str
@@ -33,28 +33,28 @@ class Claim:
 
 VOCO, SERIES = "2D-VoCo (+ extra volumes)", "2D-VoCo (competition series)"
 CLAIMS = [
-    Claim("2D-VoCo beats scratch, 100 % labels", "label_efficiency.csv", {"arm": VOCO, "fraction": 1.0},
+    Claim("2D-VoCo beats scratch, 100 % labels", "claims/label_efficiency.csv", {"arm": VOCO, "fraction": 1.0},
           {"arm": "scratch", "fraction": 1.0}, "score"),
-    Claim("2D-VoCo beats scratch, 25 % labels", "label_efficiency.csv", {"arm": VOCO, "fraction": 0.25},
+    Claim("2D-VoCo beats scratch, 25 % labels", "claims/label_efficiency.csv", {"arm": VOCO, "fraction": 0.25},
           {"arm": "scratch", "fraction": 0.25}, "score"),
-    Claim("extra volumes help 2D-VoCo", "label_efficiency.csv", {"arm": VOCO, "fraction": 1.0},
+    Claim("extra volumes help 2D-VoCo", "claims/label_efficiency.csv", {"arm": VOCO, "fraction": 1.0},
           {"arm": SERIES, "fraction": 1.0}, "score"),
-    Claim("multi-organ beats single-organ", "label_efficiency.csv", {"arm": VOCO, "fraction": 1.0},
+    Claim("multi-organ beats single-organ", "claims/label_efficiency.csv", {"arm": VOCO, "fraction": 1.0},
           {"arm": "2D-VoCo (+ extra), single-organ models", "fraction": 1.0}, "score"),
-    Claim("descriptors beat the slice model (RSNA 2019), test", "descriptors.csv",
+    Claim("descriptors beat the slice model (RSNA 2019), test", "claims/descriptors.csv",
           {"model": "stage 2: features, window"}, {"model": "stage 1 (slice CNN)"}, "test"),
-    Claim("descriptors beat the slice model (RSNA 2019), OOF", "descriptors.csv",
+    Claim("descriptors beat the slice model (RSNA 2019), OOF", "claims/descriptors.csv",
           {"model": "stage 2: features, window"}, {"model": "stage 1 (slice CNN)"}, "OOF"),
-    Claim("Volume Fusion beats scratch, 4 masks", "segmentation.csv", {"masks": "few (4)", "start": "Volume Fusion"},
+    Claim("Volume Fusion beats scratch, 4 masks", "segmentation/segmentation.csv", {"masks": "few (4)", "start": "Volume Fusion"},
           {"masks": "few (4)", "start": "scratch"}, "mean", lower_is_better=False),
-    Claim("Volume Fusion beats scratch, 8 masks", "segmentation.csv", {"masks": "few (8)", "start": "Volume Fusion"},
+    Claim("Volume Fusion beats scratch, 8 masks", "segmentation/segmentation.csv", {"masks": "few (8)", "start": "Volume Fusion"},
           {"masks": "few (8)", "start": "scratch"}, "mean", lower_is_better=False),
-    Claim("2D-VoCo helps outside the abdomen (RSNA 2019), test", "voco_heads.csv",
+    Claim("2D-VoCo helps outside the abdomen (RSNA 2019), test", "claims/voco_heads.csv",
           {"start": "2D-VoCo (heads + atlas)", "stage": "stage 1 (slice model)"},
           {"start": "scratch", "stage": "stage 1 (slice model)"}, "test"),
-    Claim("descriptors help outside haemorrhage (RSNA 2023), test", "series_descriptors.csv",
+    Claim("descriptors help outside haemorrhage (RSNA 2023), test", "claims/series_descriptors.csv",
           {"model": "stage 2: descriptors, window"}, {"model": "CNN-LSTM (stage 1's own model)"}, "test"),
-    Claim("descriptors help outside haemorrhage (RSNA 2023), OOF", "series_descriptors.csv",
+    Claim("descriptors help outside haemorrhage (RSNA 2023), OOF", "claims/series_descriptors.csv",
           {"model": "stage 2: descriptors, window"}, {"model": "CNN-LSTM (stage 1's own model)"}, "OOF"),
 ]
 COLOURS = {"holds": "tab:green", "does not hold": "tab:red", "undecided": "tab:grey"}
@@ -107,12 +107,12 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folder", type=Path, default=Path("docs/claims"))
+    parser.add_argument("--docs", type=Path, default=Path("docs"))
     args = parser.parse_args()
-    table = measure(args.folder)
+    table = measure(args.docs)
     if table.empty:
-        raise SystemExit(f"no claim rows in {args.folder}: run the claim benchmarks with --publish {args.folder}")
-    plot(table, args.folder / "claims.png")
+        raise SystemExit(f"no claim rows under {args.docs}: run the claim benchmarks with --publish {args.docs}/claims")
+    plot(table, args.docs / "claims" / "claims.png")
     print(markdown(table[["claim", "metric", "seeds", "gain", "low", "high", "verdict"]]))
     return 0
 
