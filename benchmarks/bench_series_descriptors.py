@@ -8,9 +8,9 @@ every finished step is reused.
 One synthetic RSNA 2023 set (the realistic anatomy at the config's size, ``--set-seed``: a set no
 setting was chosen on), its cache and folds. Per seed:
 
-- the CNN-LSTM: the config's whole-slice classifier predicting every head, from ImageNet, on the
-  whole series and the whole 128 px slice (``model.slice_range=all``: no segmenter; no crop cuts
-  an organ off), trained for at least 400 steps a fold;
+- the CNN-LSTM: the config's whole-slice classifier (the demo's 12 slices and 80 px crop)
+  predicting every head, from ImageNet, on the whole series (``model.slice_range=all``: no
+  segmenter), trained for at least 400 steps a fold;
 - its fold CNNs are stage 1 of ``volslice descriptors --classifier``: every slice's descriptor, then
   stage 2 with the paper's neighbour window and with the 1st place's BiGRU, on the same folds.
 
@@ -31,7 +31,7 @@ from common import markdown, publish, pyplot, save_figure, volslice
 from volslice.comparison import paired_comparison
 from volslice.io import atomic_write_csv, atomic_write_text
 
-CLASSIFIER = ["model.heads=[]", "model.slice_range=all", "train.crop=128", "model.init=imagenet", "model.weights=",
+CLASSIFIER = ["model.heads=[]", "model.slice_range=all", "model.init=imagenet", "model.weights=",
               "train.min_steps=400", "train.val_every=5", "train.progress=false"]
 STAGE2 = {"descriptors, window": ["descriptors.sequence=window"], "descriptors, BiGRU": ["descriptors.sequence=gru"]}
 CNN_LSTM = "CNN-LSTM (stage 1's own model)"
