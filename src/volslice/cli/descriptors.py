@@ -13,7 +13,7 @@ slice CNN alone) and stage 2, and the constant prior's.
 
 With --classifier (patient labels, e.g. RSNA 2023): the fold CNNs of that trained whole-slice
 classifier run are stage 1; stage 2 reads every slice's descriptor on the run's own folds, and is
-scored beside the classifier itself (volslice.descriptors.series). The run's config.yaml is the
+scored beside the classifier itself (volslice.series_descriptors). The run's config.yaml is the
 base config; --config files and overrides (descriptors.*) apply on top.
 """
 
@@ -47,7 +47,7 @@ def run(args) -> int:
 
     chosen, overrides = folds_and_overrides(args)
     if args.classifier:
-        from volslice.descriptors.series import run_series_descriptors
+        from volslice.series_descriptors import run_series_descriptors
 
         if args.folds or chosen is not None:
             args.parser.error("--classifier trains on that run's own folds: drop --folds and --fold")

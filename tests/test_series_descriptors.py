@@ -17,7 +17,7 @@ from volslice.data.inputs import sample_input
 from volslice.data.manifest import load_images, load_manifest
 from volslice.data.tensors import to_float
 from volslice.descriptors.models import NeighbourClassifier
-from volslice.descriptors.series import run_series_descriptors
+from volslice.series_descriptors import run_series_descriptors
 from volslice.models.sequence import HeadSpec
 
 SMALL = ["model.backbone=resnet10t", "model.init=scratch", "model.hidden=8", "train.n_slices=4", "train.crop=24",
