@@ -4,7 +4,7 @@ the extra unlabeled volumes; multi-organ against single-organ models. Runs the p
 commands; one resumable command, every finished run reused, so it may run across sessions.
 
     python benchmarks/bench_label_efficiency.py --work work/bench_label_efficiency [--seeds 0 1 2]
-        [--patients 160] [--extra 160] [--set-seed 5151] [--pretrain-epochs 4] [--stages N]
+        [--patients 160] [--extra 160] [--set-seed 5151] [--pretrain-epochs 4] [--fold 0 1] [--stages N]
         [--publish docs/claims] [-- KEY=VALUE ...]
 
 One synthetic RSNA 2023 set (the realistic anatomy, ``--patients`` train patients, ``--extra``
@@ -12,7 +12,8 @@ unlabeled NIfTI volumes), its cache and 2 folds; Volume Fusion, the segmenter (f
 once. Every run is the organ-crop classifier (``configs/demo_organs.yaml``: liver, spleen and
 kidney crops, at least 400 steps a fold). Training on a share of the labelled patients keeps the
 validation fold whole: each fold trains on a seeded, stratum-stratified share of the other fold's
-patients, so every arm is scored on the same 160 OOF patients. Arms, in the order they run (the
+patients, so every arm is scored on the same OOF patients (``--fold 0``: fold 0's alone, at half
+the CPU time). Arms, in the order they run (the
 claims' comparisons first, each over every seed before the next):
 
 1. scratch and 2D-VoCo (competition series + extra volumes), 100 % of the labelled patients;
@@ -105,30 +106,28 @@ class Bench:
             atomic_write_csv(path, folds[(folds.fold == fold) | folds.patient_id.isin(kept)])
         return path
 
-    def train(self, name: str, overrides: list[str], fraction: float, seed: int) -> Path:
+    def train(self, name: str, overrides: list[str], fraction: float, seed: int) -> pd.DataFrame:
+        """The OOF rows of the chosen folds (``--fold``) of one run, trained where not yet done."""
         run = self.work / name
-        if (run / "oof.csv").exists():
-            return run
-        common = ["--data", self.work / "data", "--cache", self.work / "cache", *self.config, "--config", ORGANS_CONFIG,
-                  "--resume", "train.progress=false", f"train.seed={seed}", f"train.out_dir={run}", *overrides,
-                  *self.args.overrides]
-        if fraction == 1.0:
-            volslice("train", "--folds", self.work / "folds.csv", *common)
-        else:
-            for fold in sorted(pd.read_csv(self.work / "folds.csv").fold.unique()):
-                volslice("train", "--folds", self.share_folds(fraction, seed, fold), "--fold", fold, *common)
-        return run
+        parts = [run / f"fold{fold}" / "oof.csv" for fold in self.args.fold]
+        if not all(part.exists() for part in parts):
+            common = ["--data", self.work / "data", "--cache", self.work / "cache", *self.config, "--config",
+                      ORGANS_CONFIG, "--resume", "train.progress=false", f"train.seed={seed}", f"train.out_dir={run}",
+                      *overrides, *self.args.overrides]
+            for fold in self.args.fold:
+                folds = self.work / "folds.csv" if fraction == 1.0 else self.share_folds(fraction, seed, fold)
+                volslice("train", "--folds", folds, "--fold", fold, *common)
+        return pd.concat([pd.read_csv(part) for part in parts], ignore_index=True)
 
     def oof(self, arm: str, fraction: float, seed: int) -> pd.DataFrame:
         pct = f"{round(fraction * 100)}pct"
         if arm != SINGLE:
-            run = self.train(f"{RUN_NAMES[arm]}_{pct}_seed{seed}", self.start(arm, seed), fraction, seed)
-            return pd.read_csv(run / "oof.csv")
+            return self.train(f"{RUN_NAMES[arm]}_{pct}_seed{seed}", self.start(arm, seed), fraction, seed)
         joined = None
         for head in self.organ_heads():
-            run = self.train(f"single_{head.name}_{pct}_seed{seed}", [*self.start(VOCO_EXTRA, seed),
-                                                                     f"model.heads=[{head.name}]"], fraction, seed)
-            frame = pd.read_csv(run / "oof.csv").set_index(self.comp.id_column)
+            frame = self.train(f"single_{head.name}_{pct}_seed{seed}", [*self.start(VOCO_EXTRA, seed),
+                                                                       f"model.heads=[{head.name}]"], fraction, seed)
+            frame = frame.set_index(self.comp.id_column)
             joined = frame.copy() if joined is None else joined
             joined[list(head.columns)] = frame.loc[joined.index, list(head.columns)]
         return joined.reset_index()
@@ -193,6 +192,8 @@ def main() -> int:
     parser.add_argument("--set-seed", type=int, default=5151)
     parser.add_argument("--pretrain-epochs", type=int, default=4)
     parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--fold", type=int, nargs="+", default=[0, 1],
+                        help="the folds each run trains and is scored on (0: half the CPU, 80 OOF patients)")
     parser.add_argument("--stages", type=int, default=len(PLAN), help="run only the first N stages of the plan")
     parser.add_argument("--publish", type=Path, help="also copy the table, rows and plot here (e.g. docs/claims)")
     parser.add_argument("overrides", nargs="*", help="after --: KEY=VALUE for every classifier run")
@@ -211,7 +212,7 @@ def main() -> int:
     means = table.groupby(["arm", "fraction"], sort=False)[["score", "mAP"]].agg(["mean", "std"])
     means.columns = [f"{a} {b}" for a, b in means.columns]
     text = "\n".join([f"{args.patients} train patients (set seed {args.set_seed}), organ-crop classifier, 2 folds; "
-                      "OOF on every patient\n", markdown(table), "", "Mean and standard deviation over seeds:", "",
+                      f"OOF on the patients of fold(s) {args.fold}\n", markdown(table), "", "Mean and standard deviation over seeds:", "",
                       markdown(means.reset_index()), "", "Paired over seeds:", "", *verdicts(table)]) + "\n"
     atomic_write_text(bench.work / "label_efficiency.md", text)
     plot(table, bench.work / "label_efficiency.png")
