@@ -52,6 +52,24 @@ def test_one_channel_backbone_gets_adapted_stem_and_reports_the_head():
     assert "classifier" in str(report)
 
 
+@pytest.mark.parametrize("source, target", [(1, 9), (3, 9), (2, 6)])
+def test_a_stem_of_any_width_is_adapted_to_respond_alike(source, target, tmp_path):
+    """A backbone pretrained on ``source`` channels (2D-VoCo: one window) loads into one of
+    ``target`` (three windows x three slices): an input repeating the source channels gives the
+    source model's features."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    pretrained = SliceSequenceModel(backbone="resnet10t", in_chans=source, heads=ONE).eval()
+    save_file({k: v.contiguous() for k, v in pretrained.backbone.state_dict().items()}, str(tmp_path / "b.safetensors"))
+    model = SliceSequenceModel(backbone="resnet10t", in_chans=target, heads=ONE).eval()
+    report = load_backbone(model.backbone, tmp_path / "b.safetensors")
+    assert report.missing == [] and report.unexpected == []
+    x = torch.rand(2, source, 32, 32)
+    torch.testing.assert_close(model.backbone(x.repeat(1, target // source, 1, 1)), pretrained.backbone(x),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_checkpoint_prefix_and_safetensors(tmp_path):
     from safetensors.torch import save_file
 

@@ -9,12 +9,12 @@ them so that every tensor lands.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from timm.models import adapt_input_conv
 
 # Blocks per stage of EfficientNet-Lite0 (timm: blocks.<stage>.<index>; efficientnet_pytorch: _blocks.<n>).
 LITE0_STAGES = (1, 2, 2, 3, 3, 4, 1)
@@ -79,6 +79,17 @@ def read_state_dict(path) -> dict:
     return state
 
 
+def adapt_first_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A first convolution's weight (out, C, kh, kw) for ``in_chans`` input channels, as timm adapts
+    ImageNet's 3 channels, from any C: summed to one channel, or repeated over the channels and
+    scaled by C / in_chans, so that an input repeating the C channels gives the same response
+    (e.g. a 2D-VoCo backbone of one window into a model of three windows x three slices)."""
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = math.ceil(in_chans / weight.shape[1])
+    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
+
+
 def load_backbone(backbone: torch.nn.Module, path, prefix: str = "") -> LoadReport:
     """Load weights into a timm backbone by name; report what matched. ``prefix`` selects a
     sub-module of a larger checkpoint (e.g. ``student.encoder.backbone.``). Classifier weights are not
@@ -92,7 +103,7 @@ def load_backbone(backbone: torch.nn.Module, path, prefix: str = "") -> LoadRepo
     first_conv = getattr(backbone, "pretrained_cfg", {}).get("first_conv", "conv_stem")
     key = f"{first_conv}.weight"
     if key in state and key in own and state[key].shape[1] != own[key].shape[1]:
-        state[key] = adapt_input_conv(own[key].shape[1], state[key])
+        state[key] = adapt_first_conv(state[key], own[key].shape[1])
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     result = backbone.load_state_dict(usable, strict=False)
     unexpected = sorted(set(state) - set(usable))
