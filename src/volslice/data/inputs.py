@@ -221,13 +221,17 @@ def split_masks(stack: np.ndarray, channels: int, context: int) -> tuple[np.ndar
     return np.ascontiguousarray(image), np.ascontiguousarray(parts[..., context, channels:, :, :])
 
 
+def _check_organ_record(spec: InputSpec, record: dict | None) -> None:
+    if spec.needs_organs and record is None:
+        raise ValueError("this model's input needs the series' organ record (step 03, volslice organs)")
+
+
 def sample_input(volume: np.ndarray, spec: InputSpec, train: bool, record: dict | None = None):
     """(input uint8, slice picks or None) of one cached series (z, C, H, W): whole slices
     (S, C', crop, crop), or organ crops (views, S, C', crop, crop) with ``model.input=organs``: the
     crop sequences of every head's parts in head order (``crop_views``).
     ``record``: the series' organ record, needed where ``spec.needs_organs``."""
-    if spec.needs_organs and record is None:
-        raise ValueError("this model's input needs the series' organ record (step 03, volslice organs)")
+    _check_organ_record(spec, record)
     if spec.input == "organs":
         return np.stack([organ_crops(volume, record, part, spec, train) for _, part in organ_views(spec.heads)]), None
     return sample_slices(volume, spec.n_slices, spec.crop, spec.context, train, slice_z_range(volume, spec, record))
@@ -246,7 +250,6 @@ def every_slice_input(volume: np.ndarray, spec: InputSpec, record: dict | None =
     ``slice_z_range``), each with its 2.5D neighbours, centre-cropped as in validation."""
     if spec.input != "slices":
         raise ValueError(f"every slice is read from whole-slice input (model.input=slices), not {spec.input}")
-    if spec.needs_organs and record is None:
-        raise ValueError("this model's input needs the series' organ record (step 03, volslice organs)")
+    _check_organ_record(spec, record)
     low, high = slice_z_range(volume, spec, record) or (0, volume.shape[0])
     return crop(stack_slices(volume, np.arange(low, high), spec.context), spec.crop, False)
