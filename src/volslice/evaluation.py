@@ -34,3 +34,13 @@ def best_constant_baseline(data, comp, per_group: bool = False) -> pd.DataFrame:
     submission = comp.constant_submission(ids, probabilities)
     comp.validate_submission(submission, ids)
     return submission
+
+
+def test_baselines(data, comp) -> dict:
+    """The test scores of the constant baselines (``prior_baseline``, ``best_constant``), as a run's
+    report records them; empty where the data folder holds no test labels."""
+    prior = score_if_labelled(data, prior_baseline(data, comp), comp)
+    if prior is None:
+        return {}
+    return {"prior_baseline": prior.score,
+            "best_constant": score_if_labelled(data, best_constant_baseline(data, comp), comp).score}

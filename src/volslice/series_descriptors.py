@@ -40,7 +40,7 @@ from volslice.data.tensors import to_float
 from volslice.descriptors.data import pad_series
 from volslice.descriptors.models import NeighbourClassifier
 from volslice.engine import DistContext, Trainer, resolve_device
-from volslice.evaluation import best_constant_baseline, prior_baseline, score_if_labelled
+from volslice.evaluation import score_if_labelled, test_baselines
 from volslice.io import atomic_save_npy, atomic_write_csv, update_json
 from volslice.models.sequence import HeadSpec
 from volslice.runs import fold_folders, model_weights, plot_run_summary, save_run_config, write_results
@@ -198,17 +198,15 @@ def run_series_descriptors(cfg: Config, classifier_run, data, cache, *, resume: 
                "oof_groups": scores["oof_groups"], "oof_extra": scores["oof_extra"]}
     final = task.aggregate(mean_series_rows([r["test_series"] for r in results.values()]))
     own = task.aggregate(mean_series_rows([r["classifier_test_series"] for r in results.values()]))
-    comp.validate_submission(comp.as_submission(final), comp.test_ids(data))
+    final, own = comp.as_submission(final), comp.as_submission(own)
+    comp.validate_submission(final, comp.test_ids(data))
     for key, frame in (("test", final), ("classifier_test", own)):
-        scored = score_if_labelled(data, comp.as_submission(frame), comp)
+        scored = score_if_labelled(data, frame, comp)
         if scored is not None:
             summary[key] = scored.score
-    prior = score_if_labelled(data, prior_baseline(data, comp), comp)
-    if prior is not None:
-        summary["prior_baseline"] = prior.score
-        summary["best_constant"] = score_if_labelled(data, best_constant_baseline(data, comp), comp).score
+    summary.update(test_baselines(data, comp))
     if submission:
-        atomic_write_csv(submission, comp.as_submission(final))
+        atomic_write_csv(submission, final)
         summary["submission"] = str(submission)
     if report:
         update_json(report, **summary)

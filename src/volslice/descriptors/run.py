@@ -27,7 +27,7 @@ from volslice.descriptors.data import DescriptorDataset, SliceDataset, pad_serie
 from volslice.descriptors.models import SliceClassifier
 from volslice.descriptors.predictor import METHOD, STACKED_FOLDER, describe, neighbour_classifier, stacked_logits
 from volslice.descriptors.task import SliceLabelTask, score_rows, wide_rows
-from volslice.evaluation import best_constant_baseline, prior_baseline, score_if_labelled
+from volslice.evaluation import score_if_labelled, test_baselines
 from volslice.io import atomic_save_npy, atomic_write_csv, update_json
 from volslice.models.build import initialise_backbone
 from volslice.data.tensors import to_float
@@ -213,10 +213,7 @@ def run_descriptors(cfg: Config, data, cache, *, folds_file=None, chosen=None, r
         if stage == "":
             final = comp.as_submission(wide_rows(comp, test))
     comp.validate_submission(final, comp.test_ids(data))
-    prior = score_if_labelled(data, prior_baseline(data, comp), comp)
-    if prior is not None:
-        summary["prior_baseline"] = prior.score
-        summary["best_constant"] = score_if_labelled(data, best_constant_baseline(data, comp), comp).score
+    summary.update(test_baselines(data, comp))
     if submission:
         atomic_write_csv(submission, final)
         summary["submission"] = str(submission)
