@@ -4,21 +4,24 @@ the extra unlabeled volumes; multi-organ against single-organ models. Runs the p
 commands; one resumable command, every finished run reused, so it may run across sessions.
 
     python benchmarks/bench_label_efficiency.py --work work/bench_label_efficiency [--seeds 0 1 2]
-        [--patients 160] [--extra 160] [--set-seed 5151] [--pretrain-epochs 4] [--fold 0 1] [--stages N]
-        [--publish docs/claims] [-- KEY=VALUE ...]
+        [--patients 160] [--extra 160] [--set-seed 5151] [--pretrain-epochs 24] [--steps 1000]
+        [--fold 0 1] [--stages N] [--publish docs/claims] [-- KEY=VALUE ...]
 
 One synthetic RSNA 2023 set (the realistic anatomy, ``--patients`` train patients, ``--extra``
 unlabeled NIfTI volumes), its cache and 2 folds; Volume Fusion, the segmenter (fold 0) and step 03
 once. Every run is the organ-crop classifier (``configs/demo_organs.yaml``: liver, spleen and
-kidney crops, at least 400 steps a fold). Training on a share of the labelled patients keeps the
+kidney crops) with ``--steps`` optimizer steps a fold whatever the share of the labels. Each 2D-VoCo
+start is one pretraining (``--pretrain-epochs``, seed ``--pretrain-seed``) shared by the fine-tuning
+seeds, as a paper pretrains once: a seed reseeds the fine-tuning and the share of the labels.
+Training on a share of the labelled patients keeps the
 validation fold whole: each fold trains on a seeded, stratum-stratified share of the other fold's
 patients, so every arm is scored on the same OOF patients (``--fold 0``: fold 0's alone, at half
 the CPU time). Arms, in the order they run (the
 claims' comparisons first, each over every seed before the next):
 
 1. scratch and 2D-VoCo (competition series + extra volumes), 100 % of the labelled patients;
-2. the same at 25 %;
-3. ImageNet at 100 % and 25 %;
+2. ImageNet, and 2D-VoCo pretrained from ImageNet (the same pretraining from ImageNet's weights), 100 %;
+3. the four starts at 25 %;
 4. single-organ models (one run per organ, 2D-VoCo + extra start), 100 %, joined into one OOF;
 5. 2D-VoCo on the competition series alone, 100 %.
 
@@ -46,13 +49,18 @@ from volslice.io import atomic_write_csv, atomic_write_text
 
 ORGANS_CONFIG = "configs/demo_organs.yaml"
 VOCO_EXTRA, VOCO_SERIES = "2D-VoCo (+ extra volumes)", "2D-VoCo (competition series)"
+VOCO_IMAGENET = "ImageNet, then 2D-VoCo (+ extra volumes)"
+VOCO_ARMS = (VOCO_EXTRA, VOCO_SERIES, VOCO_IMAGENET)
 SINGLE = "2D-VoCo (+ extra), single-organ models"
 SHORT = {"scratch": "scratch", "ImageNet": "ImageNet", VOCO_EXTRA: "2D-VoCo\n+ extra", VOCO_SERIES: "2D-VoCo\nseries only",
-         SINGLE: "2D-VoCo + extra\nsingle-organ"}
-RUN_NAMES = {"scratch": "scratch", "ImageNet": "imagenet", VOCO_EXTRA: "voco_extra", VOCO_SERIES: "voco_series"}
-PLAN = [[("scratch", 1.0), (VOCO_EXTRA, 1.0)], [("scratch", 0.25), (VOCO_EXTRA, 0.25)],
-        [("ImageNet", 1.0), ("ImageNet", 0.25)], [(SINGLE, 1.0)], [(VOCO_SERIES, 1.0)]]
+         VOCO_IMAGENET: "ImageNet, then\n2D-VoCo + extra", SINGLE: "2D-VoCo + extra\nsingle-organ"}
+RUN_NAMES = {"scratch": "scratch", "ImageNet": "imagenet", VOCO_EXTRA: "voco_extra", VOCO_SERIES: "voco_series",
+             VOCO_IMAGENET: "imagenet_voco_extra"}
+PLAN = [[("scratch", 1.0), (VOCO_EXTRA, 1.0)], [("ImageNet", 1.0), (VOCO_IMAGENET, 1.0)],
+        [("scratch", 0.25), (VOCO_EXTRA, 0.25), ("ImageNet", 0.25), (VOCO_IMAGENET, 0.25)],
+        [(SINGLE, 1.0)], [(VOCO_SERIES, 1.0)]]
 CLAIMS = [("2D-VoCo beats scratch", VOCO_EXTRA, "scratch"), ("2D-VoCo beats ImageNet", VOCO_EXTRA, "ImageNet"),
+          ("2D-VoCo from ImageNet beats ImageNet", VOCO_IMAGENET, "ImageNet"),
           ("extra unlabeled volumes help 2D-VoCo", VOCO_EXTRA, VOCO_SERIES),
           ("multi-organ beats single-organ", VOCO_EXTRA, SINGLE)]
 
@@ -78,21 +86,33 @@ class Bench:
                  f"segmentation.weights={w / 'volume_fusion' / 'volume_fusion.safetensors'}")
         volslice("organs", "--cache", w / "cache", "--segmenter", w / "segmentation", "--no-progress")
 
-    def pretrained(self, seed: int, extra: bool) -> Path:
-        out = self.work / f"pretrain_{'extra' if extra else 'series'}_seed{seed}"
+    def pretrained(self, extra: bool, init: str) -> Path:
+        a = self.args
+        start = "" if init == "scratch" else f"_{init}"
+        out = self.work / f"pretrain_{'extra' if extra else 'series'}{start}_{a.pretrain_epochs}ep_seed{a.pretrain_seed}"
         if not (out / "backbone.safetensors").exists():
             sources = ["--extra", self.work / "data" / "extra_unlabeled"] if extra else []
             volslice("pretrain", "--cache", self.work / "cache", *sources, "--volumes", self.work / "voco_volumes",
-                     *self.config, "--resume", f"pretrain.train.out_dir={out}", f"pretrain.train.seed={seed}",
-                     f"pretrain.train.epochs={self.args.pretrain_epochs}")
+                     *self.config, "--resume", "pretrain.train.progress=false", f"pretrain.train.out_dir={out}",
+                     f"pretrain.train.seed={a.pretrain_seed}", f"pretrain.train.epochs={a.pretrain_epochs}",
+                     f"pretrain.init={init}")
         return out / "backbone.safetensors"
 
-    def start(self, arm: str, seed: int) -> list[str]:
+    def start(self, arm: str) -> list[str]:
         if arm == "scratch":
             return ["model.init=scratch", "model.weights="]
         if arm == "ImageNet":
             return ["model.init=imagenet", "model.weights="]
-        return ["model.init=file", f"model.weights={self.pretrained(seed, arm != VOCO_SERIES)}"]
+        init = "imagenet" if arm == VOCO_IMAGENET else "scratch"
+        return ["model.init=file", f"model.weights={self.pretrained(arm != VOCO_SERIES, init)}"]
+
+    def run_name(self, arm: str, fraction: float, seed: int, organ: str = "") -> str:
+        """A run's folder: the fine-tuning budget, the organ of a single-organ model, the start (with
+        its pretraining's length), the share of the labels and the seed, so a run of another budget
+        is never reused."""
+        start = RUN_NAMES[arm] + (f"{self.args.pretrain_epochs}ep" if arm in VOCO_ARMS else "")
+        single = f"single_{organ}_" if organ else ""
+        return f"{self.args.steps}steps/{single}{start}_{round(fraction * 100)}pct_seed{seed}"
 
     def share_folds(self, fraction: float, seed: int, fold: int) -> Path:
         """Fold ``fold`` whole, the other folds' patients cut to a seeded share of each stratum (at
@@ -113,20 +133,19 @@ class Bench:
         if not all(part.exists() for part in parts):
             common = ["--data", self.work / "data", "--cache", self.work / "cache", *self.config, "--config",
                       ORGANS_CONFIG, "--resume", "train.progress=false", f"train.seed={seed}", f"train.out_dir={run}",
-                      *overrides, *self.args.overrides]
+                      f"train.min_steps={self.args.steps}", *overrides, *self.args.overrides]
             for fold in self.args.fold:
                 folds = self.work / "folds.csv" if fraction == 1.0 else self.share_folds(fraction, seed, fold)
                 volslice("train", "--folds", folds, "--fold", fold, *common)
         return pd.concat([pd.read_csv(part) for part in parts], ignore_index=True)
 
     def oof(self, arm: str, fraction: float, seed: int) -> pd.DataFrame:
-        pct = f"{round(fraction * 100)}pct"
         if arm != SINGLE:
-            return self.train(f"{RUN_NAMES[arm]}_{pct}_seed{seed}", self.start(arm, seed), fraction, seed)
+            return self.train(self.run_name(arm, fraction, seed), self.start(arm), fraction, seed)
         joined = None
         for head in self.organ_heads():
-            frame = self.train(f"single_{head.name}_{pct}_seed{seed}", [*self.start(VOCO_EXTRA, seed),
-                                                                       f"model.heads=[{head.name}]"], fraction, seed)
+            frame = self.train(self.run_name(VOCO_EXTRA, fraction, seed, organ=head.name),
+                               [*self.start(VOCO_EXTRA), f"model.heads=[{head.name}]"], fraction, seed)
             frame = frame.set_index(self.comp.id_column)
             joined = frame.copy() if joined is None else joined
             joined[list(head.columns)] = frame.loc[joined.index, list(head.columns)]
@@ -190,7 +209,10 @@ def main() -> int:
     parser.add_argument("--patients", type=int, default=160)
     parser.add_argument("--extra", type=int, default=160, help="unlabeled NIfTI volumes for 2D-VoCo")
     parser.add_argument("--set-seed", type=int, default=5151)
-    parser.add_argument("--pretrain-epochs", type=int, default=4)
+    parser.add_argument("--pretrain-epochs", type=int, default=24,
+                        help="2D-VoCo epochs (4 left the start at scratch's level: docs/claims.md)")
+    parser.add_argument("--pretrain-seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps of every fine-tuning fold")
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--fold", type=int, nargs="+", default=[0, 1],
                         help="the folds each run trains and is scored on (0: half the CPU, 80 OOF patients)")
