@@ -57,6 +57,27 @@ def test_patient_heads_pool_only_the_real_slices(kind):
         assert torch.allclose(model(padded, mask)[name], logits, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["window", "gru"])
+def test_organ_crop_heads_read_the_maximum_of_their_own_sequences(kind):
+    """Two kidney sequences and a liver one: padding never changes a head, the kidney head reads
+    its two sequences alike (either kidney's injury), and the liver head never reads them."""
+    torch.manual_seed(0)
+    model = NeighbourClassifier(dim=8, kind=kind, window=1, hidden=6, heads=(HeadSpec("kidney", 3), HeadSpec("liver", 3)),
+                                views=(2, 1)).eval()
+    left, right, liver = torch.randn(1, 5, 8), torch.randn(1, 3, 8), torch.randn(1, 4, 8)
+
+    def pad(x):  # to 6 slices, with padding that would win a max
+        return torch.cat([x, 100 * torch.ones(1, 6 - x.shape[1], 8)], dim=1)
+
+    mask = torch.tensor([[[True] * n + [False] * (6 - n) for n in (5, 3, 4)]])
+    out = model(torch.stack([pad(left), pad(right), pad(liver)], dim=1), mask)
+    swapped = model(torch.stack([pad(right), pad(left), pad(liver)], dim=1), mask[:, [1, 0, 2]])
+    assert out["kidney"].shape == (1, 3) and torch.allclose(out["kidney"], swapped["kidney"], atol=1e-5)
+    assert torch.allclose(out["liver"], model(liver)["liver"], atol=1e-5)
+    either = torch.maximum(model._pooled(left, None), model._pooled(right, None))
+    assert torch.allclose(out["kidney"], model.heads["kidney"](either), atol=1e-5)
+
+
 def test_the_descriptors_are_the_classifiers_own_slice_features(classifier, series_run):
     """Stage 1 is the classifier's CNN: the cached descriptor of every slice the CNN-LSTM samples
     equals the features it computes for that slice."""

@@ -1,18 +1,20 @@
 """The adjacent-slice descriptor method for patient labels (RSNA 2023's organ injuries), on the
-folds of a trained whole-slice classifier run:
+folds of a trained classifier run (whole slices or organ crops):
 
-- stage 1 is the run's own fold CNN: it gives every slice of the z range the run samples from
-  (``model.slice_range``) its descriptor, the backbone's pooled features, as the CNN-LSTM computes
-  them for the few slices it samples;
+- stage 1 is the run's own fold CNN: it gives every slice the run samples from its descriptor, the
+  backbone's pooled features, as the CNN-LSTM computes them for the few slices it samples: every
+  slice of the z range of ``model.slice_range`` (whole slices), or of each organ's z range cut to
+  its box (organ crops: one descriptor sequence per crop sequence);
 - stage 2, the neighbour window or the BiGRU over every slice (``descriptors.sequence``, ``window``,
-  ``hidden``, ``dropout``; loop ``descriptors.stage2``), is max-pooled per series as the CNN-LSTM
-  pools, and gives each head its logits, trained with the classifier's loss;
+  ``hidden``, ``dropout``; loop ``descriptors.stage2``), is max-pooled per sequence as the CNN-LSTM
+  pools (organ crops: each head reads the maximum of its organs' sequences, as the classifier
+  does), and gives each head its logits, trained with the classifier's loss;
 - series rows become patient rows by the classifier's aggregation (``train.series_aggregation``)
   and are scored by the competition's metric, beside the classifier's own rows on the same
   patients and folds.
 
 Writes to ``descriptors.stage1.out_dir``: config.yaml; per fold ``descriptors/<series_id>.npy``
-(float16), ``stage2/`` (the Trainer's), ``oof_series.csv``, ``test_series.csv`` and
+(float16; organ crops: ``<series_id>_<organ>.npy``), ``stage2/`` (the Trainer's), ``oof_series.csv``, ``test_series.csv`` and
 ``classifier_test_series.csv``; ``oof.csv`` and ``classifier_oof.csv`` (patients), results.json and
 summary.png.
 """
@@ -34,7 +36,7 @@ from volslice.classifier.run import oof_folds, score_oof
 from volslice.classifier.task import ClassificationTask
 from volslice.config import Config, to_yaml
 from volslice.data.dataset import SeriesDataset, patient_targets
-from volslice.data.inputs import every_slice_input
+from volslice.data.inputs import InputSpec, crop_views, every_slice_input, organ_views
 from volslice.data.manifest import load_images, load_manifest
 from volslice.data.tensors import to_float
 from volslice.descriptors.data import pad_series
@@ -51,22 +53,33 @@ log = logging.getLogger(__name__)
 METHOD = "series_descriptors"  # the ``method`` its runs record
 
 
-class SeriesDescriptorDataset(Dataset):
-    """One item per series of ``manifest``: its slices' descriptors (S, D) from
-    ``folder/<series_id>.npy``, its patient and series id and, with ``labels`` (indexed by patient
-    id), ``target_<head>`` for every head of ``heads`` (name -> label columns)."""
+def descriptor_paths(folder: Path, series_id: int, spec: InputSpec) -> list[Path]:
+    """The descriptor files of one series, one per sequence of ``every_slice_input``."""
+    if spec.input == "organs":
+        return [folder / f"{series_id}_{part}.npy" for _, part in organ_views(spec.heads)]
+    return [folder / f"{series_id}.npy"]
 
-    def __init__(self, folder, manifest: pd.DataFrame, heads: dict, labels: pd.DataFrame | None = None):
+
+class SeriesDescriptorDataset(Dataset):
+    """One item per series of ``manifest``: its slices' descriptors (S, D), or a list of them per
+    crop sequence for an organ-crop run (``descriptor_paths`` of ``spec``), its patient and series
+    id and, with ``labels`` (indexed by patient id), ``target_<head>`` for every head of ``heads``
+    (name -> label columns)."""
+
+    def __init__(self, folder, manifest: pd.DataFrame, heads: dict, spec: InputSpec,
+                 labels: pd.DataFrame | None = None):
         self.folder, self.rows, self.heads, self.labels = Path(folder), manifest.reset_index(drop=True), heads, labels
+        self.spec = spec
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
         row = self.rows.iloc[i]
-        descriptors = np.load(self.folder / f"{int(row.series_id)}.npy").astype(np.float32)
-        item = {"descriptors": torch.from_numpy(descriptors), "patient_id": int(row.patient_id),
-                "series_id": int(row.series_id)}
+        sequences = [torch.from_numpy(np.load(path).astype(np.float32))
+                     for path in descriptor_paths(self.folder, int(row.series_id), self.spec)]
+        item = {"descriptors": sequences if self.spec.input == "organs" else sequences[0],
+                "patient_id": int(row.patient_id), "series_id": int(row.series_id)}
         if self.labels is not None:
             item.update(patient_targets(self.labels, self.heads, int(row.patient_id)))
         return item
@@ -99,15 +112,16 @@ class SeriesDescriptorTask(ClassificationTask):
 @torch.no_grad()
 def extract_descriptors(predictor: Predictor, cache, manifest: pd.DataFrame, records: dict, folder: Path) -> None:
     """Every slice's descriptor (the fold CNN's pooled features, float16) of every series of
-    ``manifest`` not yet in ``folder``, saved as ``folder/<series_id>.npy`` (S, D)."""
+    ``manifest`` not yet in ``folder``, saved as its ``descriptor_paths`` (S, D) each."""
     model = predictor.models[0]
     for _, row in manifest.iterrows():
-        path = folder / f"{int(row.series_id)}.npy"
-        if path.exists():
+        paths = descriptor_paths(folder, int(row.series_id), predictor.spec)
+        if all(path.exists() for path in paths):
             continue
-        slices = every_slice_input(load_images(cache, row), predictor.spec, records.get(int(row.series_id)))
-        features, _ = model.slice_features(to_float(torch.from_numpy(slices)[None], predictor.device))
-        atomic_save_npy(path, features[0].float().cpu().half().numpy())
+        sequences = every_slice_input(load_images(cache, row), predictor.spec, records.get(int(row.series_id)))
+        for path, slices in zip(paths, sequences):
+            features, _ = model.slice_features(to_float(torch.from_numpy(slices)[None], predictor.device))
+            atomic_save_npy(path, features[0].float().cpu().half().numpy())
 
 
 def mean_series_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -121,10 +135,7 @@ def _fold(cfg: Config, comp, classifier_fold: Path, cache: Path, rows: dict, rec
     stage 2 and of the classifier itself."""
     d = cfg.descriptors
     predictor = Predictor.load(classifier_fold, resolve_device(d.stage2.device, DistContext.from_env()))
-    if predictor.spec.input != "slices":
-        raise ValueError(f"{classifier_fold.parent}: descriptors come from a whole-slice classifier "
-                         f"(model.input=slices), not model.input={predictor.spec.input}")
-    folder = out / "descriptors"
+    spec, folder = predictor.spec, out / "descriptors"
     every = pd.concat(rows.values())
     extract_descriptors(predictor, cache, rows["train"], records["truth"], folder)
     extract_descriptors(predictor, cache, every, records["predicted"], folder)
@@ -137,18 +148,18 @@ def _fold(cfg: Config, comp, classifier_fold: Path, cache: Path, rows: dict, rec
         atomic_write_csv(own, predictor.predict_loader(loader))
     stage2 = SeriesDescriptorTask(comp, task.heads, cfg.train, task.prior).bind_solution(labels.reset_index())
     torch.manual_seed(d.stage2.seed)
-    dim = np.load(folder / f"{int(rows['train'].series_id.iloc[0])}.npy", mmap_mode="r").shape[1]
+    dim = np.load(descriptor_paths(folder, int(rows["train"].series_id.iloc[0]), spec)[0], mmap_mode="r").shape[1]
     specs = tuple(HeadSpec(head.name, head.logits) for head in comp.select_heads(task.heads))
     model = NeighbourClassifier(dim, kind=d.sequence, window=d.window, hidden=d.hidden, dropout=d.dropout,
-                                heads=specs)
-    Trainer(model, stage2, SeriesDescriptorDataset(folder, rows["train"], heads, labels),
-            SeriesDescriptorDataset(folder, rows["validation"], heads, labels), d.stage2, out / "stage2",
+                                heads=specs, views=crop_views(spec.heads) if spec.input == "organs" else None)
+    Trainer(model, stage2, SeriesDescriptorDataset(folder, rows["train"], heads, spec, labels),
+            SeriesDescriptorDataset(folder, rows["validation"], heads, spec, labels), d.stage2, out / "stage2",
             collate_fn=pad_series, config_yaml=to_yaml(cfg)).fit(resume=resume)
     model.load_state_dict(model_weights(out / "stage2" / "best.pt"))
     model.eval()
     result = {"classifier_test_series": pd.read_csv(own)}
     for name, part in (("oof_series", "validation"), ("test_series", "test")):
-        loader = DataLoader(SeriesDescriptorDataset(folder, rows[part], heads), batch_size=d.stage2.batch_size,
+        loader = DataLoader(SeriesDescriptorDataset(folder, rows[part], heads, spec), batch_size=d.stage2.batch_size,
                             collate_fn=pad_series)
         result[name] = stage2.predict(model, loader, next(model.parameters()).device)
         atomic_write_csv(out / f"{name}.csv", result[name])
@@ -158,7 +169,7 @@ def _fold(cfg: Config, comp, classifier_fold: Path, cache: Path, rows: dict, rec
 
 def run_series_descriptors(cfg: Config, classifier_run, data, cache, *, resume: bool = False, report=None,
                            submission=None) -> dict:
-    """Descriptors and stage 2 on every fold of the trained whole-slice ``classifier_run`` (``cfg``:
+    """Descriptors and stage 2 on every fold of the trained ``classifier_run`` (``cfg``:
     its config with the ``descriptors.*`` settings to use; the run folder is
     ``descriptors.stage1.out_dir``); scores OOF and test beside the classifier's own rows and the
     constant baselines (recorded in ``report``); writes the test submission (the folds' mean)."""

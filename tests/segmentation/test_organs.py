@@ -104,6 +104,36 @@ def test_inference_reproduces_the_oof_rows_of_an_organ_crop_run(tiny_data, organ
     pd.testing.assert_frame_equal(inferred, oof, atol=1e-6, rtol=0)
 
 
+def test_descriptors_from_an_organ_crop_run_are_its_own_crop_features(tiny_data, organ_run, tmp_path):
+    """Stage 1 of the descriptor method on an organ-crop run: every slice of each organ's z range,
+    cut to its box; the descriptors of the slices the classifier samples are the features it
+    computes for its crops, and stage 2 is scored beside the run."""
+    from volslice.data.inputs import organs_z_range, organ_views, sample_input, select_slices
+    from volslice.data.tensors import to_float
+
+    out = tmp_path / "descriptors"
+    assert cli(["descriptors", "--data", str(tiny_data), "--cache", str(organ_run / "cache"), "--classifier",
+                str(organ_run / "crops"), "--report", str(tmp_path / "report.json"), "descriptors.stage2.epochs=2",
+                "descriptors.stage2.batch_size=4", "descriptors.stage2.progress=false", "descriptors.hidden=16",
+                f"descriptors.stage1.out_dir={out}"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert np.isfinite(report["oof"]) and np.isfinite(report["classifier_oof"]) and np.isfinite(report["test"])
+    predictor = Predictor.load(organ_run / "crops" / "fold0", torch.device("cpu"))
+    cache = organ_run / "cache"
+    tests = load_manifest(cache).query("split == 'test'")
+    predicted = load_organ_records(cache / "organs", ground_truth=False)
+    for _, row in tests.head(2).iterrows():
+        images, record = load_images(cache, row), predicted[row.series_id]
+        crops, _ = sample_input(images, predictor.spec, train=False, record=record)
+        for view, (_, part) in enumerate(organ_views(predictor.spec.heads)):
+            cached = np.load(out / "fold0" / "descriptors" / f"{row.series_id}_{part}.npy").astype(np.float32)
+            low, high = organs_z_range(record, (part,), predictor.spec.organ_margin, images.shape[0]) or (0, len(images))
+            assert len(cached) == high - low  # every slice of the organ's z range
+            picks = select_slices(high - low, predictor.spec.n_slices, jitter=False)
+            features, _ = predictor.models[0].slice_features(to_float(torch.from_numpy(crops[view])[None], "cpu"))
+            np.testing.assert_allclose(cached[picks], features[0].detach().numpy(), rtol=2e-3, atol=2e-3)
+
+
 def test_the_bundle_carries_the_segmenter(tiny_data, organ_run, tmp_path):
     export_run(organ_run / "crops", tmp_path / "models")
     exported = tmp_path / "models" / "crops"

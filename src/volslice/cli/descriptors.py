@@ -11,8 +11,8 @@ Without --folds, patient-grouped folds of the cached train series are made (fold
 in the run folder (descriptors.stage1.out_dir). Prints the OOF and test scores of stage 1 (the
 slice CNN alone) and stage 2, and the constant prior's.
 
-With --classifier (patient labels, e.g. RSNA 2023): the fold CNNs of that trained whole-slice
-classifier run are stage 1; stage 2 reads every slice's descriptor on the run's own folds, and is
+With --classifier (patient labels, e.g. RSNA 2023): the fold CNNs of that trained classifier run
+(whole slices or organ crops) are stage 1; stage 2 reads every slice's descriptor on the run's own folds, and is
 scored beside the classifier itself (volslice.series_descriptors). The run's config.yaml is the
 base config; --config files and overrides (descriptors.*) apply on top.
 """
@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--report", type=Path, help="JSON report to record the scores in")
     parser.add_argument("--submission", type=Path, help="where to write the test submission")
     parser.add_argument("--classifier", type=Path,
-                        help="trained whole-slice classifier run whose fold CNNs give the descriptors (patient labels)")
+                        help="trained classifier run (whole slices or organ crops) whose fold CNNs give the descriptors (patient labels)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. descriptors.window=3")
 
 

@@ -181,13 +181,15 @@ def crop_views(heads) -> tuple[int, ...]:
     return tuple(len(organs) for _, organs in heads)
 
 
-def organ_crops(volume: np.ndarray, record: dict, part: str, spec: InputSpec, train: bool) -> np.ndarray:
+def organ_crops(volume: np.ndarray, record: dict, part: str, spec: InputSpec, train: bool,
+                every_slice: bool = False) -> np.ndarray:
     """(n_slices, C * (2 context + 1), crop, crop) uint8: ``n_slices`` slices of the z range that
-    ``part`` (an organ label) spans, each cut to its box with a margin. A part the record lacks
-    gets the whole slices."""
+    ``part`` (an organ label) spans (``every_slice``: all of them), each cut to its box with a
+    margin. A part the record lacks gets the whole slices."""
     box = record["boxes"].get(part)
     z_range = organs_z_range(record, (part,), spec.organ_margin, volume.shape[0]) or (0, volume.shape[0])
-    picks = z_range[0] + select_slices(z_range[1] - z_range[0], spec.n_slices, train)
+    picks = (np.arange(*z_range) if every_slice else
+             z_range[0] + select_slices(z_range[1] - z_range[0], spec.n_slices, train))
     stack = stack_slices(volume, picks, spec.context)
     window = _box_window(box, spec.organ_margin, stack.shape[-2:], train)
     return np.ascontiguousarray(cut_and_resize(stack, window, spec.crop, spec.crop))
@@ -245,11 +247,13 @@ def slice_z_range(volume: np.ndarray, spec: InputSpec, record: dict | None) -> t
     return None
 
 
-def every_slice_input(volume: np.ndarray, spec: InputSpec, record: dict | None = None) -> np.ndarray:
-    """(S, C', crop, crop) uint8: every slice of the z range a whole-slice run samples from (see
-    ``slice_z_range``), each with its 2.5D neighbours, centre-cropped as in validation."""
-    if spec.input != "slices":
-        raise ValueError(f"every slice is read from whole-slice input (model.input=slices), not {spec.input}")
+def every_slice_input(volume: np.ndarray, spec: InputSpec, record: dict | None = None) -> list[np.ndarray]:
+    """Every slice the run samples from, as validation reads it, one (S, C', crop, crop) uint8 array
+    per sequence: whole slices (one sequence: the z range of ``slice_z_range``, centre-cropped), or
+    organ crops (one per crop sequence of ``organ_views``, in input order: every slice of the
+    part's z range cut to its box), each slice with its 2.5D neighbours."""
     _check_organ_record(spec, record)
+    if spec.input == "organs":
+        return [organ_crops(volume, record, part, spec, False, every_slice=True) for _, part in organ_views(spec.heads)]
     low, high = slice_z_range(volume, spec, record) or (0, volume.shape[0])
-    return crop(stack_slices(volume, np.arange(low, high), spec.context), spec.crop, False)
+    return [crop(stack_slices(volume, np.arange(low, high), spec.context), spec.crop, False)]

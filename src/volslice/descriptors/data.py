@@ -81,10 +81,14 @@ class DescriptorDataset(Dataset):
 def pad_series(items: list[dict]) -> dict:
     """Batch series of different lengths: descriptors and per-slice targets zero-padded to the
     longest, with ``mask`` (B, S) marking the real slices; ids and per-series targets stacked, lists
-    (image ids) kept as lists."""
-    longest = max(len(it["descriptors"]) for it in items)
-    batch = {"descriptors": torch.zeros(len(items), longest, items[0]["descriptors"].shape[1]),
-             "mask": torch.zeros(len(items), longest, dtype=torch.bool)}
+    (image ids) kept as lists. Organ crops: each item's descriptors are a list of its crop
+    sequences (S_v, D), batched as (B, views, S, D) with a (B, views, S) mask."""
+    views = isinstance(items[0]["descriptors"], list)
+    sequences = [it["descriptors"] if views else [it["descriptors"]] for it in items]
+    longest = max(len(seq) for series in sequences for seq in series)
+    lead = (len(items), len(sequences[0])) if views else (len(items),)
+    batch = {"descriptors": torch.zeros(*lead, longest, sequences[0][0].shape[1]),
+             "mask": torch.zeros(*lead, longest, dtype=torch.bool)}
     if "target" in items[0]:
         batch["target"] = torch.zeros(len(items), longest, items[0]["target"].shape[1])
     for key, value in items[0].items():
@@ -92,10 +96,11 @@ def pad_series(items: list[dict]) -> dict:
             values = [it[key] for it in items]
             batch[key] = (torch.stack(values) if isinstance(value, torch.Tensor) else
                           torch.tensor(values) if isinstance(value, int) else values)
-    for b, it in enumerate(items):
-        n = len(it["descriptors"])
-        batch["descriptors"][b, :n] = it["descriptors"]
-        batch["mask"][b, :n] = True
-        if "target" in it:
-            batch["target"][b, :n] = it["target"]
+    for b, series in enumerate(sequences):
+        for v, seq in enumerate(series):
+            at = (b, v) if views else b
+            batch["descriptors"][at][: len(seq)] = seq
+            batch["mask"][at][: len(seq)] = True
+        if "target" in items[b]:
+            batch["target"][b, : len(items[b]["target"])] = items[b]["target"]
     return batch

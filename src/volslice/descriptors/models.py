@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from volslice.models.sequence import HeadSpec, create_backbone
+from volslice.models.sequence import HeadSpec, create_backbone, heads_over_views, view_counts
 
 
 class SliceClassifier(nn.Module):
@@ -39,10 +39,12 @@ class NeighbourClassifier(nn.Module):
 
     ``heads`` (patient labels, e.g. RSNA 2023): the per-slice features are max-pooled over the real
     slices, as the classifier's CNN-LSTM pools its sequence, and each ``HeadSpec`` gets its own
-    logits (B, classes) instead of per-slice ``logits``."""
+    logits (B, classes) instead of per-slice ``logits``. Organ crops: (B, views, S, D) descriptors
+    with a (B, views, S) mask, every crop sequence pooled on its own and each head reading the
+    maximum of its ``views`` (per head, as the organ-crop classifier reads them)."""
 
     def __init__(self, dim: int, labels: int = 0, kind: str = "window", window: int = 2, hidden: int = 128,
-                 dropout: float = 0.2, normalise: bool = True, heads: tuple[HeadSpec, ...] = ()):
+                 dropout: float = 0.2, normalise: bool = True, heads: tuple[HeadSpec, ...] = (), views=None):
         super().__init__()
         if kind not in ("window", "gru"):
             raise ValueError(f"descriptors.sequence must be window or gru, got {kind!r}")
@@ -58,12 +60,30 @@ class NeighbourClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         if heads:
             self.heads = nn.ModuleDict({h.name: nn.Linear(width, h.classes) for h in heads})
+            self.views = view_counts(views, heads)
         elif labels:
             self.head = nn.Linear(width, labels)
         else:
             raise ValueError("a neighbour classifier needs per-slice labels or patient heads")
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+        if x.ndim == 4:  # organ crops: (B, views, S, D)
+            pooled = self._pooled(x.flatten(0, 1), None if mask is None else mask.flatten(0, 1))
+            return heads_over_views(pooled.view(*x.shape[:2], -1), self.heads, self.views, self.dropout)
+        if not hasattr(self, "heads"):
+            return {"logits": self.head(self.dropout(self._sequence(x, mask)))}
+        pooled = self.dropout(self._pooled(x, mask))
+        return {name: head(pooled) for name, head in self.heads.items()}
+
+    def _pooled(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, width): the per-slice features max-pooled over the real slices."""
+        h = self._sequence(x, mask)
+        if mask is not None:
+            h = h.masked_fill(~mask[..., None], float("-inf"))
+        return h.max(dim=1).values
+
+    def _sequence(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, S, width): every slice's features from its neighbours'."""
         x = self.norm(x)
         if self.kind == "window":
             projected = torch.relu(self.project(x))
@@ -76,9 +96,4 @@ class NeighbourClassifier(nn.Module):
             lengths = mask.sum(1).cpu()
             packed = nn.utils.rnn.pack_padded_sequence(self.project(x), lengths, batch_first=True, enforce_sorted=False)
             h, _ = nn.utils.rnn.pad_packed_sequence(self.mix(packed)[0], batch_first=True, total_length=x.shape[1])
-        if not hasattr(self, "heads"):
-            return {"logits": self.head(self.dropout(h))}
-        if mask is not None:
-            h = h.masked_fill(~mask[..., None], float("-inf"))
-        pooled = self.dropout(h.max(dim=1).values)
-        return {name: head(pooled) for name, head in self.heads.items()}
+        return h

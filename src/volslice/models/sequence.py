@@ -37,6 +37,25 @@ def create_backbone(name: str, in_chans: int, drop_path: float = 0.0) -> nn.Modu
     return timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, drop_path_rate=drop_path)
 
 
+def view_counts(views, heads) -> tuple[int, ...]:
+    """The crop sequences each head reads (``views``; one each where None), checked against ``heads``."""
+    counts = tuple(views) if views else (1,) * len(heads)
+    if len(counts) != len(heads):
+        raise ValueError(f"views {counts} name one count per head, for {len(heads)} heads")
+    return counts
+
+
+def heads_over_views(pooled: torch.Tensor, heads: nn.ModuleDict, views: tuple[int, ...], dropout: nn.Module) -> dict:
+    """Each head's logits on the maximum of its own views' pooled features: ``pooled`` (B, views,
+    width) holds every crop sequence's features in head order, ``views[i]`` of them for head i (an
+    injury in either kidney is a kidney injury)."""
+    out, start = {}, 0
+    for (name, head), count in zip(heads.items(), views):
+        out[name] = head(dropout(pooled[:, start : start + count].max(dim=1).values))
+        start += count
+    return out
+
+
 class AttentionPool(nn.Module):
     """Attention-weighted mean over slices (the weights are returned for interpretation)."""
 
@@ -85,9 +104,7 @@ class SliceSequenceModel(nn.Module):
         self.heads = nn.ModuleDict({h.name: nn.Linear(width, h.classes) for h in heads})
         self.slice_head = nn.Linear(width, slice_labels) if slice_labels else None
         self.mask_head = nn.Conv2d(features, mask_channels, 1) if mask_channels else None
-        self.views = tuple(views) if views else (1,) * len(heads)
-        if len(self.views) != len(heads):
-            raise ValueError(f"views {self.views} name one count per head, for {len(heads)} heads")
+        self.views = view_counts(views, heads)
 
     def slice_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S, C, H, W) -> ((B, S, features): the backbone on every slice, (B * S, features, h, w):
@@ -130,8 +147,5 @@ class SliceSequenceModel(nn.Module):
                              f"(per head: {dict(zip(self.heads, self.views))})")
         pooled, _, extra = self._pool(x.flatten(0, 1))
         out = {"masks": extra["masks"]} if "masks" in extra else {}
-        pooled, start = pooled.view(batch, views, -1), 0
-        for (name, head), count in zip(self.heads.items(), self.views):
-            out[name] = head(self.dropout(pooled[:, start : start + count].max(dim=1).values))
-            start += count
+        out.update(heads_over_views(pooled.view(batch, views, -1), self.heads, self.views, self.dropout))
         return out
