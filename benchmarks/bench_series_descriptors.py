@@ -2,7 +2,7 @@
 every slice's descriptor beat the CNN-LSTM whose CNN made them? Runs the project's own commands;
 every finished step is reused.
 
-    python benchmarks/bench_series_descriptors.py --work work/bench_series_descriptors [--seeds 0 1 2]
+    python benchmarks/bench_series_descriptors.py [--work WORK] [--seeds 0 1 2]
         [--set-seed 4242] [--config configs/demo.yaml] [--organs [--patients 160] [--steps 1000]]
         [-- key=value ...]
 
@@ -97,7 +97,8 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("work/bench_series_descriptors"))
+    parser.add_argument("--work", type=Path, help="work folder (default: work/bench_series_descriptors, "
+                        "work/bench_series_descriptors_organs with --organs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set-seed", type=int, default=4242, help="the synthetic set's generator seed")
     parser.add_argument("--config", default="configs/demo.yaml")
@@ -107,9 +108,10 @@ def main() -> int:
     parser.add_argument("--publish", type=Path, help="also copy the table, rows and plot here (e.g. docs/claims)")
     parser.add_argument("overrides", nargs="*", help="after --: KEY=VALUE for every classifier and descriptor run")
     args = parser.parse_args()
-    work, config = args.work.resolve(), ["--config", args.config]
+    default = Path("work/bench_series_descriptors" + ("_organs" if args.organs else ""))
+    work, config = (args.work or default).resolve(), ["--config", args.config]
     prepare(work, config, args)
-    own, name = (ORGAN_CROPS, "series_descriptors_organs") if args.organs else (CNN_LSTM, "series_descriptors")
+    own, stem = (ORGAN_CROPS, "series_descriptors_organs") if args.organs else (CNN_LSTM, "series_descriptors")
     rows = []
     for seed in args.seeds:
         run = classifier(work, config, seed, args)
@@ -124,7 +126,7 @@ def main() -> int:
     rows = pd.DataFrame(rows)
     for split in ("OOF", "test"):
         rows[f"{split} / best constant"] = rows[split] / rows[f"{split} best constant"]
-    atomic_write_csv(work / f"{name}.csv", rows)
+    atomic_write_csv(work / f"{stem}.csv", rows)
     means = rows.groupby("model", sort=False)[["OOF", "test", "OOF / best constant", "test / best constant"]]
     summary = means.mean().map("{:.3f}".format) + " ± " + means.std().map("{:.3f}".format)
     lines = [f"{args.config} (set seed {args.set_seed}), seeds {args.seeds}: weighted log loss, lower is better\n",
@@ -137,10 +139,10 @@ def main() -> int:
             verdict = paired_comparison(part[split], cnn_lstm[split]).describe()
             lines.append(f"- {kind} over the {own.split(' (')[0]}, {split}: {verdict}")
     text = "\n".join(lines) + "\n"
-    atomic_write_text(work / f"{name}.md", text)
-    plot(rows, work / f"{name}.png")
+    atomic_write_text(work / f"{stem}.md", text)
+    plot(rows, work / f"{stem}.png")
     print(text)
-    publish(work, (f"{name}.md", f"{name}.csv", f"{name}.png"), args.publish)
+    publish(work, (f"{stem}.md", f"{stem}.csv", f"{stem}.png"), args.publish)
     return 0
 
 

@@ -1,6 +1,8 @@
-"""The descriptor method on patient labels (RSNA 2023): stage 1 is a trained whole-slice classifier's
-fold CNN, whose descriptors are the very features the CNN-LSTM computes; stage 2 pools only a
-series' real slices; a run on the classifier's folds is scored beside the classifier itself."""
+"""The descriptor method on patient labels (RSNA 2023): stage 1 is a trained classifier's fold CNN,
+whose descriptors are the very features the CNN-LSTM computes; stage 2 pools only a series' real
+slices (organ crops: each head the maximum of its own sequences); a run on the classifier's folds
+is scored beside the classifier itself. The organ-crop run's descriptors are checked with the
+organ-crop run itself (tests/segmentation/test_organs.py)."""
 
 import json
 
@@ -76,6 +78,8 @@ def test_organ_crop_heads_read_the_maximum_of_their_own_sequences(kind):
     assert torch.allclose(out["liver"], model(liver)["liver"], atol=1e-5)
     either = torch.maximum(model._pooled(left, None), model._pooled(right, None))
     assert torch.allclose(out["kidney"], model.heads["kidney"](either), atol=1e-5)
+    with pytest.raises(ValueError, match="2 descriptor sequences a series for heads that read 3"):
+        model(torch.randn(1, 2, 4, 8))
 
 
 def test_the_descriptors_are_the_classifiers_own_slice_features(classifier, series_run):

@@ -168,11 +168,12 @@ def _fold(cfg: Config, comp, classifier_fold: Path, cache: Path, rows: dict, rec
 
 
 def run_series_descriptors(cfg: Config, classifier_run, data, cache, *, resume: bool = False, report=None,
-                           submission=None) -> dict:
+                           submission=None, organs=None) -> dict:
     """Descriptors and stage 2 on every fold of the trained ``classifier_run`` (``cfg``:
     its config with the ``descriptors.*`` settings to use; the run folder is
     ``descriptors.stage1.out_dir``); scores OOF and test beside the classifier's own rows and the
-    constant baselines (recorded in ``report``); writes the test submission (the folds' mean)."""
+    constant baselines (recorded in ``report``); writes the test submission (the folds' mean).
+    ``organs``: the organ records of step 03 the run was trained on (default ``cache/organs``)."""
     comp = competitions.get(cfg.competition)
     if comp.label_level != "patient":
         raise ValueError(f"{comp.name} labels {comp.label_level}s: its descriptors take volslice descriptors "
@@ -186,7 +187,7 @@ def run_series_descriptors(cfg: Config, classifier_run, data, cache, *, resume: 
     fold_of = oof_folds(classifier_run, comp.id_column)
     labels = comp.read_labels(data).set_index(comp.id_column)
     manifest = load_manifest(cache)
-    organs = cache / "organs"
+    organs = Path(organs) if organs else cache / "organs"
     records = {"truth": load_organ_records(organs, ground_truth=True) if organs.is_dir() else {},
                "predicted": load_organ_records(organs, ground_truth=False) if organs.is_dir() else {}}
     train = manifest[(manifest.split == "train") & manifest.patient_id.isin(fold_of.index)]

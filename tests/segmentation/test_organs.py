@@ -113,7 +113,8 @@ def test_descriptors_from_an_organ_crop_run_are_its_own_crop_features(tiny_data,
 
     out = tmp_path / "descriptors"
     assert cli(["descriptors", "--data", str(tiny_data), "--cache", str(organ_run / "cache"), "--classifier",
-                str(organ_run / "crops"), "--report", str(tmp_path / "report.json"), "descriptors.stage2.epochs=2",
+                str(organ_run / "crops"), "--organs", str(organ_run / "cache" / "organs"),
+                "--report", str(tmp_path / "report.json"), "descriptors.stage2.epochs=2",
                 "descriptors.stage2.batch_size=4", "descriptors.stage2.progress=false", "descriptors.hidden=16",
                 f"descriptors.stage1.out_dir={out}"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())

@@ -37,6 +37,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--submission", type=Path, help="where to write the test submission")
     parser.add_argument("--classifier", type=Path,
                         help="trained classifier run (whole slices or organ crops) whose fold CNNs give the descriptors (patient labels)")
+    parser.add_argument("--organs", type=Path, help="with --classifier: the organ records the run was trained on "
+                        "(volslice train --organs; default: CACHE/organs)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. descriptors.window=3")
 
 
@@ -51,9 +53,11 @@ def run(args) -> int:
 
         if args.folds or chosen is not None:
             args.parser.error("--classifier trains on that run's own folds: drop --folds and --fold")
+        if args.organs and not args.organs.is_dir():
+            args.parser.error(f"--organs {args.organs}: no such folder (step 03 writes CACHE/organs)")
         cfg = load_config(args.classifier / "config.yaml", *args.config, overrides=overrides)
         summary = run_series_descriptors(cfg, args.classifier, args.data, args.cache, resume=args.resume,
-                                         report=args.report, submission=args.submission)
+                                         report=args.report, submission=args.submission, organs=args.organs)
         print(json.dumps(summary, indent=2))
         return 0
     cfg = load_config(*args.config, overrides=overrides)

@@ -68,6 +68,9 @@ class NeighbourClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
         if x.ndim == 4:  # organ crops: (B, views, S, D)
+            if not hasattr(self, "heads") or x.shape[1] != sum(self.views):
+                raise ValueError(f"{x.shape[1]} descriptor sequences a series for heads that read "
+                                 f"{sum(getattr(self, 'views', ()))} (per-slice labels read one)")
             pooled = self._pooled(x.flatten(0, 1), None if mask is None else mask.flatten(0, 1))
             return heads_over_views(pooled.view(*x.shape[:2], -1), self.heads, self.views, self.dropout)
         if not hasattr(self, "heads"):
