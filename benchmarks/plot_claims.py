@@ -4,7 +4,7 @@ benchmarks publish (``--publish docs/claims``).
 
     python benchmarks/plot_claims.py [--docs docs]
 
-Reads DOCS/claims/{label_efficiency,descriptors,voco_heads,series_descriptors}.csv and
+Reads DOCS/claims/{label_efficiency,descriptors,voco_heads,series_descriptors,series_descriptors_organs}.csv and
 DOCS/segmentation/segmentation.csv where present (a claim whose arms share fewer than two seeds
 is left out), prints the verdicts as markdown and writes DOCS/claims/claims.png.
 """
@@ -32,11 +32,16 @@ class Claim:
 
 
 VOCO, SERIES = "2D-VoCo (+ extra volumes)", "2D-VoCo (competition series)"
+VOCO_IMAGENET = "ImageNet, then 2D-VoCo (+ extra volumes)"
 CLAIMS = [
     Claim("2D-VoCo beats scratch, 100 % labels", "claims/label_efficiency.csv", {"arm": VOCO, "fraction": 1.0},
           {"arm": "scratch", "fraction": 1.0}, "score"),
     Claim("2D-VoCo beats scratch, 25 % labels", "claims/label_efficiency.csv", {"arm": VOCO, "fraction": 0.25},
           {"arm": "scratch", "fraction": 0.25}, "score"),
+    Claim("2D-VoCo beats ImageNet, 100 % labels", "claims/label_efficiency.csv", {"arm": VOCO, "fraction": 1.0},
+          {"arm": "ImageNet", "fraction": 1.0}, "score"),
+    Claim("ImageNet, then 2D-VoCo beats ImageNet, 100 % labels", "claims/label_efficiency.csv",
+          {"arm": VOCO_IMAGENET, "fraction": 1.0}, {"arm": "ImageNet", "fraction": 1.0}, "score"),
     Claim("extra volumes help 2D-VoCo", "claims/label_efficiency.csv", {"arm": VOCO, "fraction": 1.0},
           {"arm": SERIES, "fraction": 1.0}, "score"),
     Claim("multi-organ beats single-organ", "claims/label_efficiency.csv", {"arm": VOCO, "fraction": 1.0},
@@ -59,6 +64,10 @@ CLAIMS = [
           {"model": "stage 2: descriptors, window"}, {"model": "CNN-LSTM (stage 1's own model)"}, "test"),
     Claim("descriptors help outside haemorrhage (RSNA 2023), OOF", "claims/series_descriptors.csv",
           {"model": "stage 2: descriptors, window"}, {"model": "CNN-LSTM (stage 1's own model)"}, "OOF"),
+    Claim("descriptors help outside haemorrhage, organ crops (RSNA 2023), test", "claims/series_descriptors_organs.csv",
+          {"model": "stage 2: descriptors, window"}, {"model": "organ-crop CNN-LSTM (stage 1's own model)"}, "test"),
+    Claim("descriptors help outside haemorrhage, organ crops (RSNA 2023), OOF", "claims/series_descriptors_organs.csv",
+          {"model": "stage 2: descriptors, window"}, {"model": "organ-crop CNN-LSTM (stage 1's own model)"}, "OOF"),
 ]
 COLOURS = {"holds": "tab:green", "does not hold": "tab:red", "undecided": "tab:grey"}
 
