@@ -71,12 +71,28 @@ def test_augment_keeps_shape_and_identity_without_randomness():
 
 
 def test_init_choices_are_checked():
-    with pytest.raises(ValueError, match="no local ImageNet weights"):
+    with pytest.raises(ValueError, match="no packaged ImageNet weights"):
         build_classifier(ModelConfig(backbone="resnet10t", init="imagenet"), 1, comp.COMPETITION)
     with pytest.raises(ValueError, match="model.weights"):
         build_classifier(ModelConfig(backbone="resnet10t", init="file"), 1, comp.COMPETITION)
     with pytest.raises(ValueError, match="model.heads"):
         build_classifier(ModelConfig(backbone="resnet10t", init="scratch", heads=["lungs"]), 1, comp.COMPETITION)
+
+
+def test_imagenet_start_never_reads_the_configs_backbone_file(tmp_path):
+    """configs/demo.yaml names its 2D-VoCo export in model.weights; model.init=imagenet on it (the
+    Makefile's FINETUNE=model.init=imagenet) starts from ImageNet's weights, not from that file."""
+    other = tmp_path / "backbone.pt"
+    scratch, _ = build_classifier(ModelConfig(init="scratch"), 3, comp.COMPETITION)
+    torch.save(scratch.backbone.state_dict(), other)
+    imagenet, _ = build_classifier(ModelConfig(init="imagenet"), 3, comp.COMPETITION)
+    switched, report = build_classifier(ModelConfig(init="imagenet", weights=str(other)), 3, comp.COMPETITION)
+    from_file, _ = build_classifier(ModelConfig(init="file", weights=str(other)), 3, comp.COMPETITION)
+    stem = "conv_stem.weight"
+    assert str(other) not in report.source
+    torch.testing.assert_close(switched.backbone.state_dict()[stem], imagenet.backbone.state_dict()[stem])
+    torch.testing.assert_close(from_file.backbone.state_dict()[stem], scratch.backbone.state_dict()[stem])
+    assert not torch.allclose(imagenet.backbone.state_dict()[stem], scratch.backbone.state_dict()[stem])
 
 
 @pytest.fixture(scope="module")

