@@ -5,7 +5,7 @@ commands; one resumable command, every finished run reused, so it may run across
 
     python benchmarks/bench_label_efficiency.py --work work/bench_label_efficiency [--seeds 0 1 2]
         [--patients 160] [--extra 160] [--set-seed 5151] [--pretrain-epochs 24] [--steps 1000]
-        [--fold 0 1] [--stages N] [--publish docs/claims] [-- KEY=VALUE ...]
+        [--fold 0 1] [--stages N] [--stage-seeds N=S,S,...] [--publish docs/claims] [-- KEY=VALUE ...]
 
 One synthetic RSNA 2023 set (the realistic anatomy, ``--patients`` train patients, ``--extra``
 unlabeled NIfTI volumes), its cache and 2 folds; Volume Fusion, the segmenter (fold 0) and step 03
@@ -205,6 +205,15 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
+def stage_seeds(text: str) -> tuple[int, list[int]]:
+    """``N=S,S,...`` as (stage N, its seeds)."""
+    try:
+        stage, seeds = text.split("=")
+        return int(stage), [int(seed) for seed in seeds.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N=SEED,SEED,... (e.g. 1=0,1,2,3), got {text!r}") from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("work/bench_label_efficiency"))
@@ -220,14 +229,20 @@ def main() -> int:
     parser.add_argument("--fold", type=int, nargs="+", default=[0, 1],
                         help="the folds each run trains and is scored on (0: half the CPU, 80 OOF patients)")
     parser.add_argument("--stages", type=int, default=len(PLAN), help="run only the first N stages of the plan")
+    parser.add_argument("--stage-seeds", type=stage_seeds, nargs="+", default=[], metavar="N=S,S,...",
+                        help="stage N's own seeds instead of --seeds (e.g. 1=0,1,2,3,4,5: the seeds a paired "
+                             "spread said would decide stage 1's claim)")
     parser.add_argument("--publish", type=Path, help="also copy the table, rows and plot here (e.g. docs/claims)")
     parser.add_argument("overrides", nargs="*", help="after --: KEY=VALUE for every classifier run")
     args = parser.parse_args()
+    seeds_of = dict(args.stage_seeds)
+    if set(seeds_of) - set(range(1, len(PLAN) + 1)):
+        parser.error(f"--stage-seeds: the plan's stages are 1-{len(PLAN)}, got {sorted(seeds_of)}")
     bench = Bench(args)
     bench.prepare()
     rows = []
-    for stage in PLAN[: args.stages]:
-        for seed in args.seeds:
+    for number, stage in enumerate(PLAN[: args.stages], start=1):
+        for seed in seeds_of.get(number, args.seeds):
             for arm, fraction in stage:
                 rows.append({"arm": arm, "fraction": fraction, "seed": seed,
                              **bench.evaluate(bench.oof(arm, fraction, seed))})
