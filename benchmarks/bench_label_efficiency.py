@@ -21,19 +21,20 @@ claims' comparisons first, each over every seed before the next):
 
 1. scratch and 2D-VoCo (competition series + extra volumes), 100 % of the labelled patients;
 2. ImageNet, 100 %;
-3. single-organ models (one run per organ, 2D-VoCo + extra start), 100 %, joined into one OOF;
-4. 2D-VoCo on the competition series alone, 100 %;
-5. scratch, 2D-VoCo and ImageNet at 25 %;
+3. scratch, 2D-VoCo and ImageNet at 25 %;
+4. single-organ models (one run per organ, 2D-VoCo + extra start), 100 %, joined into one OOF;
+5. 2D-VoCo on the competition series alone, 100 %;
 6. 2D-VoCo pretrained from ImageNet's weights (the same pretraining, another start), 100 % and 25 %.
 
-Stages 1, 3 and 4 each decide a claim of their own at 100 %; stage 5 asks the first claim again
-with a quarter of the labels.
+Stages 1 and 3 ask the first claim with all the labels and with a quarter of them; stages 4 and 5
+each decide a claim of their own at 100 %.
 
 The score is the competition's weighted log loss over the organ heads' groups (the mean of the
 kidney, liver and spleen losses; the project's validation score of an organ-crop run), beside the
 best constant's on the same patients; mAP over the organ labels and each organ's low/high AP.
-Writes WORK/label_efficiency.md, .csv and .png (``--publish`` copies them) with the paired
-verdicts (``volslice.comparison``) of every claim whose arms have at least two common seeds.
+Writes WORK/label_efficiency.csv after every run, and .md and .png (``--publish`` copies all three)
+after every finished stage, with the paired verdicts (``volslice.comparison``) of every claim whose
+arms have at least two common seeds: a command cut short keeps its finished stages' report.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ SHORT = {"scratch": "scratch", "ImageNet": "ImageNet", VOCO_EXTRA: "2D-VoCo\n+ e
          VOCO_IMAGENET: "ImageNet, then\n2D-VoCo + extra", SINGLE: "2D-VoCo + extra\nsingle-organ"}
 RUN_NAMES = {"scratch": "scratch", "ImageNet": "imagenet", VOCO_EXTRA: "voco_extra", VOCO_SERIES: "voco_series",
              VOCO_IMAGENET: "imagenet_voco_extra"}
-PLAN = [[("scratch", 1.0), (VOCO_EXTRA, 1.0)], [("ImageNet", 1.0)], [(SINGLE, 1.0)], [(VOCO_SERIES, 1.0)],
-        [("scratch", 0.25), (VOCO_EXTRA, 0.25), ("ImageNet", 0.25)], [(VOCO_IMAGENET, 1.0), (VOCO_IMAGENET, 0.25)]]
+PLAN = [[("scratch", 1.0), (VOCO_EXTRA, 1.0)], [("ImageNet", 1.0)],
+        [("scratch", 0.25), (VOCO_EXTRA, 0.25), ("ImageNet", 0.25)], [(SINGLE, 1.0)], [(VOCO_SERIES, 1.0)],
+        [(VOCO_IMAGENET, 1.0), (VOCO_IMAGENET, 0.25)]]
 CLAIMS = [("2D-VoCo beats scratch", VOCO_EXTRA, "scratch"), ("2D-VoCo beats ImageNet", VOCO_EXTRA, "ImageNet"),
           ("2D-VoCo from ImageNet beats ImageNet", VOCO_IMAGENET, "ImageNet"),
           ("extra unlabeled volumes help 2D-VoCo", VOCO_EXTRA, VOCO_SERIES),
@@ -205,6 +207,20 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
+def report(table: pd.DataFrame, args, work: Path) -> None:
+    """The finished runs' table, their means and the paired verdicts (WORK/label_efficiency.md), the
+    plot, all three copied to ``--publish``."""
+    means = table.groupby(["arm", "fraction"], sort=False)[["score", "mAP"]].agg(["mean", "std"])
+    means.columns = [f"{a} {b}" for a, b in means.columns]
+    text = "\n".join([f"{args.patients} train patients (set seed {args.set_seed}), organ-crop classifier, 2 folds; "
+                      f"OOF on the patients of fold(s) {args.fold}\n", markdown(table), "", "Mean and standard deviation over seeds:", "",
+                      markdown(means.reset_index()), "", "Paired over seeds:", "", *verdicts(table)]) + "\n"
+    atomic_write_text(work / "label_efficiency.md", text)
+    plot(table, work / "label_efficiency.png")
+    print(text)
+    publish(work, ("label_efficiency.md", "label_efficiency.csv", "label_efficiency.png"), args.publish)
+
+
 def stage_seeds(text: str) -> tuple[int, list[int]]:
     """``N=S,S,...`` as (stage N, its seeds)."""
     try:
@@ -246,18 +262,8 @@ def main() -> int:
             for arm, fraction in stage:
                 rows.append({"arm": arm, "fraction": fraction, "seed": seed,
                              **bench.evaluate(bench.oof(arm, fraction, seed))})
-                table = pd.DataFrame(rows)
-                atomic_write_csv(bench.work / "label_efficiency.csv", table)
-    table = pd.DataFrame(rows)
-    means = table.groupby(["arm", "fraction"], sort=False)[["score", "mAP"]].agg(["mean", "std"])
-    means.columns = [f"{a} {b}" for a, b in means.columns]
-    text = "\n".join([f"{args.patients} train patients (set seed {args.set_seed}), organ-crop classifier, 2 folds; "
-                      f"OOF on the patients of fold(s) {args.fold}\n", markdown(table), "", "Mean and standard deviation over seeds:", "",
-                      markdown(means.reset_index()), "", "Paired over seeds:", "", *verdicts(table)]) + "\n"
-    atomic_write_text(bench.work / "label_efficiency.md", text)
-    plot(table, bench.work / "label_efficiency.png")
-    print(text)
-    publish(bench.work, ("label_efficiency.md", "label_efficiency.csv", "label_efficiency.png"), args.publish)
+                atomic_write_csv(bench.work / "label_efficiency.csv", pd.DataFrame(rows))
+        report(pd.DataFrame(rows), args, bench.work)
     return 0
 
 
