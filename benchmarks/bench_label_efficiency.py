@@ -5,7 +5,8 @@ commands; one resumable command, every finished run reused, so it may run across
 
     python benchmarks/bench_label_efficiency.py --work work/bench_label_efficiency [--seeds 0 1 2]
         [--patients 160] [--extra 160] [--set-seed 5151] [--pretrain-epochs 24] [--steps 1000]
-        [--fold 0 1] [--stages N] [--stage-seeds N=S,S,...] [--publish docs/claims] [-- KEY=VALUE ...]
+        [--fold 0 1] [--stages N] [--stage-seeds N=S,S,...] [--resume-from docs/claims/label_efficiency.csv]
+        [--publish docs/claims] [-- KEY=VALUE ...]
 
 One synthetic RSNA 2023 set (the realistic anatomy, ``--patients`` train patients, ``--extra``
 unlabeled NIfTI volumes), its cache and 2 folds; Volume Fusion, the segmenter (fold 0) and step 03
@@ -34,7 +35,10 @@ kidney, liver and spleen losses; the project's validation score of an organ-crop
 best constant's on the same patients; mAP over the organ labels and each organ's low/high AP.
 Writes WORK/label_efficiency.csv after every run, and .md and .png (``--publish`` copies all three)
 after every finished stage, with the paired verdicts (``volslice.comparison``) of every claim whose
-arms have at least two common seeds: a command cut short keeps its finished stages' report.
+arms have at least two common seeds: a command cut short keeps its finished stages' report. Every
+row carries the settings it was made with; ``--resume-from`` takes the rows of such a table (a
+published one: the work folder's runs do not outlive a machine) as finished runs where its settings
+are this command's, so the grid can be completed over several machines.
 """
 
 from __future__ import annotations
@@ -210,15 +214,43 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
 def report(table: pd.DataFrame, args, work: Path) -> None:
     """The finished runs' table, their means and the paired verdicts (WORK/label_efficiency.md), the
     plot, all three copied to ``--publish``."""
-    means = table.groupby(["arm", "fraction"], sort=False)[["score", "mAP"]].agg(["mean", "std"])
+    keys = [table.arm, table.fraction]
+    means = table.groupby(keys, sort=False)[["score", "mAP"]].agg(["mean", "std"])
     means.columns = [f"{a} {b}" for a, b in means.columns]
+    below = (table.score < table["best constant"]).groupby(keys, sort=False).agg(["sum", "count"])
+    means["seeds below the best constant"] = [f"{s} of {n}" for s, n in zip(below["sum"], below["count"])]
     text = "\n".join([f"{args.patients} train patients (set seed {args.set_seed}), organ-crop classifier, 2 folds; "
-                      f"OOF on the patients of fold(s) {args.fold}\n", markdown(table), "", "Mean and standard deviation over seeds:", "",
+                      f"OOF on the patients of fold(s) {args.fold}; settings {settings(args)}\n",
+                      markdown(table.drop(columns=list(settings(args)))), "", "Mean and standard deviation over seeds:", "",
                       markdown(means.reset_index()), "", "Paired over seeds:", "", *verdicts(table)]) + "\n"
     atomic_write_text(work / "label_efficiency.md", text)
     plot(table, work / "label_efficiency.png")
     print(text)
     publish(work, ("label_efficiency.md", "label_efficiency.csv", "label_efficiency.png"), args.publish)
+
+
+def settings(args) -> dict:
+    """What a row depends on besides its arm, share and seed; a row made with other settings is never reused."""
+    return {"config": args.config, "patients": args.patients, "set seed": args.set_seed, "extra": args.extra,
+            "steps": args.steps, "pretrain epochs": args.pretrain_epochs, "pretrain seed": args.pretrain_seed,
+            "folds": " ".join(map(str, args.fold)), "overrides": " ".join(args.overrides)}
+
+
+def finished_rows(path: Path | None, wanted: dict) -> dict:
+    """The rows of the table at ``path`` made with the settings ``wanted``, by (arm, share, seed)."""
+    if path is None:
+        return {}
+    if not Path(path).is_file():
+        raise ValueError(f"--resume-from: {path} is not a file")
+    table = pd.read_csv(path)
+    missing = sorted(set(wanted) - set(table.columns))
+    if missing:
+        raise ValueError(f"--resume-from: {path} has no column {', '.join(missing)}; "
+                         "only a table this benchmark writes can be resumed from")
+    same = np.logical_and.reduce([table[name].fillna("").astype(str) == str(value) for name, value in wanted.items()])
+    if not same.all():
+        print(f"{path}: {(~same).sum()} rows were made with other settings than {wanted}; not reused")
+    return {(row["arm"], row["fraction"], row["seed"]): row for row in table[same].to_dict("records")}
 
 
 def stage_seeds(text: str) -> tuple[int, list[int]]:
@@ -248,20 +280,30 @@ def main() -> int:
     parser.add_argument("--stage-seeds", type=stage_seeds, nargs="+", default=[], metavar="N=S,S,...",
                         help="stage N's own seeds instead of --seeds (e.g. 1=0,1,2,3,4,5: the seeds a paired "
                              "spread said would decide stage 1's claim)")
+    parser.add_argument("--resume-from", type=Path, metavar="CSV",
+                        help="a label_efficiency.csv whose rows of this command's settings count as finished runs")
     parser.add_argument("--publish", type=Path, help="also copy the table, rows and plot here (e.g. docs/claims)")
     parser.add_argument("overrides", nargs="*", help="after --: KEY=VALUE for every classifier run")
     args = parser.parse_args()
     seeds_of = dict(args.stage_seeds)
     if set(seeds_of) - set(range(1, len(PLAN) + 1)):
         parser.error(f"--stage-seeds: the plan's stages are 1-{len(PLAN)}, got {sorted(seeds_of)}")
+    try:
+        done = finished_rows(args.resume_from, settings(args))
+    except ValueError as error:
+        parser.error(str(error))
     bench = Bench(args)
     bench.prepare()
     rows = []
     for number, stage in enumerate(PLAN[: args.stages], start=1):
         for seed in seeds_of.get(number, args.seeds):
             for arm, fraction in stage:
-                rows.append({"arm": arm, "fraction": fraction, "seed": seed,
-                             **bench.evaluate(bench.oof(arm, fraction, seed))})
+                if (arm, fraction, seed) in done:
+                    print(f"{arm}, {round(fraction * 100)} %, seed {seed}: finished in {args.resume_from}")
+                    rows.append(done[arm, fraction, seed])
+                else:
+                    rows.append({"arm": arm, "fraction": fraction, "seed": seed,
+                                 **bench.evaluate(bench.oof(arm, fraction, seed)), **settings(args)})
                 atomic_write_csv(bench.work / "label_efficiency.csv", pd.DataFrame(rows))
         report(pd.DataFrame(rows), args, bench.work)
     return 0

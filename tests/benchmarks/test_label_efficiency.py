@@ -1,0 +1,66 @@
+"""The label-efficiency benchmark's resumable table: which rows of a published table count as
+finished runs, and the report drawn from them."""
+
+import argparse
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from volslice.config import PROJECT_ROOT
+
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+import bench_label_efficiency as bench  # noqa: E402
+
+
+def arguments(**changes) -> argparse.Namespace:
+    values = dict(config="configs/demo.yaml", patients=160, set_seed=5151, extra=160, steps=1000, pretrain_epochs=24,
+                  pretrain_seed=0, fold=[0], overrides=[])
+    return argparse.Namespace(**{**values, **changes})
+
+
+def table(args, scores: dict) -> pd.DataFrame:
+    """Rows as the benchmark writes them: (arm, share, seed) -> score, the best constant at 1.0."""
+    return pd.DataFrame([{"arm": arm, "fraction": fraction, "seed": seed, "score": score, "best constant": 1.0,
+                          "mAP": 2 - score, **bench.settings(args)} for (arm, fraction, seed), score in scores.items()])
+
+
+def test_only_rows_of_the_same_settings_count_as_finished(tmp_path):
+    args = arguments()
+    path = tmp_path / "label_efficiency.csv"
+    rows = pd.concat([table(args, {("scratch", 1.0, 0): 1.1, (bench.VOCO_EXTRA, 0.25, 1): 0.8}),
+                      table(arguments(steps=300), {("scratch", 1.0, 1): 1.2}),
+                      table(arguments(overrides=["train.lr=1e-3"]), {("scratch", 1.0, 2): 1.3})])
+    rows.to_csv(path, index=False)
+    done = bench.finished_rows(path, bench.settings(args))
+    assert sorted(done) == [("2D-VoCo (+ extra volumes)", 0.25, 1), ("scratch", 1.0, 0)]
+    assert done["scratch", 1.0, 0]["score"] == 1.1
+    assert bench.finished_rows(None, bench.settings(args)) == {}
+
+
+def test_a_table_without_settings_or_no_file_is_refused_in_one_line(tmp_path):
+    old = tmp_path / "old.csv"
+    table(arguments(), {("scratch", 1.0, 0): 1.1}).drop(columns=["steps", "folds"]).to_csv(old, index=False)
+    with pytest.raises(ValueError, match="has no column folds, steps"):
+        bench.finished_rows(old, bench.settings(arguments()))
+    run = subprocess.run([sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_label_efficiency.py"),
+                          "--work", str(tmp_path / "work"), "--resume-from", str(tmp_path / "missing.csv")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].endswith("missing.csv is not a file")
+    assert not (tmp_path / "work").exists()
+
+
+def test_the_report_counts_the_seeds_below_the_best_constant_and_pairs_the_arms(tmp_path):
+    args = arguments(publish=tmp_path / "published")
+    scores = {("scratch", 1.0, 0): 1.10, ("scratch", 1.0, 1): 1.12, ("scratch", 1.0, 2): 1.11,
+              (bench.VOCO_EXTRA, 1.0, 0): 0.80, (bench.VOCO_EXTRA, 1.0, 1): 0.85, (bench.VOCO_EXTRA, 1.0, 2): 1.05}
+    table(args, scores).to_csv(tmp_path / "label_efficiency.csv", index=False)  # written after every run
+    bench.report(table(args, scores), args, tmp_path)
+    text = (tmp_path / "label_efficiency.md").read_text()
+    assert "| scratch | 1.000 | 1.110 | 0.010 | 0.890 | 0.010 | 0 of 3 |" in text
+    assert "| 2D-VoCo (+ extra volumes) | 1.000 | 0.900 | 0.132 | 1.100 | 0.132 | 2 of 3 |" in text
+    assert "- 2D-VoCo beats scratch at 100 % (score, seeds [0, 1, 2]): " in text
+    assert "config" not in text.split("\n", 2)[2].split("Mean")[0]  # the settings stay out of the per-run table
+    assert sorted(p.name for p in (tmp_path / "published").iterdir()) == [
+        "label_efficiency.csv", "label_efficiency.md", "label_efficiency.png"]
