@@ -242,7 +242,7 @@ def finished_rows(path: Path | None, wanted: dict) -> dict:
         return {}
     if not Path(path).is_file():
         raise ValueError(f"--resume-from: {path} is not a file")
-    table = pd.read_csv(path)
+    table = pd.read_csv(path, dtype=dict.fromkeys(wanted, str))
     missing = sorted(set(wanted) - set(table.columns))
     if missing:
         raise ValueError(f"--resume-from: {path} has no column {', '.join(missing)}; "
