@@ -27,8 +27,8 @@ claims' comparisons first, each over every seed before the next):
 5. 2D-VoCo on the competition series alone, 100 %;
 6. 2D-VoCo pretrained from ImageNet's weights (the same pretraining, another start), 100 % and 25 %.
 
-Stages 1 and 3 ask the first claim with all the labels and with a quarter of them; stages 4 and 5
-each decide a claim of their own at 100 %.
+Stages 1 and 2 ask whether 2D-VoCo beats scratch and ImageNet with all the labels, stage 3 asks
+both again with a quarter of them; stages 4 and 5 each decide a claim of their own at 100 %.
 
 The score is the competition's weighted log loss over the organ heads' groups (the mean of the
 kidney, liver and spleen losses; the project's validation score of an organ-crop run), beside the
@@ -36,14 +36,19 @@ best constant's on the same patients; mAP over the organ labels and each organ's
 Writes WORK/label_efficiency.csv after every run, and .md and .png (``--publish`` copies all three)
 after every finished stage, with the paired verdicts (``volslice.comparison``) of every claim whose
 arms have at least two common seeds: a command cut short keeps its finished stages' report. Every
-row carries the settings it was made with; ``--resume-from`` takes the rows of such a table (a
-published one: the work folder's runs do not outlive a machine) as finished runs where its settings
-are this command's, so the grid can be completed over several machines.
+row carries the settings it was made with (the hash of the resolved classifier config among them);
+``--resume-from`` takes the rows of such a table (a published one: the work folder's runs do not
+outlive a machine) as finished runs where its settings are this command's, and carries its rows
+the plan does not make into the new table, so a grid can be completed over several machines, each
+paired comparison on the machine that ran both of its arms. Rows of other settings are left out.
+The data, the segmenter and a pretraining are made again on each machine, which need not repeat
+another's float for float: rows made on two machines share one pretraining recipe, not one file.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +58,7 @@ from common import markdown, publish, pyplot, save_figure, volslice
 from volslice import competitions
 from volslice.classifier.run import score_oof
 from volslice.comparison import paired_comparison
-from volslice.config import load_config
+from volslice.config import load_config, to_yaml
 from volslice.io import atomic_write_csv, atomic_write_text
 
 ORGANS_CONFIG = "configs/demo_organs.yaml"
@@ -81,8 +86,14 @@ class Bench:
         self.work, self.args = args.work.resolve(), args
         self.config = ["--config", args.config]
         self.comp = competitions.get(load_config(args.config).competition)
+        self.prepared = False
 
     def prepare(self) -> None:
+        """The set, its cache and folds, Volume Fusion, the segmenter and step 03, once a command (each
+        step skips what it finished before)."""
+        if self.prepared:
+            return
+        self.prepared = True
         w, a = self.work, self.args
         volslice("synthetic", "--out", w / "data", "--train-patients", a.patients, "--test-patients", 16,
                  "--extra-unlabeled", a.extra, *self.config, f"synthetic.seed={a.set_seed}")
@@ -149,6 +160,7 @@ class Bench:
         return pd.concat([pd.read_csv(part) for part in parts], ignore_index=True)
 
     def oof(self, arm: str, fraction: float, seed: int) -> pd.DataFrame:
+        self.prepare()
         if arm != SINGLE:
             return self.train(self.run_name(arm, fraction, seed), self.start(arm), fraction, seed)
         joined = None
@@ -231,13 +243,16 @@ def report(table: pd.DataFrame, args, work: Path) -> None:
 
 def settings(args) -> dict:
     """What a row depends on besides its arm, share and seed; a row made with other settings is never reused."""
-    return {"config": args.config, "patients": args.patients, "set seed": args.set_seed, "extra": args.extra,
-            "steps": args.steps, "pretrain epochs": args.pretrain_epochs, "pretrain seed": args.pretrain_seed,
-            "folds": " ".join(map(str, args.fold)), "overrides": " ".join(args.overrides)}
+    resolved = to_yaml(load_config(args.config, ORGANS_CONFIG)).encode()
+    return {"config": args.config, "config hash": hashlib.sha256(resolved).hexdigest()[:12],
+            "patients": args.patients, "set seed": args.set_seed, "extra": args.extra, "steps": args.steps,
+            "pretrain epochs": args.pretrain_epochs, "pretrain seed": args.pretrain_seed,
+            "folds": " ".join(map(str, sorted(set(args.fold)))), "overrides": " ".join(args.overrides)}
 
 
 def finished_rows(path: Path | None, wanted: dict) -> dict:
-    """The rows of the table at ``path`` made with the settings ``wanted``, by (arm, share, seed)."""
+    """The rows of the table at ``path`` made with the settings ``wanted``, by (arm, share, seed); a
+    table that holds one of them twice is refused."""
     if path is None:
         return {}
     if not Path(path).is_file():
@@ -249,7 +264,13 @@ def finished_rows(path: Path | None, wanted: dict) -> dict:
                          "only a table this benchmark writes can be resumed from")
     same = np.logical_and.reduce([table[name].fillna("").astype(str) == str(value) for name, value in wanted.items()])
     if not same.all():
-        print(f"{path}: {(~same).sum()} rows were made with other settings than {wanted}; not reused")
+        print(f"{path}: {(~same).sum()} rows were made with other settings than {wanted}; not reused, "
+              "and left out of the new table")
+    keys = table[same][["arm", "fraction", "seed"]]
+    if keys.duplicated().any():
+        arm, fraction, seed = keys[keys.duplicated()].iloc[0]
+        raise ValueError(f"--resume-from: {path} holds the run ({arm}, {round(fraction * 100)} %, seed {seed}) "
+                         "twice; keep one row per run")
     return {(row["arm"], row["fraction"], row["seed"]): row for row in table[same].to_dict("records")}
 
 
@@ -293,7 +314,9 @@ def main() -> int:
     except ValueError as error:
         parser.error(str(error))
     bench = Bench(args)
-    bench.prepare()
+    planned = {(arm, fraction, seed) for number, stage in enumerate(PLAN[: args.stages], start=1)
+               for seed in seeds_of.get(number, args.seeds) for arm, fraction in stage}
+    carried = [row for key, row in done.items() if key not in planned]
     rows = []
     for number, stage in enumerate(PLAN[: args.stages], start=1):
         for seed in seeds_of.get(number, args.seeds):
@@ -304,8 +327,8 @@ def main() -> int:
                 else:
                     rows.append({"arm": arm, "fraction": fraction, "seed": seed,
                                  **bench.evaluate(bench.oof(arm, fraction, seed)), **settings(args)})
-                atomic_write_csv(bench.work / "label_efficiency.csv", pd.DataFrame(rows))
-        report(pd.DataFrame(rows), args, bench.work)
+                atomic_write_csv(bench.work / "label_efficiency.csv", pd.DataFrame(rows + carried))
+        report(pd.DataFrame(rows + carried), args, bench.work)
     return 0
 
 

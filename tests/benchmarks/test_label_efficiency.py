@@ -14,6 +14,11 @@ sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 import bench_label_efficiency as bench  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def in_the_project(monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT)  # the benchmark names its configs from the project's root
+
+
 def arguments(**changes) -> argparse.Namespace:
     values = dict(config="configs/demo.yaml", patients=160, set_seed=5151, extra=160, steps=1000, pretrain_epochs=24,
                   pretrain_seed=0, fold=[0], overrides=[])
@@ -37,12 +42,48 @@ def test_only_rows_of_the_same_settings_count_as_finished(tmp_path):
     assert sorted(done) == [("2D-VoCo (+ extra volumes)", 0.25, 1), ("scratch", 1.0, 0)]
     assert done["scratch", 1.0, 0]["score"] == 1.1
     assert bench.finished_rows(None, bench.settings(args)) == {}
+    assert bench.settings(arguments(fold=[1, 0])) == bench.settings(arguments(fold=[0, 1, 0]))
+    assert bench.settings(arguments(config="configs/default.yaml"))["config hash"] != bench.settings(args)["config hash"]
+
+
+def test_a_run_held_twice_is_refused(tmp_path):
+    path = tmp_path / "label_efficiency.csv"
+    table(arguments(), {("scratch", 1.0, 0): 1.1}).pipe(lambda t: pd.concat([t, t])).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"holds the run \(scratch, 100 %, seed 0\) twice"):
+        bench.finished_rows(path, bench.settings(arguments()))
+
+
+def test_the_published_table_resumes_under_its_documented_settings():
+    """docs/claims/label_efficiency.csv was made by ``--fold 0`` with every other option at its default."""
+    path = PROJECT_ROOT / "docs" / "claims" / "label_efficiency.csv"
+    done = bench.finished_rows(path, bench.settings(arguments()))
+    assert len(done) == len(pd.read_csv(path)) >= 15
+    assert {(arm, 1.0, seed) for arm in ("scratch", "ImageNet", bench.VOCO_EXTRA, bench.VOCO_SERIES, bench.SINGLE)
+            for seed in (0, 1, 2)} <= set(done)
+
+
+def test_a_resumed_tables_rows_outside_the_plan_are_carried_into_the_new_table(tmp_path):
+    """Every planned run finished in the resumed table: nothing is trained or prepared, and its row of
+    a stage outside ``--stages`` stays in the new table."""
+    args = arguments()
+    scores = {(arm, 1.0, seed): 1.0 + seed / 10 for arm in ("scratch", bench.VOCO_EXTRA) for seed in (0, 1)}
+    scores[bench.VOCO_SERIES, 1.0, 0] = 0.9
+    resumed = tmp_path / "resumed.csv"
+    table(args, scores).to_csv(resumed, index=False)
+    run = subprocess.run([sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_label_efficiency.py"),
+                          "--work", str(tmp_path / "work"), "--fold", "0", "--stages", "1", "--seeds", "0", "1",
+                          "--resume-from", str(resumed), "--publish", str(tmp_path / "published")],
+                         capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    published = pd.read_csv(tmp_path / "published" / "label_efficiency.csv")
+    assert len(published) == 5 and (published.arm == bench.VOCO_SERIES).sum() == 1
+    assert not (tmp_path / "work" / "data").exists()  # nothing to train: no set made
 
 
 def test_a_table_without_settings_or_no_file_is_refused_in_one_line(tmp_path):
     old = tmp_path / "old.csv"
-    table(arguments(), {("scratch", 1.0, 0): 1.1}).drop(columns=["steps", "folds"]).to_csv(old, index=False)
-    with pytest.raises(ValueError, match="has no column folds, steps"):
+    table(arguments(), {("scratch", 1.0, 0): 1.1}).drop(columns=["steps", "config hash"]).to_csv(old, index=False)
+    with pytest.raises(ValueError, match="has no column config hash, steps"):
         bench.finished_rows(old, bench.settings(arguments()))
     run = subprocess.run([sys.executable, str(PROJECT_ROOT / "benchmarks" / "bench_label_efficiency.py"),
                           "--work", str(tmp_path / "work"), "--resume-from", str(tmp_path / "missing.csv")],
