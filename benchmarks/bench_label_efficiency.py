@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from common import markdown, publish, pyplot, save_figure, volslice
 from volslice import competitions
@@ -197,7 +198,18 @@ def verdicts(rows: pd.DataFrame) -> list[str]:
             for metric, lower in (("score", True), ("mAP", False)):
                 verdict = paired_comparison(a.loc[seeds, metric], b.loc[seeds, metric], lower_is_better=lower)
                 lines.append(f"- {claim} at {round(fraction * 100)} % ({metric}, seeds {seeds}): {verdict.describe()}")
+            lines.append(f"- {claim} at {round(fraction * 100)} % (seeds below the best constant): "
+                         + learnt_more_often(a.loc[seeds], b.loc[seeds]))
     return lines
+
+
+def learnt_more_often(a: pd.DataFrame, b: pd.DataFrame) -> str:
+    """How many seeds of arm A and of arm B score below the best constant, and the one-sided Fisher exact
+    p that A's share is no larger: the test for outcomes that either leave the constant or stay there."""
+    below_a, below_b = int((a.score < a["best constant"]).sum()), int((b.score < b["best constant"]).sum())
+    table = [[below_a, len(a) - below_a], [below_b, len(b) - below_b]]
+    p = stats.fisher_exact(table, alternative="greater").pvalue
+    return f"{below_a} of {len(a)} against {below_b} of {len(b)}, one-sided Fisher exact p = {p:.3f}"
 
 
 def plot(rows: pd.DataFrame, path: Path) -> None:

@@ -102,6 +102,9 @@ def test_the_report_counts_the_seeds_below_the_best_constant_and_pairs_the_arms(
     assert "| scratch | 1.000 | 1.110 | 0.010 | 0.890 | 0.010 | 0 of 3 |" in text
     assert "| 2D-VoCo (+ extra volumes) | 1.000 | 0.900 | 0.132 | 1.100 | 0.132 | 2 of 3 |" in text
     assert "- 2D-VoCo beats scratch at 100 % (score, seeds [0, 1, 2]): " in text
+    # 2 of 3 seeds leave the constant against none: both successes among A's 3 of the 6 seeds, C(4,1)/C(6,3) = 0.2
+    assert ("- 2D-VoCo beats scratch at 100 % (seeds below the best constant): 2 of 3 against 0 of 3, "
+            "one-sided Fisher exact p = 0.200") in text
     assert "config" not in text.split("\n", 2)[2].split("Mean")[0]  # the settings stay out of the per-run table
     assert sorted(p.name for p in (tmp_path / "published").iterdir()) == [
         "label_efficiency.csv", "label_efficiency.md", "label_efficiency.png"]
