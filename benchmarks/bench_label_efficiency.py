@@ -203,10 +203,15 @@ def verdicts(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
+def below_constant(rows: pd.DataFrame) -> pd.Series:
+    """Whether each run scores below (better than) the best constant on its patients."""
+    return rows.score < rows["best constant"]
+
+
 def learnt_more_often(a: pd.DataFrame, b: pd.DataFrame) -> str:
     """How many seeds of arm A and of arm B score below the best constant, and the one-sided Fisher exact
     p that A's share is no larger: the test for outcomes that either leave the constant or stay there."""
-    below_a, below_b = int((a.score < a["best constant"]).sum()), int((b.score < b["best constant"]).sum())
+    below_a, below_b = int(below_constant(a).sum()), int(below_constant(b).sum())
     table = [[below_a, len(a) - below_a], [below_b, len(b) - below_b]]
     p = stats.fisher_exact(table, alternative="greater").pvalue
     return f"{below_a} of {len(a)} against {below_b} of {len(b)}, one-sided Fisher exact p = {p:.3f}"
@@ -235,17 +240,17 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
-def report(table: pd.DataFrame, args, work: Path) -> None:
-    """The finished runs' table, their means and the paired verdicts (WORK/label_efficiency.md), the
-    plot, all three copied to ``--publish``."""
+def report(table: pd.DataFrame, args, wanted: dict, work: Path) -> None:
+    """The finished runs' table (made with the settings ``wanted``), their means and the paired verdicts
+    (WORK/label_efficiency.md), the plot, all three copied to ``--publish``."""
     keys = [table.arm, table.fraction]
     means = table.groupby(keys, sort=False)[["score", "mAP"]].agg(["mean", "std"])
     means.columns = [f"{a} {b}" for a, b in means.columns]
-    below = (table.score < table["best constant"]).groupby(keys, sort=False).agg(["sum", "count"])
+    below = below_constant(table).groupby(keys, sort=False).agg(["sum", "count"])
     means["seeds below the best constant"] = [f"{s} of {n}" for s, n in zip(below["sum"], below["count"])]
     text = "\n".join([f"{args.patients} train patients (set seed {args.set_seed}), organ-crop classifier, 2 folds; "
-                      f"OOF on the patients of fold(s) {args.fold}; settings {settings(args)}\n",
-                      markdown(table.drop(columns=list(settings(args)))), "", "Mean and standard deviation over seeds:", "",
+                      f"OOF on the patients of fold(s) {args.fold}; settings {wanted}\n",
+                      markdown(table.drop(columns=list(wanted))), "", "Mean and standard deviation over seeds:", "",
                       markdown(means.reset_index()), "", "Paired over seeds:", "", *verdicts(table)]) + "\n"
     atomic_write_text(work / "label_efficiency.md", text)
     plot(table, work / "label_efficiency.png")
@@ -321,8 +326,9 @@ def main() -> int:
     seeds_of = dict(args.stage_seeds)
     if set(seeds_of) - set(range(1, len(PLAN) + 1)):
         parser.error(f"--stage-seeds: the plan's stages are 1-{len(PLAN)}, got {sorted(seeds_of)}")
+    wanted = settings(args)
     try:
-        done = finished_rows(args.resume_from, settings(args))
+        done = finished_rows(args.resume_from, wanted)
     except ValueError as error:
         parser.error(str(error))
     bench = Bench(args)
@@ -338,9 +344,9 @@ def main() -> int:
                     rows.append(done[arm, fraction, seed])
                 else:
                     rows.append({"arm": arm, "fraction": fraction, "seed": seed,
-                                 **bench.evaluate(bench.oof(arm, fraction, seed)), **settings(args)})
+                                 **bench.evaluate(bench.oof(arm, fraction, seed)), **wanted})
                 atomic_write_csv(bench.work / "label_efficiency.csv", pd.DataFrame(rows + carried))
-        report(pd.DataFrame(rows + carried), args, bench.work)
+        report(pd.DataFrame(rows + carried), args, wanted, bench.work)
     return 0
 
 

@@ -97,7 +97,7 @@ def test_the_report_counts_the_seeds_below_the_best_constant_and_pairs_the_arms(
     scores = {("scratch", 1.0, 0): 1.10, ("scratch", 1.0, 1): 1.12, ("scratch", 1.0, 2): 1.11,
               (bench.VOCO_EXTRA, 1.0, 0): 0.80, (bench.VOCO_EXTRA, 1.0, 1): 0.85, (bench.VOCO_EXTRA, 1.0, 2): 1.05}
     table(args, scores).to_csv(tmp_path / "label_efficiency.csv", index=False)  # written after every run
-    bench.report(table(args, scores), args, tmp_path)
+    bench.report(table(args, scores), args, bench.settings(args), tmp_path)
     text = (tmp_path / "label_efficiency.md").read_text()
     assert "| scratch | 1.000 | 1.110 | 0.010 | 0.890 | 0.010 | 0 of 3 |" in text
     assert "| 2D-VoCo (+ extra volumes) | 1.000 | 0.900 | 0.132 | 1.100 | 0.132 | 2 of 3 |" in text
