@@ -10,6 +10,7 @@ from volslice import competitions
 from volslice.config import CacheConfig, ModelConfig, load_config
 from volslice.data.cache_runner import run_cache
 from volslice.models.build import build_classifier
+from volslice.models.weights import efficientnet_lite0_package_file, efficientnet_pytorch_to_timm
 from volslice.pretraining.run import BACKBONE_FILE, export_backbone
 from volslice.pretraining.model import build_voco
 from volslice.pretraining.task import VoCoTask
@@ -69,6 +70,22 @@ def test_3d_variant_runs_the_same_pretext_and_exports_no_2d_backbone(tmp_path):
     torch.save({"model": model.state_dict()}, tmp_path / "3d.pt")
     with pytest.raises(ValueError, match="no student.encoder.backbone"):
         export_backbone(tmp_path / "3d.pt", tmp_path / "out.safetensors")
+
+
+def test_imagenet_start_loads_the_packaged_weights_and_refuses_what_it_cannot_load():
+    small = ["pretrain.volume_size=48", "pretrain.projection_dim=32", "pretrain.init=imagenet"]
+    cfg = load_config(overrides=[*small, "model.backbone=efficientnet_lite0"])
+    model, note = build_voco(cfg.pretrain, cfg.model)
+    assert "0 missing" in note
+    packaged = efficientnet_pytorch_to_timm(torch.load(efficientnet_lite0_package_file(), weights_only=True))
+    student = model.state_dict()
+    key = "blocks.1.0.conv_pw.weight"
+    torch.testing.assert_close(student[next(k for k in student if k.endswith(f"backbone.{key}"))], packaged[key])
+    with pytest.raises(ValueError, match="needs pretrain.encoder=2d"):
+        build_voco(load_config(overrides=[*small, "pretrain.encoder=3d"]).pretrain, cfg.model)
+    with pytest.raises(ValueError, match="no packaged ImageNet weights for 'resnet10t'.*pretrain.init=scratch"):
+        build_voco(load_config(overrides=[*small, "model.backbone=resnet10t"]).pretrain,
+                   load_config(overrides=["model.backbone=resnet10t"]).model)
 
 
 @pytest.mark.slow

