@@ -42,6 +42,8 @@ CLAIMS = [
           {"arm": "ImageNet", "fraction": 1.0}, "score"),
     Claim("ImageNet, then 2D-VoCo beats ImageNet, 100 % labels", "claims/label_efficiency.csv",
           {"arm": VOCO_IMAGENET, "fraction": 1.0}, {"arm": "ImageNet", "fraction": 1.0}, "score"),
+    Claim("ImageNet, then 2D-VoCo beats ImageNet, 25 % labels", "claims/label_efficiency.csv",
+          {"arm": VOCO_IMAGENET, "fraction": 0.25}, {"arm": "ImageNet", "fraction": 0.25}, "score"),
     Claim("extra volumes help 2D-VoCo", "claims/label_efficiency.csv", {"arm": VOCO, "fraction": 1.0},
           {"arm": SERIES, "fraction": 1.0}, "score"),
     Claim("multi-organ beats single-organ", "claims/label_efficiency.csv", {"arm": VOCO, "fraction": 1.0},
