@@ -12,7 +12,7 @@ from volslice.data.cache_runner import run_cache
 from volslice.models.build import build_classifier
 from volslice.models.weights import efficientnet_lite0_package_file, efficientnet_pytorch_to_timm
 from volslice.pretraining.run import BACKBONE_FILE, export_backbone
-from volslice.pretraining.model import build_voco
+from volslice.pretraining.model import BACKBONE_PREFIX, build_voco
 from volslice.pretraining.task import VoCoTask
 from volslice.runs import load_checkpoint
 from volslice.cli import main as cli
@@ -78,9 +78,8 @@ def test_imagenet_start_loads_the_packaged_weights_and_refuses_what_it_cannot_lo
     model, note = build_voco(cfg.pretrain, cfg.model)
     assert "0 missing" in note
     packaged = efficientnet_pytorch_to_timm(torch.load(efficientnet_lite0_package_file(), weights_only=True))
-    student = model.state_dict()
     key = "blocks.1.0.conv_pw.weight"
-    torch.testing.assert_close(student[next(k for k in student if k.endswith(f"backbone.{key}"))], packaged[key])
+    torch.testing.assert_close(model.state_dict()[BACKBONE_PREFIX + key], packaged[key])
     with pytest.raises(ValueError, match="needs pretrain.encoder=2d"):
         build_voco(load_config(overrides=[*small, "pretrain.encoder=3d"]).pretrain, cfg.model)
     with pytest.raises(ValueError, match="no packaged ImageNet weights for 'resnet10t'.*pretrain.init=scratch"):
